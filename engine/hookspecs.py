@@ -1,0 +1,20 @@
+"""The hooks a cnnrun plugin can implement (pluggy, project name ``cnnrun``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("cnnrun")
+hookimpl = pluggy.HookimplMarker("cnnrun")
+
+
+@hookspec
+def cnnrun_register_layers(register: Callable[[type], None]) -> None:
+    """Register layer types.
+
+    :param register: call ``register(LayerClass)`` once per layer type; the class subclasses
+        :class:`cnnrun.engine.Layer` and its ``type_name`` is the JSON ``"type"``.
+    :return: nothing.
+    """

@@ -1,0 +1,296 @@
+"""A network: layers wired as a DAG from a JSON description, run forward and backward on batches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
+from .layer import RESERVED_KEYS, Context, Layer, Shape
+from .options import show
+
+INPUT = "input"
+TOP_LEVEL_KEYS = ("name", "input", "layers", "train")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Node:
+    """One layer of a network, the names of the nodes it reads, and its output shape (no batch)."""
+
+    name: str
+    layer: Layer
+    inputs: tuple[str, ...]
+    input_shapes: tuple[Shape, ...]
+    output_shape: Shape
+
+
+class Network:
+    """Layers in topological order; the last one is the output.
+
+    ``params``, ``grads`` and ``buffers`` map a layer name to ``{array name: array}`` (only layers
+    that have any); arrays are C-contiguous, of the network's dtype, in PyTorch's layouts.
+    """
+
+    def __init__(self, name: str, input_shape: Shape, nodes: list[Node], *, dtype="float32",
+                 config: dict | None = None, seed: int = 0):
+        self.name = name
+        self.input_shape = tuple(input_shape)
+        self.nodes = nodes
+        self.dtype = np.dtype(dtype)
+        self.config = config
+        self.device = "cpu"
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.grads: dict[str, dict[str, np.ndarray]] = {}
+        self.buffers: dict[str, dict[str, np.ndarray]] = {}
+        for node in nodes:
+            shapes = node.layer.parameter_shapes(*node.input_shapes)
+            if shapes:
+                self.params[node.name] = {k: np.zeros(s, self.dtype) for k, s in shapes.items()}
+                self.grads[node.name] = {k: np.zeros(s, self.dtype) for k, s in shapes.items()}
+            buffers = node.layer.buffer_shapes(*node.input_shapes)
+            if buffers:
+                self.buffers[node.name] = {k: np.zeros(s, self.dtype) for k, s in buffers.items()}
+        self.contexts = {node.name: Context(self.params.get(node.name, {}), self.grads.get(node.name, {}),
+                                            self.buffers.get(node.name, {})) for node in nodes}
+        self._forward_done = False
+        self.initialize(seed)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, path, registry=None, dtype="float32") -> "Network":
+        """Build a network from a JSON file; every error names the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                              file=str(path)) from None
+        try:
+            return cls.from_config(config, registry=registry, dtype=dtype)
+        except ConfigError as err:
+            raise err.in_file(str(path)) from None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], registry=None, dtype="float32") -> "Network":
+        """Build a network from a parsed JSON description (see docs/format.md)."""
+        if registry is None:
+            from .plugins import default_registry
+            registry = default_registry()
+        if not isinstance(config, dict):
+            raise ConfigError(f"the network must be a JSON object; got {show(config)[:60]}")
+        for key in config:
+            if key not in TOP_LEVEL_KEYS:
+                raise ConfigError(f"unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)}; "
+                                  f"expected: {', '.join(TOP_LEVEL_KEYS)}", key=key)
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        name = config.get("name", "network")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty string; got name={show(name)}", key="name")
+        input_shape = _input_shape(config)
+        layers = config.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise ConfigError(f"'layers' must be a non-empty list of layer objects; got layers={show(layers)[:60]}",
+                              key="layers")
+        return cls(name, input_shape, _build_nodes(layers, input_shape, registry),
+                   dtype=dtype, config=config)
+
+    def initialize(self, seed: int = 0) -> None:
+        """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
+        rng = np.random.default_rng(seed)
+        for node in self.nodes:
+            params = self.params.get(node.name, {})
+            buffers = self.buffers.get(node.name, {})
+            for array in (*params.values(), *buffers.values()):
+                array[...] = 0
+            node.layer.initialize(params, buffers, rng)
+            self.contexts[node.name].rng = np.random.default_rng(rng.integers(2**63))
+
+    # -- running -------------------------------------------------------------------------------
+    @property
+    def output_shape(self) -> Shape:
+        """The output shape for one sample."""
+        return self.nodes[-1].output_shape
+
+    def forward(self, x, training: bool = False) -> np.ndarray:
+        """Run the batch ``x`` of shape ``(N, *input_shape)``; returns the last layer's output.
+
+        ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs.
+        """
+        x = self._check_input(x)
+        values = {INPUT: x}
+        for node in self.nodes:
+            ctx = self.contexts[node.name]
+            ctx.training = training
+            ctx.saved.__dict__.clear()
+            forward, _ = self._implementation(node)
+            values[node.name] = forward(ctx, *(values[i] for i in node.inputs))
+        self._forward_done = True
+        self._batch = x.shape[0]
+        return values[self.nodes[-1].name]
+
+    def backward(self, grad_output) -> np.ndarray:
+        """Back-propagate ``grad_output`` (shaped like the last output); fills ``grads``, returns the
+        gradient with respect to the input."""
+        if not self._forward_done:
+            raise CnnrunError("backward() needs a forward() first")
+        expected = (self._batch, *self.output_shape)
+        grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
+        if grad_output.shape != expected:
+            raise ShapeError(f"{self.name}: backward expected a gradient of shape {expected}; "
+                             f"got {grad_output.shape}")
+        grads = {self.nodes[-1].name: grad_output}
+        for node in reversed(self.nodes):
+            grad = grads.pop(node.name, None)
+            ctx = self.contexts[node.name]
+            if grad is None:  # the node does not reach the output
+                for array in ctx.grads.values():
+                    array[...] = 0
+                continue
+            _, backward = self._implementation(node)
+            input_grads = backward(ctx, grad)
+            if len(node.inputs) == 1 and not isinstance(input_grads, (tuple, list)):
+                input_grads = (input_grads,)
+            for source, g in zip(node.inputs, input_grads):
+                grads[source] = g if source not in grads else grads[source] + g
+        return grads.get(INPUT, np.zeros((self._batch, *self.input_shape), self.dtype))
+
+    def _implementation(self, node: Node):
+        impl = node.layer.implementation(self.device)
+        if impl is None:
+            raise CnnrunError(f"layer '{node.name}' ({node.layer.type_name}) has no implementation "
+                              f"for device '{self.device}'")
+        return impl
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        expected = ("N", *self.input_shape)
+        if x.ndim != len(expected) or tuple(x.shape[1:]) != self.input_shape or x.shape[0] < 1:
+            raise ShapeError(f"{self.name}: expected input of shape ({', '.join(map(str, expected))}); "
+                             f"got {tuple(x.shape)}")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    # -- inspection ----------------------------------------------------------------------------
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per layer: name, type, output_shape, params, macs (per sample)."""
+        rows = []
+        for node in self.nodes:
+            n_params = sum(int(np.prod(s)) for s in node.layer.parameter_shapes(*node.input_shapes).values())
+            rows.append({"name": node.name, "type": node.layer.type_name,
+                         "output_shape": list(node.output_shape), "params": n_params,
+                         "macs": int(node.layer.macs(*node.input_shapes))})
+        return rows
+
+    def parameter_count(self) -> int:
+        """The number of trained values."""
+        return sum(a.size for p in self.params.values() for a in p.values())
+
+    def __repr__(self) -> str:
+        return f"Network({self.name!r}, input_shape={self.input_shape}, layers={len(self.nodes)})"
+
+
+def _input_shape(config: dict) -> Shape:
+    spec = config.get("input")
+    if not isinstance(spec, dict) or "shape" not in spec:
+        raise ConfigError('missing "input": {"shape": [C, H, W]} (or [C, L] for 1-D data)', key="input")
+    for key in spec:
+        if key != "shape":
+            raise ConfigError(f"unknown key 'input.{key}'; input accepts: shape", key="input")
+    shape = spec["shape"]
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise ConfigError(f"input.shape must be a list of 1 to 3 positive integers, [C, H, W] or [C, L] "
+                          f"(no batch); got input.shape={show(shape)}", key="input")
+    return tuple(shape)
+
+
+def _build_nodes(layers: list, input_shape: Shape, registry) -> list[Node]:
+    explicit = [entry.get("name") for entry in layers if isinstance(entry, dict)]
+    taken = {n for n in explicit if isinstance(n, str)}
+    counters: dict[str, int] = {}
+    shapes: dict[str, Shape] = {INPUT: input_shape}
+    defined_later = set(taken)
+    nodes: list[Node] = []
+    for index, entry in enumerate(layers):
+        where = f"layers[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a JSON object; got {show(entry)[:60]}")
+        type_name = entry.get("type")
+        label = entry.get("name") if isinstance(entry.get("name"), str) else where
+        if "type" not in entry:
+            raise ConfigError("missing required key 'type'", layer=label, key="type")
+        try:
+            layer_class = registry.get(type_name)
+        except ConfigError as err:
+            err.layer = label
+            raise
+        name = _node_name(entry, type_name, taken, counters, nodes, label)
+        defined_later.discard(name)
+        inputs = _node_inputs(entry, name, type_name, nodes, shapes, defined_later)
+        options = {k: v for k, v in entry.items() if k not in RESERVED_KEYS}
+        layer = layer_class.from_config(name, options)
+        n = len(inputs)
+        if n < layer.min_inputs or (layer.max_inputs is not None and n > layer.max_inputs):
+            wanted = (f"{layer.min_inputs}" if layer.min_inputs == layer.max_inputs else
+                      f"at least {layer.min_inputs}" if layer.max_inputs is None else
+                      f"{layer.min_inputs} to {layer.max_inputs}")
+            raise layer.error(f"takes {wanted} input(s); got inputs={show(list(inputs))}", key="inputs")
+        input_shapes = tuple(shapes[i] for i in inputs)
+        output_shape = tuple(int(s) for s in layer.output_shape(*input_shapes))
+        if not output_shape or any(s <= 0 for s in output_shape):
+            raise layer.error(f"output shape {output_shape} is empty for input shape(s) "
+                              f"{', '.join(map(str, input_shapes))}")
+        shapes[name] = output_shape
+        nodes.append(Node(name, layer, inputs, input_shapes, output_shape))
+    return nodes
+
+
+def _node_name(entry, type_name, taken, counters, nodes, label) -> str:
+    if "name" in entry:
+        name = entry["name"]
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"name must be a non-empty string; got name={show(name)}", layer=label,
+                              layer_type=type_name, key="name")
+        if name == INPUT:
+            raise ConfigError(f"the name '{INPUT}' is reserved for the network input", layer=name,
+                              layer_type=type_name, key="name")
+        if any(node.name == name for node in nodes):
+            raise ConfigError(f"name '{name}' is used by an earlier layer", layer=name,
+                              layer_type=type_name, key="name")
+        return name
+    while True:
+        counters[type_name] = counters.get(type_name, 0) + 1
+        name = f"{type_name}_{counters[type_name]}"
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def _node_inputs(entry, name, type_name, nodes, shapes, defined_later) -> tuple[str, ...]:
+    if "inputs" not in entry:
+        return (nodes[-1].name if nodes else INPUT,)
+    inputs = entry["inputs"]
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise ConfigError(f"inputs must be a list of earlier layer names or \"input\"; got inputs={show(inputs)}",
+                          layer=name, layer_type=type_name, key="inputs")
+    for source in inputs:
+        if source in shapes:
+            continue
+        if source == name or source in defined_later:
+            raise ConfigError(f"inputs names '{source}', which is not an earlier layer (a layer can only "
+                              f"read layers above it)", layer=name, layer_type=type_name, key="inputs")
+        hint = did_you_mean(source, list(shapes))
+        raise ConfigError(f"inputs names '{source}', which is no layer{hint}", layer=name,
+                          layer_type=type_name, key="inputs")
+    return tuple(inputs)

@@ -1,0 +1,75 @@
+"""Normalizers for layer options (Keras' ``standardize_tuple``): check a JSON value, return a clean one.
+
+Each raises :class:`ConfigError` naming the key and the value it got; the layer name is added by
+:meth:`cnnrun.engine.layer.Layer.from_config`.
+"""
+
+from __future__ import annotations
+
+import json
+from numbers import Real
+
+from .errors import ConfigError
+
+
+def show(value) -> str:
+    """A value as the user wrote it in JSON (tuples shown as lists)."""
+    try:
+        return json.dumps(list(value) if isinstance(value, tuple) else value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def int_option(value, key: str, *, minimum: int = 1) -> int:
+    """An integer >= ``minimum``."""
+    if not _is_int(value):
+        raise ConfigError(f"{key} must be an integer; got {key}={show(value)}", key=key)
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}; got {key}={show(value)}", key=key)
+    return value
+
+
+def int_tuple(value, n: int, key: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """An integer, or a list of ``n`` integers, each >= ``minimum``; returned as an ``n``-tuple."""
+    what = "positive" if minimum == 1 else f">= {minimum}"
+    items = [value] * n if _is_int(value) else value
+    if not isinstance(items, (list, tuple)) or len(items) != n or not all(_is_int(v) for v in items):
+        raise ConfigError(f"{key} must be an integer or a list of {n} integers; got {key}={show(value)}",
+                          key=key)
+    if any(v < minimum for v in items):
+        raise ConfigError(f"{key} must be {what}; got {key}={show(value)}", key=key)
+    return tuple(items)
+
+
+def bool_option(value, key: str) -> bool:
+    """``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false; got {key}={show(value)}", key=key)
+    return value
+
+
+def float_option(value, key: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """A number inside ``[low, high]`` (ends excluded where ``*_open``)."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number; got {key}={show(value)}", key=key)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ConfigError(f"{key} must be in {span}; got {key}={show(value)}", key=key)
+    return float(value)
+
+
+def choice_option(value, key: str, choices) -> str:
+    """One of ``choices``."""
+    if value not in choices:
+        listed = ", ".join(f'"{c}"' for c in choices)
+        raise ConfigError(f"{key} must be one of {listed}; got {key}={show(value)}", key=key)
+    return value
