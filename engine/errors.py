@@ -12,17 +12,19 @@ class CnnrunError(Exception):
 class ConfigError(CnnrunError):
     """A network description that cannot be built.
 
-    ``str(err)`` reads ``FILE: layer 'NAME' (TYPE): MESSAGE``; the parts that are unknown are left out.
+    ``str(err)`` reads ``FILE: layer 'NAME' (TYPE): MESSAGE`` (or ``FILE: SECTION: MESSAGE`` for
+    settings outside the layers, e.g. ``train.optimizer (sgd)``); unknown parts are left out.
     """
 
     def __init__(self, message: str, *, layer: str | None = None, layer_type: str | None = None,
-                 key: str | None = None, file: str | None = None):
+                 key: str | None = None, file: str | None = None, section: str | None = None):
         super().__init__(message)
         self.message = message
         self.layer = layer
         self.layer_type = layer_type
         self.key = key
         self.file = file
+        self.section = section
 
     def __str__(self) -> str:
         where = []
@@ -31,6 +33,8 @@ class ConfigError(CnnrunError):
         if self.layer is not None:
             kind = f" ({self.layer_type})" if self.layer_type else ""
             where.append(f"layer '{self.layer}'{kind}")
+        elif self.section:
+            where.append(self.section)
         return ": ".join(where + [self.message])
 
     def in_file(self, file: str) -> "ConfigError":

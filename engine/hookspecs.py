@@ -18,3 +18,23 @@ def cnnrun_register_layers(register: Callable[[type], None]) -> None:
         :class:`cnnrun.engine.Layer` and its ``type_name`` is the JSON ``"type"``.
     :return: nothing.
     """
+
+
+@hookspec
+def cnnrun_register_data_sources(register: Callable[[type], None]) -> None:
+    """Register data sources (the ``train.data.type`` of a network file).
+
+    :param register: call ``register(SourceClass)`` once per source; the class subclasses
+        :class:`cnnrun.engine.data.DataSource`.
+    :return: nothing.
+    """
+
+
+@hookspec
+def cnnrun_register_optimizers(register: Callable[[type], None]) -> None:
+    """Register optimizers (the ``train.optimizer.type`` of a network file).
+
+    :param register: call ``register(OptimizerClass)`` once per optimizer; the class subclasses
+        :class:`cnnrun.engine.optim.Optimizer`.
+    :return: nothing.
+    """

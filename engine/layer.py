@@ -7,14 +7,13 @@ Shapes handed to the shape methods leave out the batch: ``(C, H, W)``, ``(C, L)`
 
 from __future__ import annotations
 
-import inspect
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import ConfigError, did_you_mean
-from .options import show
+from .errors import ConfigError
+from .options import Configurable, show
 
 Shape = tuple[int, ...]
 RESERVED_KEYS = ("type", "name", "inputs")
@@ -51,7 +50,7 @@ class Context:
         return array
 
 
-class Layer:
+class Layer(Configurable):
     """Base class of every layer type.
 
     Subclasses set ``type_name`` (the JSON ``"type"``), take their JSON keys as keyword arguments of
@@ -68,7 +67,7 @@ class Layer:
     ``forward_D``/``backward_D``; :meth:`implementation` finds them.
     """
 
-    type_name: ClassVar[str] = ""
+    reserved_keys = RESERVED_KEYS
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
 
@@ -78,36 +77,15 @@ class Layer:
 
     # -- configuration -------------------------------------------------------------------------
     @classmethod
-    def config_keys(cls) -> dict[str, Any]:
-        """The JSON keys this layer accepts, each with its default (``inspect.Parameter.empty`` if
-        required), read from the signature of ``__init__``."""
-        keys = {}
-        for p in list(inspect.signature(cls.__init__).parameters.values())[2:]:
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            keys[p.name] = p.default
-        return keys
-
-    @classmethod
     def from_config(cls, name: str, config: dict[str, Any]) -> "Layer":
         """Check ``config`` (the layer's JSON object without type/name/inputs) and build the layer."""
-        accepted = cls.config_keys()
-        for key in config:
-            if key not in accepted:
-                hint = did_you_mean(key, list(accepted) + list(RESERVED_KEYS))
-                keys = ", ".join(accepted) or "none"
-                raise ConfigError(f"unknown key '{key}'{hint}; {cls.type_name} accepts: {keys}",
-                                  layer=name, layer_type=cls.type_name, key=key)
-        for key, default in accepted.items():
-            if default is inspect.Parameter.empty and key not in config:
-                raise ConfigError(f"missing required key '{key}'", layer=name,
-                                  layer_type=cls.type_name, key=key)
         try:
+            cls.check_keys(config)
             layer = cls(name, **config)
         except ConfigError as err:
             err.layer, err.layer_type = name, cls.type_name
             raise
-        layer._config = {k: config.get(k, d) for k, d in accepted.items()}
+        layer._config = layer.resolved_config(config)
         return layer
 
     def get_config(self) -> dict[str, Any]:

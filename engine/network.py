@@ -138,17 +138,26 @@ class Network:
         self._batch = x.shape[0]
         return values[self.nodes[-1].name]
 
-    def backward(self, grad_output) -> np.ndarray:
+    def backward(self, grad_output, skip_last: bool = False) -> np.ndarray:
         """Back-propagate ``grad_output`` (shaped like the last output); fills ``grads``, returns the
-        gradient with respect to the input."""
+        gradient with respect to the input.
+
+        ``skip_last=True`` takes ``grad_output`` as the gradient of the last layer's *input* (the
+        combined softmax + cross-entropy gradient skips the final softmax this way).
+        """
         if not self._forward_done:
             raise CnnrunError("backward() needs a forward() first")
-        expected = (self._batch, *self.output_shape)
+        last = self.nodes[-1]
+        if skip_last and len(last.inputs) != 1:
+            raise CnnrunError(f"backward(skip_last=True) needs a last layer with one input; "
+                              f"'{last.name}' has {len(last.inputs)}")
+        shape = last.input_shapes[0] if skip_last else last.output_shape
+        expected = (self._batch, *shape)
         grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
         if grad_output.shape != expected:
             raise ShapeError(f"{self.name}: backward expected a gradient of shape {expected}; "
                              f"got {grad_output.shape}")
-        grads = {self.nodes[-1].name: grad_output}
+        grads = {last.inputs[0]: grad_output} if skip_last else {last.name: grad_output}
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
             ctx = self.contexts[node.name]

@@ -6,10 +6,13 @@ Each raises :class:`ConfigError` naming the key and the value it got; the layer 
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from numbers import Real
+from typing import Any, ClassVar
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 def show(value) -> str:
@@ -55,13 +58,13 @@ def bool_option(value, key: str) -> bool:
 def float_option(value, key: str, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
     """A number inside ``[low, high]`` (ends excluded where ``*_open``)."""
-    if not isinstance(value, Real) or isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number; got {key}={show(value)}", key=key)
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number; got {key}={show(value)}", key=key)
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
         span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
         raise ConfigError(f"{key} must be in {span}; got {key}={show(value)}", key=key)
     return float(value)
@@ -73,3 +76,40 @@ def choice_option(value, key: str, choices) -> str:
         listed = ", ".join(f'"{c}"' for c in choices)
         raise ConfigError(f"{key} must be one of {listed}; got {key}={show(value)}", key=key)
     return value
+
+
+NOT_OPTIONS = ("self", "name")
+
+
+class Configurable:
+    """A class configured from a JSON object whose keys are the keyword arguments of ``__init__``.
+
+    Keys with a default are optional, the rest required; ``type_name`` is the JSON ``"type"``.
+    Layers, data sources and optimizers are all Configurable.
+    """
+
+    type_name: ClassVar[str] = ""
+    reserved_keys: ClassVar[tuple[str, ...]] = ("type",)
+
+    @classmethod
+    def config_keys(cls) -> dict[str, Any]:
+        """The accepted keys, each with its default (``inspect.Parameter.empty`` if required)."""
+        return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name not in NOT_OPTIONS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+    @classmethod
+    def check_keys(cls, config: dict[str, Any]) -> None:
+        """Reject unknown keys (suggesting the nearest) and missing required ones."""
+        accepted = cls.config_keys()
+        for key in config:
+            if key not in accepted:
+                hint = did_you_mean(key, list(accepted) + list(cls.reserved_keys))
+                keys = ", ".join(accepted) or "none"
+                raise ConfigError(f"unknown key '{key}'{hint}; {cls.type_name} accepts: {keys}", key=key)
+        for key, default in accepted.items():
+            if default is inspect.Parameter.empty and key not in config:
+                raise ConfigError(f"missing required key '{key}'", key=key)
+
+    def resolved_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with every accepted key present (defaults filled in)."""
+        return {k: config.get(k, d) for k, d in self.config_keys().items()}

@@ -15,7 +15,9 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigError, PluginError, did_you_mean
+from .data import DataSource
 from .layer import Layer
+from .optim import Optimizer
 
 DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
@@ -24,6 +26,8 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.activations",
     "cnnrun.plugins.norm",
     "cnnrun.plugins.merge",
+    "cnnrun.plugins.datasets",
+    "cnnrun.plugins.optimizers",
 )
 ENTRY_POINT_GROUP = "cnnrun"
 
@@ -74,58 +78,110 @@ def _load_entrypoints(pm: PluginManager, strict: bool) -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
+        plugin = None
         try:
             plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            pm.check_pending()  # a misspelled hook name in this plugin
         except Exception as exc:  # a broken plugin must not take cnnrun down
-            message = f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            if plugin is not None and pm.is_registered(plugin):
+                pm.unregister(plugin)
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line
+            message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
             if strict:
                 raise PluginError(message) from exc
             warnings.warn(message, stacklevel=2)
-            pm.failures.append(PluginFailure(ep.name, f"{type(exc).__name__}: {exc}"))
+            pm.failures.append(PluginFailure(ep.name, error))
             continue
-        pm.register(plugin, name=ep.name)
         if ep.dist is not None:
             pm.versions[ep.name] = ep.dist.version
 
 
-class LayerRegistry:
-    """Layer types by name, each with the plugin that registered it."""
+class Registry:
+    """Classes by ``type_name``, each with the plugin that registered it, filled by one hook."""
+
+    kind: str = "type"
+    base: type = object
+    hook: str = ""
 
     def __init__(self):
-        self.layers: dict[str, type[Layer]] = {}
+        self.classes: dict[str, type] = {}
         self.providers: dict[str, str] = {}
 
-    def register(self, layer_class: type, plugin: str = "<direct>") -> None:
-        """Add ``layer_class`` under its ``type_name``; a name taken by another plugin is an error."""
-        if not (isinstance(layer_class, type) and issubclass(layer_class, Layer)):
-            raise PluginError(f"plugin '{plugin}' registered {layer_class!r}, which is not a Layer subclass")
-        name = layer_class.type_name
+    def register(self, cls: type, plugin: str = "<direct>") -> None:
+        """Add ``cls`` under its ``type_name``; a name taken by another plugin is an error."""
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise PluginError(f"plugin '{plugin}' registered {cls!r}, which is not a "
+                              f"{self.base.__name__} subclass")
+        name = cls.type_name
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin '{plugin}' registered {layer_class.__name__} without a type_name")
-        if name in self.layers:
-            raise PluginError(f"layer type '{name}' is registered by two plugins: "
+            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a type_name")
+        if name in self.classes:
+            raise PluginError(f"{self.kind} '{name}' is registered by two plugins: "
                               f"'{self.providers[name]}' and '{plugin}'")
-        self.layers[name] = layer_class
+        self.classes[name] = cls
         self.providers[name] = plugin
 
-    def get(self, type_name) -> type[Layer]:
-        """The class of layer type ``type_name``, or a :class:`ConfigError` with the nearest name."""
+    def get(self, type_name) -> type:
+        """The class registered as ``type_name``, or a :class:`ConfigError` with the nearest name."""
         try:
-            return self.layers[type_name]
+            return self.classes[type_name]
         except (KeyError, TypeError):
-            hint = did_you_mean(type_name, self.layers)
-            raise ConfigError(f"unknown layer type '{type_name}'{hint}", key="type") from None
+            hint = did_you_mean(type_name, self.classes)
+            raise ConfigError(f"unknown {self.kind} '{type_name}'{hint}", key="type") from None
 
     def __contains__(self, type_name) -> bool:
-        return type_name in self.layers
+        return type_name in self.classes
 
     @classmethod
-    def from_plugin_manager(cls, pm: PluginManager) -> "LayerRegistry":
-        """Call every plugin's ``cnnrun_register_layers`` hook, remembering which plugin gave what."""
+    def from_plugin_manager(cls, pm: PluginManager):
+        """Call every plugin's implementation of ``cls.hook``, remembering which plugin gave what."""
         registry = cls()
-        for impl in reversed(pm.hook.cnnrun_register_layers.get_hookimpls()):
-            impl.function(register=lambda layer_class, _p=impl.plugin_name: registry.register(layer_class, _p))
+        for impl in getattr(pm.hook, cls.hook).get_hookimpls():
+            try:
+                impl.function(register=lambda c, _plugin=impl.plugin_name: registry.register(c, _plugin))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin '{impl.plugin_name}' failed in {cls.hook}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         return registry
+
+
+class LayerRegistry(Registry):
+    """Layer types (``cnnrun_register_layers``)."""
+
+    kind, base, hook = "layer type", Layer, "cnnrun_register_layers"
+
+    @property
+    def layers(self) -> dict[str, type[Layer]]:
+        return self.classes
+
+
+class DataSourceRegistry(Registry):
+    """Data sources (``cnnrun_register_data_sources``)."""
+
+    kind, base, hook = "data source", DataSource, "cnnrun_register_data_sources"
+
+
+class OptimizerRegistry(Registry):
+    """Optimizers (``cnnrun_register_optimizers``)."""
+
+    kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
+
+
+@dataclass
+class Registries:
+    """Everything the plugins registered: layer types, data sources, optimizers."""
+
+    layers: LayerRegistry
+    data_sources: DataSourceRegistry
+    optimizers: OptimizerRegistry
+
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager) -> "Registries":
+        return cls(LayerRegistry.from_plugin_manager(pm), DataSourceRegistry.from_plugin_manager(pm),
+                   OptimizerRegistry.from_plugin_manager(pm))
 
 
 def plugin_infos(pm: PluginManager, registry: LayerRegistry) -> list[PluginInfo]:
@@ -142,12 +198,17 @@ def plugin_infos(pm: PluginManager, registry: LayerRegistry) -> list[PluginInfo]
     return infos
 
 
-_default_registry: LayerRegistry | None = None
+_default_registries: Registries | None = None
+
+
+def default_registries() -> Registries:
+    """The registries of built-in and installed plugins, built on first use."""
+    global _default_registries
+    if _default_registries is None:
+        _default_registries = Registries.from_plugin_manager(make_plugin_manager())
+    return _default_registries
 
 
 def default_registry() -> LayerRegistry:
-    """The registry of built-in and installed layer types, built on first use."""
-    global _default_registry
-    if _default_registry is None:
-        _default_registry = LayerRegistry.from_plugin_manager(make_plugin_manager())
-    return _default_registry
+    """The layer types of built-in and installed plugins."""
+    return default_registries().layers

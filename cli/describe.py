@@ -1,0 +1,72 @@
+"""``cnnrun describe``: one row per layer with its output shape, parameters and MACs."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import format_option, load_network, net_argument
+
+BYTES_PER_VALUE = 4  # float32
+
+
+@click.command()
+@net_argument
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size used for the activation-memory total.")
+@format_option
+@click.pass_context
+def describe(ctx: click.Context, net: str, batch_size: int, output_format: str) -> None:
+    """Show each layer's output shape, parameters and MACs (multiply-accumulates per sample),
+    with totals and the activation memory of one batch."""
+    network = load_network(ctx, net)
+    report = describe_network(network, batch_size)
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_table(report))
+
+
+def describe_network(network, batch_size: int) -> dict:
+    """The JSON report of ``cnnrun describe`` (documented in docs/format.md)."""
+    rows = network.summary()
+    values = int(_prod(network.input_shape)) + sum(int(_prod(r["output_shape"])) for r in rows)
+    return {
+        "name": network.name,
+        "input_shape": list(network.input_shape),
+        "batch_size": batch_size,
+        "layers": rows,
+        "total_params": sum(r["params"] for r in rows),
+        "total_macs": sum(r["macs"] for r in rows),
+        "activation_bytes": values * batch_size * BYTES_PER_VALUE,
+    }
+
+
+def format_table(report: dict) -> str:
+    """``report`` as an aligned text table with totals."""
+    header = ("name", "type", "output shape", "params", "MACs")
+    body = [(r["name"], r["type"], "(" + ", ".join(map(str, r["output_shape"])) + ")",
+             f"{r['params']:,}", f"{r['macs']:,}") for r in report["layers"]]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+
+    def line(row):
+        left = [row[i].ljust(widths[i]) for i in range(3)]
+        right = [row[i].rjust(widths[i]) for i in range(3, 5)]
+        return "  ".join(left + right).rstrip()
+
+    rule = "-" * len(line(header))
+    shape = ", ".join(map(str, report["input_shape"]))
+    out = [f"{report['name']}: input ({shape})", rule, line(header), rule, *map(line, body), rule]
+    out.append(f"total parameters: {report['total_params']:,}")
+    out.append(f"total MACs per sample: {report['total_macs']:,}")
+    mib = report["activation_bytes"] / 2**20
+    out.append(f"activation memory for a batch of {report['batch_size']} (float32): {mib:,.2f} MiB")
+    return "\n".join(out)
+
+
+def _prod(shape) -> int:
+    result = 1
+    for s in shape:
+        result *= int(s)
+    return result

@@ -1,0 +1,56 @@
+"""``cnnrun eval``: loss, accuracy and the confusion matrix of a trained network."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import format_option, load_plugins, net_argument, user_errors
+
+checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(exists=True),
+                                 help="A checkpoint file, or a run folder (its latest.npz).")
+
+
+@click.command("eval")
+@net_argument
+@checkpoint_option
+@click.option("--data", "data", metavar="JSON|FILE.npz",
+              help='Data to evaluate: a train.data object as JSON (e.g. \'{"type": "npz", "path": "test.npz"}\') '
+                   "or an .npz file with x and y. Default: the validation split of the training data.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@format_option
+@click.pass_context
+def evaluate(ctx, net, checkpoint, data, batch_size, output_format):
+    """Evaluate a trained network: loss, accuracy and a confusion matrix (rows: true class)."""
+    from cnnrun.engine.inference import evaluate_checkpoint
+
+    _, registries = load_plugins(ctx)
+    with user_errors():
+        report = evaluate_checkpoint(net, checkpoint, data=parse_data_option(data), batch_size=batch_size,
+                                     registries=registries)
+    if output_format == "json":
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{report['examples']} examples  loss {report['loss']:.4f}  accuracy {report['accuracy']:.4f}")
+    click.echo(format_confusion(report["confusion_matrix"]))
+
+
+def parse_data_option(text: str | None):
+    """``--data``: None, a JSON object, or the path of an .npz file."""
+    if text is None:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--data") from None
+    return {"type": "npz", "path": text}
+
+
+def format_confusion(matrix: list[list[int]]) -> str:
+    """The confusion matrix with class numbers on both axes (rows: true, columns: predicted)."""
+    width = max(len(str(max(map(max, matrix)))), len(str(len(matrix) - 1)), 3)
+    head = "true\\pred " + " ".join(str(c).rjust(width) for c in range(len(matrix)))
+    rows = [f"{c:>9} " + " ".join(str(v).rjust(width) for v in row) for c, row in enumerate(matrix)]
+    return "\n".join([head, *rows])

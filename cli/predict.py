@@ -1,0 +1,27 @@
+"""``cnnrun predict``: class probabilities and labels for new inputs."""
+
+from __future__ import annotations
+
+import click
+
+from .common import load_plugins, net_argument, user_errors
+from .evaluate import checkpoint_option
+
+
+@click.command()
+@net_argument
+@click.argument("inputs", metavar="INPUT.npz", type=click.Path(exists=True, dir_okay=False))
+@checkpoint_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the predictions (.npz with probabilities and labels).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@click.pass_context
+def predict(ctx, net, inputs, checkpoint, out, batch_size):
+    """Predict the class of each example in INPUT.npz (array x, shaped like the training inputs);
+    writes probabilities (N, classes) and labels (N,) to --out."""
+    from cnnrun.engine.inference import predict_file
+
+    _, registries = load_plugins(ctx)
+    with user_errors():
+        count = predict_file(net, checkpoint, inputs, out, batch_size=batch_size, registries=registries)
+    click.echo(f"wrote predictions for {count} examples to {out}")

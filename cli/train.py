@@ -1,0 +1,67 @@
+"""``cnnrun train``: train a network from its JSON file, with progress, checkpoints and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import load_plugins, net_argument, user_errors
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (``0.5``, ``true``, ``[28, 28]``), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, e.g. optimizer.momentum=0.5; got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+@click.command()
+@net_argument
+@click.option("--epochs", type=click.IntRange(min=1), help="Total number of epochs (a resumed run trains up to it).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Base learning rate (train.optimizer.lr).")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for initialization, the split, shuffling and dropout.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override any train key, e.g. --set optimizer.momentum=0.5 --set data.resize=[16,16].")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>-<timestamp>, "
+              "or the resumed run's folder).")
+@click.option("--resume", type=click.Path(exists=True), help="Continue from a run folder or a checkpoint file.")
+@click.option("--device", type=click.Choice(["cpu"]), default="cpu", show_default=True, help="Where to train.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the per-epoch summary lines (no progress bar).")
+@click.pass_context
+def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device, quiet):
+    """Train NET.json with its "train" section (options override it), writing a run folder with
+    config.json, metrics.jsonl, latest.npz, best.npz and curves.png."""
+    from cnnrun.engine.progress import TextReporter
+    from cnnrun.engine.train import TrainingInterrupted, train as run_training
+
+    overrides = dict(parse_setting(s) for s in settings)
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    _, registries = load_plugins(ctx)
+    reporter = TextReporter(click.get_text_stream("stdout"), bar=False if quiet else None)
+    with user_errors():
+        try:
+            result = run_training(net, overrides=overrides, out=out, resume=resume, reporter=reporter,
+                                  registries=registries)
+        except TrainingInterrupted as stop:
+            click.echo(f"\n{stop}", err=True)
+            ctx.exit(130)
+    click.echo(summary(result))
+
+
+def summary(result) -> str:
+    """The closing lines: the best epoch and where the run's files are."""
+    scored = [m for m in result.metrics if m.get("val_accuracy") is not None]
+    lines = []
+    if scored:
+        best = max(scored, key=lambda m: m["val_accuracy"])
+        lines.append(f"best validation accuracy {best['val_accuracy']:.4f} at epoch {best['epoch']}")
+    lines.append(f"run folder: {result.run_dir}")
+    return "\n".join(lines)

@@ -1,0 +1,11 @@
+"""Convolutions: conv2d, conv1d and conv_transpose2d (Numba CPU kernels in :mod:`.cpu`)."""
+
+from cnnrun.engine import hookimpl
+
+from .layer import Conv1d, Conv2d, ConvTranspose2d
+
+
+@hookimpl
+def cnnrun_register_layers(register):
+    for layer in (Conv2d, Conv1d, ConvTranspose2d):
+        register(layer)

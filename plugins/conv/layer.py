@@ -1,0 +1,201 @@
+"""The convolution layers: options, shapes, parameters, init and MACs; the kernels are in :mod:`.cpu`."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from cnnrun.engine import Layer
+from cnnrun.engine.layer import uniform_fan_in_
+from cnnrun.engine.options import bool_option, choice_option, int_option, int_tuple, show
+
+from .cpu import (Geometry, conv2d_backward, conv2d_forward, conv_transpose2d_backward,
+                  conv_transpose2d_forward)
+
+
+class _Conv(Layer):
+    """conv2d and conv1d: the same layer over 2 or 1 spatial dimensions (conv1d runs as 1 x L)."""
+
+    spatial: ClassVar[int] = 2
+    layout: ClassVar[str] = "(C, H, W)"
+
+    def __init__(self, name, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True):
+        super().__init__(name)
+        n = self.spatial
+        self.out_channels = int_option(out_channels, "out_channels")
+        self.kernel_size = int_tuple(kernel_size, n, "kernel_size")
+        self.stride = int_tuple(stride, n, "stride")
+        if isinstance(padding, str):
+            self.padding = choice_option(padding, "padding", ("valid", "same"))
+        else:
+            self.padding = int_tuple(padding, n, "padding", minimum=0)
+        self.dilation = int_tuple(dilation, n, "dilation")
+        self.groups = int_option(groups, "groups")
+        self.bias = bool_option(bias, "bias")
+
+    # -- shapes ------------------------------------------------------------------------------------
+    def pads(self, size) -> list[tuple[int, int]]:
+        """``(before, after)`` padding per spatial dimension for an input of spatial ``size``."""
+        if self.padding == "valid":
+            return [(0, 0)] * self.spatial
+        if self.padding == "same":  # SAME_UPPER: output ceil(in / s), the odd pixel after
+            pads = []
+            for i, k, s, d in zip(size, self.kernel_size, self.stride, self.dilation):
+                total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
+                pads.append((total // 2, total - total // 2))
+            return pads
+        return [(p, p) for p in self.padding]
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != self.spatial + 1:
+            raise self.error(f"expects an input of shape {self.layout}; got input shape {input_shape}")
+        in_channels, *size = input_shape
+        _check_groups(self, in_channels, input_shape)
+        out = [(i + b + a - d * (k - 1) - 1) // s + 1 for i, (b, a), k, s, d in
+               zip(size, self.pads(size), self.kernel_size, self.stride, self.dilation)]
+        if min(out) <= 0:
+            raise self.error(f"kernel_size={show(self.kernel_size)} with dilation={show(self.dilation)} "
+                             f"does not fit the padded input: output size would be {tuple(out)}; "
+                             f"input shape {input_shape}, padding={show(self.padding)}", key="kernel_size")
+        return (self.out_channels, *out)
+
+    def parameter_shapes(self, input_shape):
+        shapes = {"weight": (self.out_channels, input_shape[0] // self.groups, *self.kernel_size)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def initialize(self, params, buffers, rng):
+        fan_in = params["weight"].shape[1] * math.prod(self.kernel_size)
+        for array in params.values():
+            uniform_fan_in_(array, fan_in, rng)
+
+    def macs(self, input_shape):
+        per_output = input_shape[0] // self.groups * math.prod(self.kernel_size)
+        return math.prod(self.output_shape(input_shape)) * per_output
+
+    # -- computation -------------------------------------------------------------------------------
+    def _geometry(self, size) -> Geometry:
+        before = tuple(b for b, _ in self.pads(size))
+        if self.spatial == 1:  # (N, C, L) runs as (N, C, 1, L)
+            return Geometry((1, *self.kernel_size), (1, *self.stride), (0, *before), (1, *self.dilation),
+                            self.groups)
+        return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups)
+
+    def forward(self, ctx, x):
+        ctx.saved.x = x
+        out = self.output_shape(x.shape[1:])
+        y = conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
+                           self._geometry(x.shape[2:]), (1, *out[1:])[-2:])  # (OH, OW); conv1d (1, L)
+        return y.reshape(x.shape[0], *out)
+
+    def backward(self, ctx, grad):
+        x = ctx.saved.x
+        dx = conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
+                             self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
+        return dx.reshape(x.shape)
+
+
+class Conv2d(_Conv):
+    """2-D convolution (cross-correlation, as PyTorch). PyTorch: ``nn.Conv2d``.
+
+    Shape: ``(C, H, W) -> (out_channels, H_out, W_out)``,
+    ``H_out = floor((H + pad_top + pad_bottom - dilation * (kernel - 1) - 1) / stride) + 1``;
+    ``padding="same"`` gives ``ceil(H / stride)`` (TensorFlow/ONNX SAME_UPPER).
+    Weight ``(out_channels, C / groups, kh, kw)``, bias ``(out_channels,)``.
+    """
+
+    type_name = "conv2d"
+
+
+class Conv1d(_Conv):
+    """1-D convolution. PyTorch: ``nn.Conv1d``.
+
+    Shape: ``(C, L) -> (out_channels, L_out)``,
+    ``L_out = floor((L + pad_left + pad_right - dilation * (kernel - 1) - 1) / stride) + 1``.
+    Weight ``(out_channels, C / groups, k)``, bias ``(out_channels,)``.
+    """
+
+    type_name = "conv1d"
+    spatial = 1
+    layout = "(C, L)"
+
+
+class ConvTranspose2d(Layer):
+    """Transposed 2-D convolution, the gradient of conv2d with respect to its input.
+    PyTorch: ``nn.ConvTranspose2d``.
+
+    Shape: ``(C, H, W) -> (out_channels, H_out, W_out)``,
+    ``H_out = (H - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1``.
+    Weight ``(C, out_channels / groups, kh, kw)``, bias ``(out_channels,)``.
+    """
+
+    type_name = "conv_transpose2d"
+
+    def __init__(self, name, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 dilation=1, groups=1, bias=True):
+        super().__init__(name)
+        self.out_channels = int_option(out_channels, "out_channels")
+        self.kernel_size = int_tuple(kernel_size, 2, "kernel_size")
+        self.stride = int_tuple(stride, 2, "stride")
+        self.padding = int_tuple(padding, 2, "padding", minimum=0)
+        self.output_padding = int_tuple(output_padding, 2, "output_padding", minimum=0)
+        self.dilation = int_tuple(dilation, 2, "dilation")
+        self.groups = int_option(groups, "groups")
+        self.bias = bool_option(bias, "bias")
+        if any(op >= max(s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise self.error(f"output_padding must be smaller than stride or dilation; got "
+                             f"output_padding={show(output_padding)} with stride={show(stride)}, "
+                             f"dilation={show(dilation)}", key="output_padding")
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise self.error(f"expects an input of shape (C, H, W); got input shape {input_shape}")
+        _check_groups(self, input_shape[0], input_shape)
+        out = [(i - 1) * s - 2 * p + d * (k - 1) + op + 1 for i, s, p, d, k, op in
+               zip(input_shape[1:], self.stride, self.padding, self.dilation, self.kernel_size,
+                   self.output_padding)]
+        if min(out) <= 0:
+            raise self.error(f"padding={show(self.padding)} is too large: output size would be {tuple(out)}; "
+                             f"input shape {input_shape}", key="padding")
+        return (self.out_channels, *out)
+
+    def parameter_shapes(self, input_shape):
+        shapes = {"weight": (input_shape[0], self.out_channels // self.groups, *self.kernel_size)}
+        if self.bias:
+            shapes["bias"] = (self.out_channels,)
+        return shapes
+
+    def initialize(self, params, buffers, rng):
+        fan_in = params["weight"].shape[1] * math.prod(self.kernel_size)  # PyTorch's fan_in for this layout
+        for array in params.values():
+            uniform_fan_in_(array, fan_in, rng)
+
+    def macs(self, input_shape):
+        return math.prod(input_shape) * (self.out_channels // self.groups) * math.prod(self.kernel_size)
+
+    def _geometry(self) -> Geometry:
+        return Geometry(self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward(self, ctx, x):
+        ctx.saved.x = x
+        out = self.output_shape(x.shape[1:])
+        return conv_transpose2d_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"),
+                                        self._geometry(), out[1:])
+
+    def backward(self, ctx, grad):
+        return conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
+                                         ctx.grads["weight"], ctx.grads.get("bias"))
+
+
+def _check_groups(layer, in_channels, input_shape):
+    for what, channels in (("in_channels", in_channels), ("out_channels", layer.out_channels)):
+        if channels % layer.groups:
+            raise layer.error(f"{what} ({channels}) must be divisible by groups ({layer.groups}); "
+                              f"input shape {input_shape}", key="groups")
+
+
+def _as2d(a):
+    """A conv1d array ``(N, C, L)`` as ``(N, C, 1, L)`` (a view); 4-D arrays unchanged."""
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])

@@ -1,0 +1,209 @@
+"""Numba CPU kernels for window pooling, on planes: ``x`` is ``(P, H, W)`` with P = N * C.
+
+Window ``(oh, ow)`` covers rows ``[oh * sh - ph, oh * sh - ph + kh)`` and columns alike, clipped to
+the input, as in PyTorch. Every kernel runs ``prange`` over planes, so no two threads write the same
+array element (overlapping windows accumulate inside one plane, in one thread). Maxima are tracked
+with selects rather than branches (random data defeats branch prediction); the general average
+loop sums in float64.
+
+kernel_size = stride = 2 with no padding and every window inside the input (the common case) takes
+a specialised loop, whose backward writes each window's four gradients instead of zeroing the
+plane first and adding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from cnnrun.engine.jit import cpu_kernel, serial_kernel
+
+
+def _is_2x2(kernel, stride, padding, in_hw, out_hw) -> bool:
+    """True for 2x2 windows, stride 2, no padding, all windows fully inside the input."""
+    return (tuple(kernel) == tuple(stride) == (2, 2) and tuple(padding) == (0, 0)
+            and 2 * out_hw[0] <= in_hw[0] and 2 * out_hw[1] <= in_hw[1])
+
+
+def max_pool_forward(x, argmax, kernel, stride, padding) -> np.ndarray:
+    """Max over each window of ``x`` ``(P, H, W)``; the output size is ``argmax.shape[1:]``.
+
+    ``argmax`` (``int32``, filled here) receives the flat index ``ih * W + iw`` of each maximum: the
+    first one in row-major window order; NaN wins (PyTorch: ``val > max || isnan(val)``).
+    """
+    y = np.empty(argmax.shape, x.dtype)
+    fast = _is_2x2(kernel, stride, padding, x.shape[1:], y.shape[1:])
+    _max_forward(x, y, argmax, *kernel, *stride, *padding, fast)
+    return y
+
+
+def max_pool_backward(grad_y, argmax, kernel, stride, padding, in_hw) -> np.ndarray:
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its window's argmax."""
+    grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    fast = _is_2x2(kernel, stride, padding, in_hw, grad_y.shape[1:])
+    _max_backward(grad_y, argmax, grad_x.reshape(grad_y.shape[0], -1), in_hw[1], fast)
+    return grad_x
+
+
+def avg_pool_forward(x, out_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
+    """Mean over each window of ``x`` ``(P, H, W)``, with PyTorch's divisor (see ``_window``)."""
+    y = np.empty((x.shape[0], *out_hw), x.dtype)
+    fast = _is_2x2(kernel, stride, padding, x.shape[1:], out_hw)
+    _avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, fast)
+    return y
+
+
+def avg_pool_backward(grad_y, in_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
+    grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    fast = _is_2x2(kernel, stride, padding, in_hw, grad_y.shape[1:])
+    _avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, fast)
+    return grad_x
+
+
+@cpu_kernel
+def _max_forward(x, y, argmax, kh, kw, sh, sw, ph, pw, fast):
+    planes, height, width = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        xp, yp, ap = x[p], y[p], argmax[p]
+        if fast:
+            for oh in range(out_h):
+                ih = 2 * oh
+                for ow in range(out_w):
+                    iw = 2 * ow
+                    best, at = xp[ih, iw], 0
+                    v = xp[ih, iw + 1]
+                    take = (v > best) | (v != v)
+                    best, at = (v, 1) if take else (best, at)
+                    v = xp[ih + 1, iw]
+                    take = (v > best) | (v != v)
+                    best, at = (v, width) if take else (best, at)
+                    v = xp[ih + 1, iw + 1]
+                    take = (v > best) | (v != v)
+                    best, at = (v, width + 1) if take else (best, at)
+                    yp[oh, ow] = best
+                    ap[oh, ow] = ih * width + iw + at
+        else:
+            for oh in range(out_h):
+                h0 = oh * sh - ph
+                h1 = min(h0 + kh, height)
+                h0 = max(h0, 0)
+                for ow in range(out_w):
+                    w0 = ow * sw - pw
+                    w1 = min(w0 + kw, width)
+                    w0 = max(w0, 0)
+                    best, at = xp[h0, w0], h0 * width + w0
+                    for ih in range(h0, h1):
+                        for iw in range(w0, w1):
+                            v = xp[ih, iw]
+                            take = (v > best) | (v != v)
+                            best, at = (v, ih * width + iw) if take else (best, at)
+                    yp[oh, ow] = best
+                    ap[oh, ow] = at
+
+
+@cpu_kernel
+def _max_backward(grad_y, argmax, grad_x, width, fast):
+    planes, out_h, out_w = grad_y.shape
+    size = grad_x.shape[1]
+    for p in prange(planes):
+        gy, ap, gx = grad_y[p], argmax[p], grad_x[p]
+        if fast:
+            for oh in range(out_h):
+                top = 2 * oh * width
+                for ow in range(out_w):
+                    i = top + 2 * ow
+                    gx[i] = 0
+                    gx[i + 1] = 0
+                    gx[i + width] = 0
+                    gx[i + width + 1] = 0
+                    gx[ap[oh, ow]] = gy[oh, ow]
+                for i in range(top + 2 * out_w, top + width):  # odd width: the unused last column
+                    gx[i] = 0
+                    gx[i + width] = 0
+            for i in range(2 * out_h * width, size):  # odd height: the unused last row
+                gx[i] = 0
+        else:
+            for i in range(size):
+                gx[i] = 0
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    gx[ap[oh, ow]] += gy[oh, ow]
+
+
+@cpu_kernel
+def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, fast):
+    planes, height, width = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        xp, yp = x[p], y[p]
+        if fast:
+            for oh in range(out_h):
+                ih = 2 * oh
+                for ow in range(out_w):
+                    iw = 2 * ow
+                    yp[oh, ow] = (xp[ih, iw] + xp[ih, iw + 1] + xp[ih + 1, iw] + xp[ih + 1, iw + 1]) * 0.25
+        else:
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    h0, h1, w0, w1, divisor = _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw,
+                                                      count_include_pad)
+                    total = 0.0
+                    for ih in range(h0, h1):
+                        for iw in range(w0, w1):
+                            total += xp[ih, iw]
+                    yp[oh, ow] = total / divisor
+
+
+@cpu_kernel
+def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, fast):
+    planes, out_h, out_w = grad_y.shape
+    height, width = grad_x.shape[1], grad_x.shape[2]
+    for p in prange(planes):
+        gy, gx = grad_y[p], grad_x[p]
+        if fast:
+            for oh in range(out_h):
+                ih = 2 * oh
+                for ow in range(out_w):
+                    iw = 2 * ow
+                    g = gy[oh, ow] * 0.25
+                    gx[ih, iw] = g
+                    gx[ih, iw + 1] = g
+                    gx[ih + 1, iw] = g
+                    gx[ih + 1, iw + 1] = g
+                for iw in range(2 * out_w, width):  # odd width: the unused last column
+                    gx[ih, iw] = 0
+                    gx[ih + 1, iw] = 0
+            for ih in range(2 * out_h, height):  # odd height: the unused last row
+                for iw in range(width):
+                    gx[ih, iw] = 0
+        else:
+            for ih in range(height):
+                for iw in range(width):
+                    gx[ih, iw] = 0
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    h0, h1, w0, w1, divisor = _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw,
+                                                      count_include_pad)
+                    g = gy[oh, ow] / divisor
+                    for ih in range(h0, h1):
+                        for iw in range(w0, w1):
+                            gx[ih, iw] += g
+
+
+@serial_kernel
+def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
+    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
+
+    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
+    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
+    """
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    h1 = min(h0 + kh, height + ph)
+    w1 = min(w0 + kw, width + pw)
+    padded_size = (h1 - h0) * (w1 - w0)
+    h0, w0 = max(h0, 0), max(w0, 0)
+    h1, w1 = min(h1, height), min(w1, width)
+    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)

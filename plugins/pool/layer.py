@@ -1,0 +1,170 @@
+"""Pooling layers: max and average over sliding windows (1-D and 2-D), and global average pooling.
+
+The kernels work on planes ``(N * C, H, W)``; 1-D layers pool ``(N * C, 1, L)`` planes with a
+height-1 window, as PyTorch's ``max_pool1d`` / ``avg_pool1d`` do.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from cnnrun.engine import Layer
+from cnnrun.engine.options import bool_option, int_tuple, show
+
+from .cpu import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward
+
+
+def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's output size: floor_or_ceil((size + 2 padding - kernel) / stride) + 1, where in ceil
+    mode a last window that would start inside the right padding is dropped."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def as_planes(x: np.ndarray) -> np.ndarray:
+    """A batch ``(N, C, H, W)`` or ``(N, C, L)`` as contiguous planes ``(N * C, H, W)`` or ``(N * C, 1, L)``."""
+    height = x.shape[2] if x.ndim == 4 else 1
+    return np.ascontiguousarray(x).reshape(x.shape[0] * x.shape[1], height, x.shape[-1])
+
+
+def from_planes(y: np.ndarray, batch_shape) -> np.ndarray:
+    """Planes ``(N * C, OH, OW)`` back to ``(N, C, OH, OW)``, or to ``(N, C, OW)`` for a 1-D batch."""
+    return y.reshape(*batch_shape[:2], *y.shape[3 - (len(batch_shape) - 2):])
+
+
+class _WindowPool(Layer):
+    """What the max and average pools share: options, output shape. ``dims`` is 1 or 2."""
+
+    dims: ClassVar[int] = 2
+
+    def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False):
+        super().__init__(name)
+        self.kernel_size = int_tuple(kernel_size, self.dims, "kernel_size")
+        self.stride = self.kernel_size if stride is None else int_tuple(stride, self.dims, "stride")
+        self.padding = int_tuple(padding, self.dims, "padding", minimum=0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise self.error(f"padding must be at most half of kernel_size; got padding={show(padding)} "
+                             f"with kernel_size={show(kernel_size)}", key="padding")
+        self.ceil_mode = bool_option(ceil_mode, "ceil_mode")
+        lead = 2 - self.dims  # a 1-D window is a height-1 2-D window
+        self.window = ((1,) * lead + self.kernel_size, (1,) * lead + self.stride, (0,) * lead + self.padding)
+
+    def output_shape(self, shape):
+        if len(shape) != self.dims + 1:
+            layout, other = ("(C, H, W)", "(C, L)") if self.dims == 2 else ("(C, L)", "(C, H, W)")
+            hint = (f" (use {self.type_name[:-2]}{3 - self.dims}d for {other} inputs)"
+                    if len(shape) == 4 - self.dims else "")
+            raise self.error(f"expects a {layout} input; got input shape {tuple(shape)}{hint}")
+        size = self._output_hw((1,) * (2 - self.dims) + tuple(shape[1:]))[2 - self.dims:]
+        if min(size) <= 0:
+            raise self.error(f"output size {size} is not positive: input shape {tuple(shape)} is smaller "
+                             f"than kernel_size={show(self.kernel_size)} with padding={show(self.padding)}")
+        return (shape[0], *size)
+
+    def _output_hw(self, in_hw) -> tuple[int, int]:
+        return tuple(pooled_size(n, k, s, p, self.ceil_mode) for n, k, s, p in zip(in_hw, *self.window))
+
+
+class _MaxPool(_WindowPool):
+    def forward(self, ctx, x):
+        planes = as_planes(x)
+        argmax = ctx.workspace("argmax", (planes.shape[0], *self._output_hw(planes.shape[1:])), np.int32)
+        y = max_pool_forward(planes, argmax, *self.window)
+        ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, planes.shape[1:]
+        return from_planes(y, x.shape)
+
+    def backward(self, ctx, grad):
+        grad_x = max_pool_backward(as_planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
+        return grad_x.reshape(ctx.saved.in_shape)
+
+
+class _AvgPool(_WindowPool):
+    def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(name, kernel_size, stride, padding, ceil_mode)
+        self.count_include_pad = bool_option(count_include_pad, "count_include_pad")
+
+    def forward(self, ctx, x):
+        planes = as_planes(x)
+        y = avg_pool_forward(planes, self._output_hw(planes.shape[1:]), *self.window, self.count_include_pad)
+        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
+        return from_planes(y, x.shape)
+
+    def backward(self, ctx, grad):
+        grad_x = avg_pool_backward(as_planes(grad), ctx.saved.in_hw, *self.window, self.count_include_pad)
+        return grad_x.reshape(ctx.saved.in_shape)
+
+
+class MaxPool2d(_MaxPool):
+    """The maximum of each window; padding counts as -inf; ties go to the first maximum (row-major).
+
+    Backward adds each output gradient at its window's argmax (overlapping windows accumulate).
+    Shape: (C, H, W) -> (C, H_out, W_out), H_out = floor_or_ceil((H + 2 padding - kernel_size) / stride) + 1
+    (ceil with ``ceil_mode``, dropping a last window that starts in the right padding); W alike.
+    PyTorch: ``nn.MaxPool2d(kernel_size, stride=None, padding=0, ceil_mode=False)``.
+    """
+
+    type_name = "maxpool2d"
+
+
+class MaxPool1d(_MaxPool):
+    """:class:`MaxPool2d` along one axis.
+
+    Shape: (C, L) -> (C, L_out), L_out = floor_or_ceil((L + 2 padding - kernel_size) / stride) + 1.
+    PyTorch: ``nn.MaxPool1d(kernel_size, stride=None, padding=0, ceil_mode=False)``.
+    """
+
+    type_name = "maxpool1d"
+    dims = 1
+
+
+class AvgPool2d(_AvgPool):
+    """The mean of each window. The divisor is the window cut at the end of the padding with
+    ``count_include_pad``, else the window cut to the input (PyTorch's rule).
+
+    Shape: (C, H, W) -> (C, H_out, W_out), H_out = floor_or_ceil((H + 2 padding - kernel_size) / stride) + 1
+    (ceil with ``ceil_mode``, dropping a last window that starts in the right padding); W alike.
+    PyTorch: ``nn.AvgPool2d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)``.
+    """
+
+    type_name = "avgpool2d"
+
+
+class AvgPool1d(_AvgPool):
+    """:class:`AvgPool2d` along one axis.
+
+    Shape: (C, L) -> (C, L_out), L_out = floor_or_ceil((L + 2 padding - kernel_size) / stride) + 1.
+    PyTorch: ``nn.AvgPool1d(kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)``.
+    """
+
+    type_name = "avgpool1d"
+    dims = 1
+
+
+class GlobalAvgPool(Layer):
+    """The mean of each channel over all positions; dx = dy / (H * W) everywhere.
+
+    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1).
+    PyTorch: ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveAvgPool1d(1)``.
+    """
+
+    type_name = "global_avgpool"
+
+    def output_shape(self, shape):
+        if len(shape) not in (2, 3):
+            raise self.error(f"expects a (C, H, W) or (C, L) input; got input shape {tuple(shape)}")
+        return (shape[0],) + (1,) * (len(shape) - 1)
+
+    def forward(self, ctx, x):
+        planes = as_planes(x)
+        hw = planes.shape[1:]
+        y = avg_pool_forward(planes, (1, 1), hw, hw, (0, 0), True)
+        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, hw
+        return from_planes(y, x.shape)
+
+    def backward(self, ctx, grad):
+        hw = ctx.saved.in_hw
+        return avg_pool_backward(as_planes(grad), hw, hw, hw, (0, 0), True).reshape(ctx.saved.in_shape)

@@ -1,0 +1,381 @@
+"""The plugin system: the hook, the registry, broken plugins, and the example plugin package.
+
+The example package (examples/plugins/cnnrun-swish) is never pip-installed here: tests import it from
+its source tree and register it in a fresh plugin manager, so no other test can see it.
+"""
+
+import importlib
+import importlib.metadata
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pluggy
+import pytest
+
+import cnnrun
+from cnnrun.engine import ConfigError, Layer, LayerRegistry, Network, PluginError, hookimpl, hookspecs
+from cnnrun.engine import make_plugin_manager
+from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
+from cnnrun.engine.plugins import DEFAULT_PLUGINS, PluginFailure, PluginInfo, plugin_infos
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "plugins" / "cnnrun-swish"
+GUIDE = ROOT / "docs" / "plugins.md"
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax")
+
+
+# -- throwaway plugins -------------------------------------------------------------------------
+class Scale(Layer):
+    """y = factor * x (a throwaway layer type)."""
+
+    type_name = "test_scale"
+
+    def __init__(self, name, factor=2.0):
+        super().__init__(name)
+        self.factor = factor
+
+    def forward(self, ctx, x):
+        return x * self.factor
+
+    def backward(self, ctx, grad):
+        return grad * self.factor
+
+
+class Product(Layer):
+    """y = a * b, a two-input throwaway layer type."""
+
+    type_name = "test_product"
+    min_inputs = max_inputs = 2
+
+    def output_shape(self, a, b):
+        if a != b:
+            raise self.error(f"inputs must have the same shape; got {a} and {b}", key="inputs")
+        return a
+
+    def forward(self, ctx, a, b):
+        ctx.saved.a, ctx.saved.b = a, b
+        return a * b
+
+    def backward(self, ctx, grad):
+        return grad * ctx.saved.b, grad * ctx.saved.a
+
+
+class ThrowawayPlugin:
+    @hookimpl
+    def cnnrun_register_layers(self, register):
+        register(Scale)
+        register(Product)
+
+
+def registers(*objects):
+    """A plugin whose hook registers ``objects``."""
+
+    class Plugin:
+        @hookimpl
+        def cnnrun_register_layers(self, register):
+            for obj in objects:
+                register(obj)
+
+    return Plugin()
+
+
+# -- built-in plugins --------------------------------------------------------------------------
+def test_activation_layers_are_registered_by_their_module(registry):
+    for type_name in ACTIVATIONS:
+        assert registry.providers[type_name] == "cnnrun.plugins.activations"
+        assert registry.get(type_name).__module__ == "cnnrun.plugins.activations"
+
+
+def test_every_builtin_layer_type_comes_from_a_default_plugin(registry):
+    assert registry.layers
+    for type_name, provider in registry.providers.items():
+        assert provider in DEFAULT_PLUGINS
+        assert registry.layers[type_name].__module__.startswith(provider)
+
+
+def test_builtins_go_through_the_hook_like_any_plugin(plugin_manager):
+    plugin_manager.unregister(name="cnnrun.plugins.activations")
+    registry = LayerRegistry.from_plugin_manager(plugin_manager)
+    assert not any(t in registry for t in ACTIVATIONS)
+    with pytest.raises(ConfigError, match="unknown layer type 'relu'"):
+        registry.get("relu")
+
+
+# -- registering layer types -------------------------------------------------------------------
+def test_a_plugin_class_provides_layers_usable_from_json(plugin_manager, tmp_path):
+    plugin_manager.register(ThrowawayPlugin(), name="throwaway")
+    registry = LayerRegistry.from_plugin_manager(plugin_manager)
+    assert registry.providers["test_scale"] == registry.providers["test_product"] == "throwaway"
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps({"input": {"shape": [3]}, "layers": [
+        {"name": "double", "type": "test_scale"},
+        {"name": "triple", "type": "test_scale", "factor": 3.0, "inputs": ["input"]},
+        {"type": "test_product", "inputs": ["double", "triple"]},
+        {"type": "relu"},
+    ]}))
+    net = Network.from_json(path, registry=registry, dtype="float64")
+    x = np.array([[1.0, -2.0, 0.5]])
+    np.testing.assert_array_equal(net.forward(x), np.maximum(6 * x * x, 0))
+    np.testing.assert_array_equal(net.backward(np.ones((1, 3))), 12 * x)
+    check_network_gradients(net)
+
+
+def test_plugin_layer_errors_name_the_layer(plugin_manager):
+    plugin_manager.register(ThrowawayPlugin(), name="throwaway")
+    registry = LayerRegistry.from_plugin_manager(plugin_manager)
+    layers = [{"name": "a", "type": "test_scale"}, {"name": "b", "type": "relu", "inputs": ["input"]},
+              {"name": "p", "type": "test_product", "inputs": ["a"]}]
+    config = {"input": {"shape": [3]}, "layers": layers}
+    with pytest.raises(ConfigError, match=r"layer 'p' \(test_product\): takes 2 input\(s\); got inputs=\[\"a\"\]"):
+        Network.from_config(config, registry=registry)
+    layers[1]["type"] = "test_scal"
+    with pytest.raises(ConfigError, match="unknown layer type 'test_scal' \\(did you mean 'test_scale'\\?\\)"):
+        Network.from_config(config, registry=registry)
+
+
+def test_two_plugins_registering_one_type_name_is_an_error_naming_both(plugin_manager):
+    plugin_manager.register(registers(Scale), name="first-plugin")
+    plugin_manager.register(registers(Scale), name="second-plugin")
+    with pytest.raises(PluginError, match="layer type 'test_scale' is registered by two plugins: ") as info:
+        LayerRegistry.from_plugin_manager(plugin_manager)
+    assert "'first-plugin'" in str(info.value) and "'second-plugin'" in str(info.value)
+
+
+def test_a_plugin_taking_a_builtin_type_name_is_an_error_naming_both(plugin_manager):
+    class MyReLU(Scale):
+        type_name = "relu"
+
+    plugin_manager.register(registers(MyReLU), name="my-relu")
+    with pytest.raises(PluginError, match="layer type 'relu' is registered by two plugins: ") as info:
+        LayerRegistry.from_plugin_manager(plugin_manager)
+    assert "'cnnrun.plugins.activations'" in str(info.value) and "'my-relu'" in str(info.value)
+
+
+class NoTypeName(Layer):
+    pass
+
+
+@pytest.mark.parametrize("obj, message", [
+    (dict, "registered <class 'dict'>, which is not a Layer subclass"),
+    (Scale("an_instance"), "registered Scale\\('an_instance'\\), which is not a Layer subclass"),
+    ("relu", "registered 'relu', which is not a Layer subclass"),
+    (NoTypeName, "registered NoTypeName without a type_name"),
+])
+def test_registering_something_else_than_a_layer_class_is_an_error(plugin_manager, obj, message):
+    plugin_manager.register(registers(obj), name="odd-plugin")
+    with pytest.raises(PluginError, match="plugin 'odd-plugin' " + message):
+        LayerRegistry.from_plugin_manager(plugin_manager)
+
+
+def test_check_pending_catches_a_misspelled_hookimpl(plugin_manager):
+    class Misspelled:
+        @hookimpl
+        def cnnrun_register_layer(self, register):  # the hook is cnnrun_register_layers
+            register(Scale)
+
+    plugin_manager.register(Misspelled(), name="misspelled")
+    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'cnnrun_register_layer'"):
+        plugin_manager.check_pending()
+
+
+# -- installed (entry-point) plugins ---------------------------------------------------------------
+def install(monkeypatch, *entry_points):
+    """Make ``importlib.metadata.entry_points``, which make_plugin_manager reads, return these."""
+    installed = importlib.metadata.EntryPoints(entry_points)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **params: installed.select(**params))
+
+
+@pytest.fixture
+def broken_plugin(tmp_path, monkeypatch):
+    """An installed plugin whose module fails to import (a dependency is missing)."""
+    (tmp_path / "cnnrun_broken.py").write_text("import cnnrun_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    install(monkeypatch, importlib.metadata.EntryPoint(name="cnnrun-broken", value="cnnrun_broken",
+                                                       group="cnnrun"))
+    return "ModuleNotFoundError: No module named 'cnnrun_missing_dependency'"
+
+
+def test_a_plugin_that_fails_to_import_is_a_warning_and_skipped(broken_plugin):
+    with pytest.warns(UserWarning) as caught:
+        pm = make_plugin_manager()
+    assert [str(w.message) for w in caught if "failed to load" in str(w.message)] == [
+        f"plugin 'cnnrun-broken' (cnnrun_broken) failed to load: {broken_plugin}"]
+    assert pm.failures == [PluginFailure("cnnrun-broken", broken_plugin)]
+    registry = LayerRegistry.from_plugin_manager(pm)
+    assert Network.from_config({"input": {"shape": [2]}, "layers": [{"type": "relu"}]}, registry=registry)
+    assert "cnnrun-broken" not in [info.name for info in plugin_infos(pm, registry)]
+
+
+def test_strict_mode_makes_a_failed_import_an_error(broken_plugin):
+    with pytest.raises(PluginError, match=re.escape(f"plugin 'cnnrun-broken' (cnnrun_broken) failed to load: "
+                                                    f"{broken_plugin}")):
+        make_plugin_manager(strict=True)
+
+
+@pytest.mark.parametrize("source, error", [
+    ("def cnnrun_register_layer(register):\n    pass\n", "unknown hook 'cnnrun_register_layer'"),
+    ("def cnnrun_register_layers(add):\n    pass\n", "Argument(s) {'add'} are declared in the hookimpl but can not be found in the hookspec"),
+])
+def test_an_installed_plugin_with_a_bad_hook_is_a_warning_and_skipped(tmp_path, monkeypatch, source, error):
+    (tmp_path / "cnnrun_badhook.py").write_text("from cnnrun.engine import hookimpl\n\n@hookimpl\n" + source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    install(monkeypatch, importlib.metadata.EntryPoint(name="cnnrun-badhook", value="cnnrun_badhook",
+                                                       group="cnnrun"))
+    with pytest.warns(UserWarning, match=r"plugin 'cnnrun-badhook' \(cnnrun_badhook\) failed to load: "
+                                          r"PluginValidationError: .*" + re.escape(error)):
+        pm = make_plugin_manager()
+    assert pm.get_plugin("cnnrun-badhook") is None and [f.name for f in pm.failures] == ["cnnrun-badhook"]
+    pm.check_pending()  # the manager is left in a clean state
+    with pytest.raises(PluginError, match="cnnrun-badhook"):
+        make_plugin_manager(strict=True)
+    sys.modules.pop("cnnrun_badhook", None)
+
+
+def test_a_hook_that_raises_names_the_plugin(plugin_manager):
+    class Raising:
+        @hookimpl
+        def cnnrun_register_layers(self, register):
+            raise RuntimeError("boom")
+
+    plugin_manager.register(Raising(), name="raising")
+    with pytest.raises(PluginError, match="plugin 'raising' failed in cnnrun_register_layers: RuntimeError: boom"):
+        LayerRegistry.from_plugin_manager(plugin_manager)
+
+
+def test_load_entrypoints_false_ignores_installed_plugins(broken_plugin):
+    pm = make_plugin_manager(load_entrypoints=False)
+    assert pm.failures == [] and pm.get_plugin("cnnrun-broken") is None
+
+
+# -- the example plugin package ----------------------------------------------------------------
+@pytest.fixture
+def swish_module(monkeypatch):
+    """The example plugin's module, imported from its source tree."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    yield importlib.import_module("cnnrun_swish")
+    sys.modules.pop("cnnrun_swish", None)
+
+
+@pytest.fixture
+def swish_registry(plugin_manager, swish_module):
+    """The built-in layer types and the example plugin's."""
+    plugin_manager.register(swish_module, name="cnnrun-swish")
+    return LayerRegistry.from_plugin_manager(plugin_manager)
+
+
+def sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_example_layers_run_forward_and_backward(swish_registry):
+    assert swish_registry.providers["swish"] == swish_registry.providers["channel_scale"] == "cnnrun-swish"
+    config = {"input": {"shape": [2, 3, 3]}, "layers": [
+        {"type": "swish", "beta": 2.0},
+        {"name": "scale", "type": "channel_scale", "init": [0.5, -3.0]},
+    ]}
+    net = Network.from_config(config, registry=swish_registry)
+    np.testing.assert_array_equal(net.params["scale"]["weight"], [0.5, -3.0])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 3, 3))
+    dy = rng.standard_normal((4, 2, 3, 3))
+    w = np.array([0.5, -3.0]).reshape(2, 1, 1)
+    s = sigmoid(2 * x)
+    y = net.forward(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, x * s * w, rtol=1e-5, atol=1e-6)
+    dx = net.backward(dy)
+    assert dx.dtype == net.grads["scale"]["weight"].dtype == np.float32
+    np.testing.assert_allclose(net.grads["scale"]["weight"], np.sum(dy * x * s, axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(dx, dy * w * (s + 2 * x * s * (1 - s)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer, input_shape", [
+    ({"type": "swish"}, (3, 5)),
+    ({"type": "swish", "beta": 0.5}, (2, 3, 3)),
+    ({"type": "channel_scale"}, (4,)),
+    ({"type": "channel_scale", "init": [0.5, -1.0, 2.0]}, (3, 5)),
+    ({"type": "channel_scale", "init": -0.25}, (2, 3, 3)),
+])
+def test_example_layer_gradients(swish_registry, layer, input_shape):
+    check_layer_gradients(layer, input_shape, registry=swish_registry)
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"type": "swish", "beta": 0}, "layer 'swish_1' (swish): beta must be in (0, "),
+    ({"type": "swish", "alpha": 1}, "layer 'swish_1' (swish): unknown key 'alpha'; swish accepts: beta"),
+    ({"type": "channel_scale", "init": "one"}, "(channel_scale): init must be a finite number; got init=\"one\""),
+    ({"type": "channel_scale", "init": [1, 2]},
+     "(channel_scale): init must be one number or a list of 3 (one per channel); "
+     "got 2 values for input shape (3, 4)"),
+])
+def test_example_layer_options_are_checked(swish_registry, layer, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        Network.from_config({"input": {"shape": [3, 4]}, "layers": [layer]}, registry=swish_registry)
+    assert info.value.key in layer
+
+
+def test_example_layer_config_and_repr(swish_registry):
+    net = Network.from_config({"input": {"shape": [3, 4]}, "layers": [
+        {"type": "swish"}, {"type": "swish", "beta": 2}, {"type": "channel_scale"}]}, registry=swish_registry)
+    first, second, scale = (node.layer for node in net.nodes)
+    assert first.get_config() == {"type": "swish", "name": "swish_1", "beta": 1.0}
+    assert (repr(first), repr(second)) == ("Swish('swish_1')", "Swish('swish_2', beta=2)")
+    assert scale.get_config() == {"type": "channel_scale", "name": "channel_scale_1", "init": 1.0}
+    assert net.summary()[2]["params"] == 3
+
+
+def test_plugin_infos_lists_the_example_plugin(plugin_manager, swish_registry):
+    infos = {info.name: info for info in plugin_infos(plugin_manager, swish_registry)}
+    assert infos["cnnrun-swish"] == PluginInfo("cnnrun-swish", None, ["channel_scale", "swish"])
+    activations = infos["cnnrun.plugins.activations"]
+    assert activations.version == cnnrun.__version__
+    assert set(ACTIVATIONS) <= set(activations.layer_types)
+    assert list(infos)[:len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
+
+
+def read_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((EXAMPLE / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_example_pyproject_declares_the_entry_point():
+    project = read_pyproject()["project"]
+    assert project["entry-points"] == {"cnnrun": {"cnnrun-swish": "cnnrun_swish"}}
+    assert any(re.match(r"cnnrun\b", dep) for dep in project["dependencies"])
+
+
+def test_the_installed_example_is_found_through_its_entry_point(tmp_path, monkeypatch, swish_module):
+    """As ``pip install`` would leave it: a .dist-info with the pyproject's entry points."""
+    project = read_pyproject()["project"]
+    dist_info = tmp_path / f"cnnrun_swish-{project['version']}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
+                                        f"Version: {project['version']}\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[cnnrun]\n" + "".join(f"{k} = {v}\n" for k, v in project["entry-points"]["cnnrun"].items()))
+    install(monkeypatch, *importlib.metadata.PathDistribution(dist_info).entry_points)
+    pm = make_plugin_manager()
+    assert pm.get_plugin("cnnrun-swish") is swish_module
+    infos = plugin_infos(pm, LayerRegistry.from_plugin_manager(pm))
+    assert infos[-1] == PluginInfo("cnnrun-swish", project["version"], ["channel_scale", "swish"])
+
+
+# -- the guide ---------------------------------------------------------------------------------
+def test_guide_excerpts_match_the_example_package():
+    """Every code block of docs/plugins.md that starts with ``# <file>`` is a verbatim part of that file."""
+    blocks = re.findall(r"```(?:python|toml)\n# ([\w.]+)\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
+    assert {file for file, _ in blocks} == {"cnnrun_swish.py", "pyproject.toml"}
+    for file, excerpt in blocks:
+        assert excerpt in (EXAMPLE / file).read_text(encoding="utf-8"), f"docs/plugins.md is out of date with {file}"
+
+
+def test_guide_documents_every_hook():
+    guide = GUIDE.read_text(encoding="utf-8")
+    hooks = [name for name, f in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("cnnrun_")]
+    assert hooks
+    for hook in hooks:
+        assert f"{hook}(" in guide
