@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
@@ -17,16 +18,21 @@ def plugins(ctx: click.Context, output_format: str) -> None:
     from cnnrun.engine.plugins import plugin_infos
 
     pm, registries = load_plugins(ctx)
-    infos = plugin_infos(pm, registries.layers)
+    infos = plugin_infos(pm, registries)
     if output_format == "json":
-        report = {"plugins": [{"name": i.name, "version": i.version, "layer_types": i.layer_types}
-                              for i in infos],
-                  "failed": [{"name": f.name, "error": f.error} for f in pm.failures]}
+        report = {"plugins": [asdict(i) for i in infos],
+                  "failed": [asdict(f) for f in pm.failures]}
         click.echo(json.dumps(report, indent=2))
         return
-    width = max(len(i.name) for i in infos)
+    width = max(len(name) for name in [i.name for i in infos] + [f.name for f in pm.failures])
     for info in infos:
-        types = ", ".join(info.layer_types) or "(no layer types)"
-        click.echo(f"{info.name.ljust(width)}  {info.version or '-':<8}  {types}")
+        click.echo(f"{info.name.ljust(width)}  {info.version or '-':<8}  {provides(info)}")
     for failure in pm.failures:
         click.echo(f"{failure.name.ljust(width)}  FAILED    {failure.error}")
+
+
+def provides(info) -> str:
+    """``layer types: a, b; optimizers: c`` (only the kinds the plugin provides)."""
+    kinds = (("layer types", info.layer_types), ("data sources", info.data_sources),
+             ("optimizers", info.optimizers))
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds if names) or "(nothing registered)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -45,7 +46,7 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device,
         if value is not None:
             overrides[key] = value
     _, registries = load_plugins(ctx)
-    reporter = TextReporter(click.get_text_stream("stdout"), bar=False if quiet else None)
+    reporter = TextReporter(sys.stdout, bar=False if quiet else None)
     with user_errors():
         try:
             result = run_training(net, overrides=overrides, out=out, resume=resume, reporter=reporter,

@@ -123,6 +123,12 @@ def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation
     return train, validation, normalization
 
 
+def with_channel_axis(x: np.ndarray, input_shape: tuple) -> np.ndarray:
+    """``x`` with the channel axis added when it is missing for a one-channel input:
+    ``(N, H, W)`` for an input ``[1, H, W]``, ``(N, L)`` for ``[1, L]``."""
+    return x[:, None] if x.ndim == len(input_shape) and input_shape[0] == 1 else x
+
+
 def _checked(examples: Examples, what: str, input_shape: tuple, num_classes: int,
              source: DataSource) -> Examples:
     """``examples`` as float32/int64 arrays, or a ConfigError saying what does not fit the network."""
@@ -134,8 +140,7 @@ def _checked(examples: Examples, what: str, input_shape: tuple, num_classes: int
         raise source.error(f"the {what} set is empty (each split needs at least one example)")
     if not np.issubdtype(y.dtype, np.integer):
         raise source.error(f"the {what} labels must be integers; got dtype {y.dtype}")
-    if x.ndim == len(input_shape) and input_shape[0] == 1:
-        x = x[:, None]  # (N, H, W) for an input [1, H, W], (N, L) for [1, L]
+    x = with_channel_axis(x, input_shape)
     if x.shape[1:] != input_shape:
         hint = ""
         if "resize" in source.config_keys() and x.ndim == 4 and x.shape[1] == input_shape[0]:

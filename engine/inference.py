@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_checkpoint, restore_network
-from .data import Examples, apply_normalization, batches, prepare_data
+from .data import Examples, apply_normalization, batches, prepare_data, with_channel_axis
 from .errors import CnnrunError, ConfigError
 from .losses import LOSSES, cross_entropy_from_probabilities
 from .network import Network
@@ -104,8 +104,7 @@ def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
         raise CnnrunError(f"{inputs}: no array named 'x'") from None
     except (OSError, ValueError) as exc:
         raise CnnrunError(f"{inputs}: cannot read it as .npz ({exc})") from None
-    if x.ndim == len(net.input_shape) and net.input_shape[0] == 1:
-        x = x[:, None]
+    x = with_channel_axis(x, net.input_shape)
     if tuple(x.shape[1:]) != net.input_shape:
         raise CnnrunError(f"{inputs}: x has examples of shape {tuple(x.shape[1:])}; the network takes "
                           f"{net.input_shape}")

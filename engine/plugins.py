@@ -42,11 +42,13 @@ class PluginFailure:
 
 @dataclass
 class PluginInfo:
-    """One plugin for ``cnnrun plugins``: its name, version and the layer types it provides."""
+    """One plugin for ``cnnrun plugins``: its name, version and what it provides."""
 
     name: str
     version: str | None
     layer_types: list[str] = field(default_factory=list)
+    data_sources: list[str] = field(default_factory=list)
+    optimizers: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -184,17 +186,20 @@ class Registries:
                    OptimizerRegistry.from_plugin_manager(pm))
 
 
-def plugin_infos(pm: PluginManager, registry: LayerRegistry) -> list[PluginInfo]:
-    """Every registered plugin with its version and its layer types, built-ins first."""
+def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
+    """Every registered plugin with its version and the types it provides, built-ins first."""
     from cnnrun import __version__
+
+    def provided(registry: Registry, plugin: str) -> list[str]:
+        return sorted(t for t, p in registry.providers.items() if p == plugin)
 
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
         version = __version__ if name in DEFAULT_PLUGINS else pm.versions.get(name)
-        types = sorted(t for t, p in registry.providers.items() if p == name)
-        infos.append(PluginInfo(name, version, types))
+        infos.append(PluginInfo(name, version, provided(registries.layers, name),
+                                provided(registries.data_sources, name), provided(registries.optimizers, name)))
     return infos
 
 

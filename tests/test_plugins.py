@@ -20,7 +20,7 @@ import cnnrun
 from cnnrun.engine import ConfigError, Layer, LayerRegistry, Network, PluginError, hookimpl, hookspecs
 from cnnrun.engine import make_plugin_manager
 from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
-from cnnrun.engine.plugins import DEFAULT_PLUGINS, PluginFailure, PluginInfo, plugin_infos
+from cnnrun.engine.plugins import DEFAULT_PLUGINS, PluginFailure, PluginInfo, Registries, plugin_infos
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "plugins" / "cnnrun-swish"
@@ -207,7 +207,7 @@ def test_a_plugin_that_fails_to_import_is_a_warning_and_skipped(broken_plugin):
     assert pm.failures == [PluginFailure("cnnrun-broken", broken_plugin)]
     registry = LayerRegistry.from_plugin_manager(pm)
     assert Network.from_config({"input": {"shape": [2]}, "layers": [{"type": "relu"}]}, registry=registry)
-    assert "cnnrun-broken" not in [info.name for info in plugin_infos(pm, registry)]
+    assert "cnnrun-broken" not in [info.name for info in plugin_infos(pm, Registries.from_plugin_manager(pm))]
 
 
 def test_strict_mode_makes_a_failed_import_an_error(broken_plugin):
@@ -329,12 +329,14 @@ def test_example_layer_config_and_repr(swish_registry):
 
 
 def test_plugin_infos_lists_the_example_plugin(plugin_manager, swish_registry):
-    infos = {info.name: info for info in plugin_infos(plugin_manager, swish_registry)}
+    infos = {info.name: info for info in plugin_infos(plugin_manager, Registries.from_plugin_manager(plugin_manager))}
     assert infos["cnnrun-swish"] == PluginInfo("cnnrun-swish", None, ["channel_scale", "swish"])
     activations = infos["cnnrun.plugins.activations"]
     assert activations.version == cnnrun.__version__
     assert set(ACTIVATIONS) <= set(activations.layer_types)
     assert list(infos)[:len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
+    assert infos["cnnrun.plugins.datasets"].data_sources == ["digits", "idx", "npz"]
+    assert infos["cnnrun.plugins.optimizers"].optimizers == ["adam", "adamw", "sgd"]
 
 
 def read_pyproject():
@@ -360,7 +362,7 @@ def test_the_installed_example_is_found_through_its_entry_point(tmp_path, monkey
     install(monkeypatch, *importlib.metadata.PathDistribution(dist_info).entry_points)
     pm = make_plugin_manager()
     assert pm.get_plugin("cnnrun-swish") is swish_module
-    infos = plugin_infos(pm, LayerRegistry.from_plugin_manager(pm))
+    infos = plugin_infos(pm, Registries.from_plugin_manager(pm))
     assert infos[-1] == PluginInfo("cnnrun-swish", project["version"], ["channel_scale", "swish"])
 
 
