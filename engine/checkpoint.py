@@ -82,8 +82,9 @@ def load_checkpoint(path) -> Checkpoint:
 
 
 def network_state(net) -> tuple[dict, dict]:
-    """Copies of ``net``'s parameters and buffers, as a checkpoint stores them."""
-    copy = lambda tree: {layer: {k: v.copy() for k, v in named.items()} for layer, named in tree.items()}
+    """Host copies of ``net``'s parameters and buffers, as a checkpoint stores them (device-independent)."""
+    to_host = net.backend.to_host
+    copy = lambda tree: {layer: {k: to_host(v) for k, v in named.items()} for layer, named in tree.items()}
     return copy(net.params), copy(net.buffers)
 
 
@@ -105,4 +106,4 @@ def restore_network(net, checkpoint: Checkpoint, source="checkpoint") -> None:
                                       f"has shape {stored[key]} in the checkpoint, {expected[key]} in the network")
         for layer, named in theirs.items():
             for name, array in named.items():
-                mine[layer][name][...] = array
+                net.backend.copy_into(mine[layer][name], np.asarray(array, net.dtype))

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .device import CPU
 from .errors import ConfigError
 from .options import Configurable, show
 
@@ -22,30 +23,46 @@ RESERVED_KEYS = ("type", "name", "inputs")
 class Context:
     """What the engine hands a layer's ``forward`` and ``backward``: one per layer of a network.
 
-    - ``params`` / ``buffers``: this layer's arrays (dicts by name), on ``device``.
+    - ``params`` / ``buffers``: this layer's arrays (dicts by name), on ``device`` ("cpu": NumPy
+      arrays; "cuda": Numba device arrays); ``backend`` allocates arrays there.
     - ``grads``: arrays shaped like ``params``; ``backward`` overwrites them in place.
     - ``training``: True for training-mode forward passes (dropout, batch statistics).
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
-    - ``workspace(key, shape, dtype)``: a scratch array kept between calls (not zeroed).
+    - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     """
 
-    def __init__(self, params=None, grads=None, buffers=None, *, device: str = "cpu", rng=None):
+    def __init__(self, params=None, grads=None, buffers=None, *, backend=CPU, rng=None):
         self.params: dict[str, np.ndarray] = params if params is not None else {}
         self.grads: dict[str, np.ndarray] = grads if grads is not None else {}
         self.buffers: dict[str, np.ndarray] = buffers if buffers is not None else {}
-        self.device = device
+        self._backend = backend
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.training = False
         self.saved = SimpleNamespace()
         self._workspaces: dict[str, np.ndarray] = {}
 
-    def workspace(self, key: str, shape, dtype) -> np.ndarray:
-        """A scratch array of ``shape`` and ``dtype``, reused across calls while those stay the same."""
+    @property
+    def backend(self):
+        """The device's backend (:mod:`cnnrun.engine.device`)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend) -> None:
+        self._backend = backend
+        self._workspaces.clear()
+
+    @property
+    def device(self) -> str:
+        return self._backend.name
+
+    def workspace(self, key: str, shape, dtype):
+        """A scratch array of ``shape`` and ``dtype`` on the device, reused across calls while those
+        stay the same."""
         shape = tuple(int(s) for s in shape)
         array = self._workspaces.get(key)
-        if array is None or array.shape != shape or array.dtype != np.dtype(dtype):
-            array = np.empty(shape, dtype=dtype)
+        if array is None or tuple(array.shape) != shape or array.dtype != np.dtype(dtype):
+            array = self._backend.empty(shape, dtype)
             self._workspaces[key] = array
         return array
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .device import CPU, get_backend
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
 from .layer import RESERVED_KEYS, Context, Layer, Shape
 from .options import show
@@ -43,7 +45,7 @@ class Network:
         self.nodes = nodes
         self.dtype = np.dtype(dtype)
         self.config = config
-        self.device = "cpu"
+        self.backend = CPU
         self.params: dict[str, dict[str, np.ndarray]] = {}
         self.grads: dict[str, dict[str, np.ndarray]] = {}
         self.buffers: dict[str, dict[str, np.ndarray]] = {}
@@ -108,11 +110,12 @@ class Network:
         """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
         rng = np.random.default_rng(seed)
         for node in self.nodes:
-            params = self.params.get(node.name, {})
-            buffers = self.buffers.get(node.name, {})
-            for array in (*params.values(), *buffers.values()):
-                array[...] = 0
+            params = {k: np.zeros(a.shape, self.dtype) for k, a in self.params.get(node.name, {}).items()}
+            buffers = {k: np.zeros(a.shape, self.dtype) for k, a in self.buffers.get(node.name, {}).items()}
             node.layer.initialize(params, buffers, rng)
+            for tree, fresh in ((self.params, params), (self.buffers, buffers)):
+                for key, array in fresh.items():
+                    self.backend.copy_into(tree[node.name][key], array)
             self.contexts[node.name].rng = np.random.default_rng(rng.integers(2**63))
 
     # -- running -------------------------------------------------------------------------------
@@ -121,10 +124,38 @@ class Network:
         """The output shape for one sample."""
         return self.nodes[-1].output_shape
 
-    def forward(self, x, training: bool = False) -> np.ndarray:
-        """Run the batch ``x`` of shape ``(N, *input_shape)``; returns the last layer's output.
+    @property
+    def device(self) -> str:
+        """Where the arrays live and the layers run: "cpu" or "cuda"."""
+        return self.backend.name
+
+    def to(self, device: str) -> "Network":
+        """Move parameters, gradients and buffers to ``device`` ("cpu" or "cuda"); returns ``self``.
+
+        Every layer must implement the device (``forward_<device>``/``backward_<device>``): a layer
+        that does not is a :class:`CnnrunError` naming it, before anything moves.
+        """
+        backend = get_backend(device)
+        missing = [f"'{n.name}' ({n.layer.type_name})" for n in self.nodes if n.layer.implementation(device) is None]
+        if missing:
+            raise CnnrunError(f"{self.name}: no {device} implementation for layer(s) {', '.join(missing)}; "
+                              f"run them on another device or add forward_{device}/backward_{device} to their plugin")
+        for tree in (self.params, self.grads, self.buffers):
+            for arrays in tree.values():
+                for key, array in arrays.items():
+                    arrays[key] = backend.asarray(self.backend.to_host(array), self.dtype)
+        for ctx in self.contexts.values():
+            ctx.backend = backend
+        self.backend = backend
+        self._forward_done = False
+        return self
+
+    def forward(self, x, training: bool = False, timer=None):
+        """Run the batch ``x`` of shape ``(N, *input_shape)``; returns the last layer's output (an
+        array on the network's device).
 
         ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs.
+        ``timer(node_name, "forward")``, if given, is a context manager wrapped around each layer.
         """
         x = self._check_input(x)
         values = {INPUT: x}
@@ -133,17 +164,19 @@ class Network:
             ctx.training = training
             ctx.saved.__dict__.clear()
             forward, _ = self._implementation(node)
-            values[node.name] = forward(ctx, *(values[i] for i in node.inputs))
+            with timer(node.name, "forward") if timer else nullcontext():
+                values[node.name] = forward(ctx, *(values[i] for i in node.inputs))
         self._forward_done = True
         self._batch = x.shape[0]
         return values[self.nodes[-1].name]
 
-    def backward(self, grad_output, skip_last: bool = False) -> np.ndarray:
+    def backward(self, grad_output, skip_last: bool = False, timer=None):
         """Back-propagate ``grad_output`` (shaped like the last output); fills ``grads``, returns the
         gradient with respect to the input.
 
         ``skip_last=True`` takes ``grad_output`` as the gradient of the last layer's *input* (the
         combined softmax + cross-entropy gradient skips the final softmax this way).
+        ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
         if not self._forward_done:
             raise CnnrunError("backward() needs a forward() first")
@@ -153,8 +186,8 @@ class Network:
                               f"'{last.name}' has {len(last.inputs)}")
         shape = last.input_shapes[0] if skip_last else last.output_shape
         expected = (self._batch, *shape)
-        grad_output = np.ascontiguousarray(grad_output, dtype=self.dtype)
-        if grad_output.shape != expected:
+        grad_output = self.backend.asarray(grad_output, self.dtype)
+        if tuple(grad_output.shape) != expected:
             raise ShapeError(f"{self.name}: backward expected a gradient of shape {expected}; "
                              f"got {grad_output.shape}")
         grads = {last.inputs[0]: grad_output} if skip_last else {last.name: grad_output}
@@ -163,15 +196,16 @@ class Network:
             ctx = self.contexts[node.name]
             if grad is None:  # the node does not reach the output
                 for array in ctx.grads.values():
-                    array[...] = 0
+                    self.backend.fill(array, 0)
                 continue
             _, backward = self._implementation(node)
-            input_grads = backward(ctx, grad)
+            with timer(node.name, "backward") if timer else nullcontext():
+                input_grads = backward(ctx, grad)
             if len(node.inputs) == 1 and not isinstance(input_grads, (tuple, list)):
                 input_grads = (input_grads,)
             for source, g in zip(node.inputs, input_grads):
-                grads[source] = g if source not in grads else grads[source] + g
-        return grads.get(INPUT, np.zeros((self._batch, *self.input_shape), self.dtype))
+                grads[source] = g if source not in grads else self.backend.add(grads[source], g)
+        return grads.get(INPUT, self.backend.zeros((self._batch, *self.input_shape), self.dtype))
 
     def _implementation(self, node: Node):
         impl = node.layer.implementation(self.device)
@@ -180,13 +214,14 @@ class Network:
                               f"for device '{self.device}'")
         return impl
 
-    def _check_input(self, x) -> np.ndarray:
-        x = np.asarray(x)
+    def _check_input(self, x):
+        if not hasattr(x, "shape"):
+            x = np.asarray(x)
         expected = ("N", *self.input_shape)
-        if x.ndim != len(expected) or tuple(x.shape[1:]) != self.input_shape or x.shape[0] < 1:
+        if len(x.shape) != len(expected) or tuple(x.shape[1:]) != self.input_shape or x.shape[0] < 1:
             raise ShapeError(f"{self.name}: expected input of shape ({', '.join(map(str, expected))}); "
                              f"got {tuple(x.shape)}")
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        return self.backend.asarray(x, self.dtype)
 
     # -- inspection ----------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The network: JSON validation, DAG wiring, the Python API, forward/backward bookkeeping."""
 
 import json
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -177,9 +178,23 @@ def test_backward_needs_forward_and_right_shape(reg):
 
 def test_unknown_device_is_a_clear_error(reg):
     net = build([{"type": "relu"}], reg=reg)
-    net.device = "tpu"
-    with pytest.raises(CnnrunError, match=r"layer 'relu_1' \(relu\) has no implementation for device 'tpu'"):
-        net.forward(np.zeros((1, 3, 4)))
+    with pytest.raises(CnnrunError, match=r"unknown device 'tpu'; expected one of: cpu, cuda"):
+        net.to("tpu")
+    assert net.to("cpu") is net and net.device == "cpu"
+
+
+def test_timer_wraps_every_layer(reg):
+    net = build([{"type": "scale", "name": "s"}, {"type": "relu", "name": "r"}], reg=reg)
+    seen = []
+
+    @contextmanager
+    def timer(name, phase):
+        seen.append((name, phase))
+        yield
+
+    net.forward(np.ones((2, 3, 4)), training=True, timer=timer)
+    net.backward(np.ones((2, 3, 4)), timer=timer)
+    assert seen == [("s", "forward"), ("r", "forward"), ("r", "backward"), ("s", "backward")]
 
 
 def test_layer_config_and_repr(reg):
