@@ -39,23 +39,25 @@ class TextReporter(Reporter):
     epoch's first batch, which may spend its time compiling kernels.
     """
 
-    def __init__(self, stream=None, bar: bool | None = None, width: int = 24):
+    def __init__(self, stream=None, bar: bool | None = None, width: int = 24, refresh: float = 0.1):
         self.stream = stream if stream is not None else sys.stdout
         self.bar = self.stream.isatty() if bar is None else bar
         self.width = width
+        self.refresh = refresh  # seconds between redraws of the bar
         self.epochs = 0
 
     def epoch_start(self, epoch, epochs, batches):
         self.epoch, self.epochs, self.batches = epoch, epochs, batches
-        self.started = time.perf_counter()
+        self.started = self.drawn = time.perf_counter()
         self.after_first: tuple[float, int] | None = None
 
     def batch_end(self, batch, samples, running_loss):
         now = time.perf_counter()
         if batch == 1:
             self.after_first = (now, samples)
-        if not self.bar:
+        if not self.bar or (now - self.drawn < self.refresh and 1 < batch < self.batches):
             return
+        self.drawn = now
         rate, eta = "", ""
         if self.after_first and batch > 1:
             t0, s0 = self.after_first
