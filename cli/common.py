@@ -17,6 +17,12 @@ def format_option(function):
                         show_default=True, help="Print a table for people or JSON for programs.")(function)
 
 
+def device_option(help_text: str):
+    """``--device cpu|cuda`` (default cpu), with ``help_text`` saying what runs there."""
+    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                        help=f"{help_text} cuda needs an NVIDIA GPU and `pip install 'cnnrun[cuda]'`.")
+
+
 def load_plugins(ctx: click.Context):
     """``(plugin_manager, registries)``; a plugin that fails to load is one warning line on stderr."""
     from cnnrun.engine.plugins import Registries, make_plugin_manager

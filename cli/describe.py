@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import format_option, load_network, net_argument
+from .common import device_option, format_option, load_network, net_argument, user_errors
 
 BYTES_PER_VALUE = 4  # float32
 
@@ -15,12 +15,15 @@ BYTES_PER_VALUE = 4  # float32
 @net_argument
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size used for the activation-memory total.")
+@device_option("Check that every layer runs on this device and that the device is there.")
 @format_option
 @click.pass_context
-def describe(ctx: click.Context, net: str, batch_size: int, output_format: str) -> None:
+def describe(ctx: click.Context, net: str, batch_size: int, device: str, output_format: str) -> None:
     """Show each layer's output shape, parameters and MACs (multiply-accumulates per sample),
     with totals and the activation memory of one batch."""
     network = load_network(ctx, net)
+    with user_errors():
+        network.to(device)
     report = describe_network(network, batch_size)
     if output_format == "json":
         click.echo(json.dumps(report, indent=2))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import format_option, load_plugins, net_argument, user_errors
+from .common import device_option, format_option, load_plugins, net_argument, user_errors
 
 checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(exists=True),
                                  help="A checkpoint file, or a run folder (its latest.npz).")
@@ -19,16 +19,17 @@ checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(
               help='Data to evaluate: a train.data object as JSON (e.g. \'{"type": "npz", "path": "test.npz"}\') '
                    "or an .npz file with x and y. Default: the validation split of the training data.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@device_option("Where to run the network.")
 @format_option
 @click.pass_context
-def evaluate(ctx, net, checkpoint, data, batch_size, output_format):
+def evaluate(ctx, net, checkpoint, data, batch_size, device, output_format):
     """Evaluate a trained network: loss, accuracy and a confusion matrix (rows: true class)."""
     from cnnrun.engine.inference import evaluate_checkpoint
 
     _, registries = load_plugins(ctx)
     with user_errors():
         report = evaluate_checkpoint(net, checkpoint, data=parse_data_option(data), batch_size=batch_size,
-                                     registries=registries)
+                                     registries=registries, device=device)
     if output_format == "json":
         click.echo(json.dumps(report, indent=2))
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import load_plugins, net_argument, user_errors
+from .common import device_option, load_plugins, net_argument, user_errors
 from .evaluate import checkpoint_option
 
 
@@ -15,13 +15,15 @@ from .evaluate import checkpoint_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the predictions (.npz with probabilities and labels).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@device_option("Where to run the network.")
 @click.pass_context
-def predict(ctx, net, inputs, checkpoint, out, batch_size):
+def predict(ctx, net, inputs, checkpoint, out, batch_size, device):
     """Predict the class of each example in INPUT.npz (array x, shaped like the training inputs);
     writes probabilities (N, classes) and labels (N,) to --out."""
     from cnnrun.engine.inference import predict_file
 
     _, registries = load_plugins(ctx)
     with user_errors():
-        count = predict_file(net, checkpoint, inputs, out, batch_size=batch_size, registries=registries)
+        count = predict_file(net, checkpoint, inputs, out, batch_size=batch_size, registries=registries,
+                             device=device)
     click.echo(f"wrote predictions for {count} examples to {out}")

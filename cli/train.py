@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .common import load_plugins, net_argument, user_errors
+from .common import device_option, load_plugins, net_argument, user_errors
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -32,7 +32,7 @@ def parse_setting(text: str) -> tuple[str, object]:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>-<timestamp>, "
               "or the resumed run's folder).")
 @click.option("--resume", type=click.Path(exists=True), help="Continue from a run folder or a checkpoint file.")
-@click.option("--device", type=click.Choice(["cpu"]), default="cpu", show_default=True, help="Where to train.")
+@device_option("Where to train: parameters, gradients, optimizer state and activations stay there.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the per-epoch summary lines (no progress bar).")
 @click.pass_context
 def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device, quiet):
@@ -50,7 +50,7 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device,
     with user_errors():
         try:
             result = run_training(net, overrides=overrides, out=out, resume=resume, reporter=reporter,
-                                  registries=registries)
+                                  registries=registries, device=device)
         except TrainingInterrupted as stop:
             click.echo(f"\n{stop}", err=True)
             ctx.exit(130)

@@ -58,10 +58,18 @@ def get_backend(device: str):
     if device == "cpu":
         return CPU
     if device == "cuda":
-        from .cuda import cuda_backend
-
+        try:
+            from .cuda import cuda_backend
+        except ImportError as exc:  # a Numba without any CUDA target
+            raise CnnrunError(f"--device cuda needs numba-cuda, which cannot be imported ({exc}); "
+                              f"`pip install 'cnnrun[cuda]'` (and an NVIDIA driver), or use --device cpu") from None
         return cuda_backend()
     raise CnnrunError(f"unknown device '{device}'; expected one of: {', '.join(DEVICES)}")
+
+
+def backend_of(array):
+    """The backend of the device that ``array`` lives on (a NumPy array: the CPU)."""
+    return CPU if isinstance(array, np.ndarray) else get_backend("cuda")
 
 
 def to_host(array) -> np.ndarray:

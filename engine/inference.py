@@ -21,17 +21,51 @@ def ends_in_softmax(net: Network) -> bool:
     return net.nodes[-1].layer.type_name == "softmax"
 
 
+class BatchLoss:
+    """The loss ``loss`` ("cross_entropy" or "mse") of a network's output for a batch of class
+    labels, computed on the network's device.
+
+    A network ending in softmax trained with cross-entropy gets the combined gradient
+    (p - onehot) / N for the softmax input (``skip_last``: back-propagation starts below it).
+    On CUDA (:mod:`cnnrun.engine.losses_cuda`) only the loss and the count of correct rows come
+    back to the host (and the predicted labels, when asked for).
+    """
+
+    def __init__(self, net: Network, loss: str):
+        self.skip_last = loss == "cross_entropy" and ends_in_softmax(net)
+        if net.device == "cpu":
+            self._device_loss = None
+            self._function = cross_entropy_from_probabilities if self.skip_last else LOSSES[loss]
+        else:
+            from .losses_cuda import DeviceLoss
+
+            self._device_loss = DeviceLoss("cross_entropy_from_probabilities" if self.skip_last else loss,
+                                           net.backend)
+
+    def __call__(self, output, labels: np.ndarray, *, gradient: bool = True, predictions: bool = False):
+        """``(mean loss, correct rows, gradient or None, predicted labels (host) or None)``.
+
+        Overflow is not warned about: a non-finite loss is the caller's to report."""
+        if self._device_loss is not None:
+            loss, correct, grad, predicted = self._device_loss(output, labels, gradient=gradient)
+            return loss, correct, grad, predicted.copy_to_host() if predictions else None
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grad = self._function(output, labels)
+        predicted = np.argmax(output, axis=1)
+        return loss, int(np.count_nonzero(predicted == labels)), grad if gradient else None, \
+            predicted if predictions else None
+
+
 def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):
-    """``(loss, accuracy, predicted_labels)`` of ``net`` in evaluation mode over ``examples``."""
+    """``(loss, accuracy, predicted_labels)`` of ``net`` in evaluation mode over ``examples``, on
+    the network's device (the predicted labels come back per batch)."""
+    batch_loss = BatchLoss(net, loss)
     total, predictions = 0.0, []
     for x, y in batches(examples, batch_size):
         output = net.forward(x, training=False)
-        if loss == "cross_entropy" and ends_in_softmax(net):
-            value = cross_entropy_from_probabilities(output, y)[0]
-        else:
-            value = LOSSES[loss](output, y)[0]
+        value, _, _, predicted = batch_loss(output, y, gradient=False, predictions=True)
         total += value * len(y)
-        predictions.append(np.argmax(output, axis=1))
+        predictions.append(predicted)
     predicted = np.concatenate(predictions)
     return total / len(examples), float(np.mean(predicted == examples.y)), predicted
 
@@ -46,15 +80,16 @@ def resolve_checkpoint(path) -> Path:
     return candidate
 
 
-def load_for_inference(network, checkpoint, registries: Registries | None = None):
+def load_for_inference(network, checkpoint, registries: Registries | None = None, device: str = "cpu"):
     """``(net, normalization, network_config, base_dir)``: the network of a JSON file (or config dict)
-    with a checkpoint's weights, and the input normalization it was trained with."""
+    with a checkpoint's weights, on ``device``, and the input normalization it was trained with."""
     registries = registries or default_registries()
     if isinstance(network, dict):
         net, config, base_dir = Network.from_config(network, registry=registries.layers), network, Path(".")
     else:
         net = Network.from_json(network, registry=registries.layers)
         config, base_dir = json.loads(Path(network).read_text(encoding="utf-8")), Path(network).parent
+    net.to(device)
     path = resolve_checkpoint(checkpoint)
     loaded = load_checkpoint(path)
     restore_network(net, loaded, str(path))
@@ -62,13 +97,14 @@ def load_for_inference(network, checkpoint, registries: Registries | None = None
 
 
 def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_size: int = 256,
-                        registries: Registries | None = None) -> dict:
-    """Evaluate a checkpoint on ``data`` (a ``train.data`` object: all its examples) or, by default,
-    on the validation split of the network's own training data. Returns the ``cnnrun eval`` report."""
+                        registries: Registries | None = None, device: str = "cpu") -> dict:
+    """Evaluate a checkpoint on ``device`` on ``data`` (a ``train.data`` object: all its examples)
+    or, by default, on the validation split of the network's own training data. Returns the
+    ``cnnrun eval`` report."""
     from .train import resolve_train_config
 
     registries = registries or default_registries()
-    net, normalization, config, base_dir = load_for_inference(network, checkpoint, registries)
+    net, normalization, config, base_dir = load_for_inference(network, checkpoint, registries, device)
     train = resolve_train_config(config.get("train"))
     source = {k: v for k, v in (data or train["data"]).items() if k != "normalize"}
     split = 0.0 if data is not None else train["validation_split"]
@@ -93,10 +129,10 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_
 
 
 def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
-                 registries: Registries | None = None) -> int:
+                 registries: Registries | None = None, device: str = "cpu") -> int:
     """Write ``probabilities`` (N, classes) and ``labels`` (N,) for the array ``x`` of ``inputs`` (.npz)
-    to ``out`` (.npz); returns N."""
-    net, normalization, _, _ = load_for_inference(network, checkpoint, registries)
+    to ``out`` (.npz), running the network on ``device``; returns N."""
+    net, normalization, _, _ = load_for_inference(network, checkpoint, registries, device)
     try:
         with np.load(inputs, allow_pickle=False) as data:
             x = data["x"]
@@ -109,7 +145,7 @@ def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
         raise CnnrunError(f"{inputs}: x has examples of shape {tuple(x.shape[1:])}; the network takes "
                           f"{net.input_shape}")
     x = apply_normalization(x.astype(np.float32), normalization)
-    outputs = [net.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     output = np.concatenate(outputs).astype(np.float64)
     if not ends_in_softmax(net):
         output = np.exp(output - output.max(axis=1, keepdims=True))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .device import backend_of
 from .errors import CnnrunError, ConfigError
 from .options import Configurable, float_option, show
 
@@ -19,8 +20,10 @@ class Optimizer(Configurable):
     """Base class of optimizers (``train.optimizer`` in a network file).
 
     Subclasses set ``type_name``, take their JSON keys (``lr`` first) as keyword arguments of
-    ``__init__``, name their per-parameter state arrays in ``slots`` and implement :meth:`update`.
-    ``step`` counts the updates done (1 during the first ``update``).
+    ``__init__``, name their per-parameter state arrays in ``slots`` and implement :meth:`update`
+    (NumPy arrays) and, to train on a GPU, ``update_cuda`` (the same step on device arrays).
+    ``step`` counts the updates done (1 during the first ``update``). The state lives on the
+    device of the parameters.
     """
 
     slots: tuple[str, ...] = ()
@@ -39,15 +42,27 @@ class Optimizer(Configurable):
         self.step += 1
         for layer, arrays in params.items():
             for name, p in arrays.items():
+                backend = backend_of(p)
                 layer_state = self.state.setdefault(layer, {})
                 state = layer_state.get(name)
                 if state is None:  # first step: zeroed slots
-                    state = layer_state[name] = {slot: np.zeros_like(p) for slot in self.slots}
-                self.update(p, grads[layer][name], state, lr)
+                    state = layer_state[name] = {slot: backend.zeros(p.shape, p.dtype) for slot in self.slots}
+                elif any(isinstance(a, np.ndarray) != isinstance(p, np.ndarray) for a in state.values()):
+                    state.update((slot, _like(a, p)) for slot, a in state.items())  # the network moved
+                self.implementation(backend.name)(p, grads[layer][name], state, lr)
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float) -> None:
         """Update ``param`` in place from ``grad`` (left unchanged) and ``state`` (its slots)."""
         raise NotImplementedError
+
+    def implementation(self, device: str):
+        """The update method for ``device`` (``update`` on the CPU, else ``update_<device>``); a
+        :class:`CnnrunError` if this optimizer has none."""
+        method = self.update if device == "cpu" else getattr(self, f"update_{device}", None)
+        if method is None:
+            raise CnnrunError(f"optimizer '{self.type_name}' has no {device} implementation; add "
+                              f"update_{device} to it or train on another device")
+        return method
 
     def scratch(self, like: np.ndarray, index: int = 0) -> np.ndarray:
         """Scratch array number ``index``, shaped like ``like`` (not zeroed).
@@ -63,8 +78,9 @@ class Optimizer(Configurable):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The state as flat ``{"layer/param/slot": array}`` (the arrays themselves, not copies)."""
-        return {f"{layer}/{name}/{slot}": array
+        """The state as flat ``{"layer/param/slot": array}``: on the CPU the arrays themselves, not
+        copies; device arrays as host copies."""
+        return {f"{layer}/{name}/{slot}": array if isinstance(array, np.ndarray) else array.copy_to_host()
                 for layer, params in self.state.items()
                 for name, slots in params.items()
                 for slot, array in slots.items()}
@@ -94,7 +110,7 @@ class Optimizer(Configurable):
     def check_state(self, params) -> None:
         """Check loaded state against the parameters: same names and shapes, every slot after step 0.
 
-        Casts the state to each parameter's dtype.
+        Casts the state to each parameter's dtype and moves it to the parameter's device.
         """
         for layer, names in self.state.items():
             for name, slots in names.items():
@@ -105,7 +121,7 @@ class Optimizer(Configurable):
                     if array.shape != p.shape:
                         raise CnnrunError(f"optimizer state: '{layer}/{name}/{slot}' has shape "
                                           f"{show(array.shape)}, the parameter {show(p.shape)}")
-                    slots[slot] = array.astype(p.dtype, copy=False)
+                    slots[slot] = _like(array, p)
         if self.step > 0:
             for layer, names in params.items():
                 for name in names:
@@ -114,6 +130,13 @@ class Optimizer(Configurable):
                         raise CnnrunError(f"optimizer state: '{layer}/{name}/{missing[0]}' is missing "
                                           f"(state saved at step {self.step})")
         self._unchecked = False
+
+
+def _like(array, param):
+    """``array`` in ``param``'s dtype, on ``param``'s device (unchanged if it already is)."""
+    if isinstance(param, np.ndarray) and not isinstance(array, np.ndarray):
+        array = array.copy_to_host()
+    return backend_of(param).asarray(array, param.dtype)
 
 
 def make_optimizer(config: dict[str, Any], registry) -> Optimizer:

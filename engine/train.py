@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint, network_state, restore_network, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, network_state, restore_network, save_checkpoint
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
-from .inference import LATEST, ends_in_softmax, evaluate, resolve_checkpoint
-from .losses import LOSSES, accuracy, cross_entropy_from_probabilities
+from .inference import LATEST, BatchLoss, evaluate, resolve_checkpoint
+from .losses import LOSSES
 from .network import Network
 from .optim import make_optimizer
 from .options import choice_option, float_option, int_option, show
@@ -128,6 +128,8 @@ class Trainer:
             validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
+        self.optimizer.implementation(net.device)  # an optimizer without this device fails now
+        self.loss = BatchLoss(net, config["loss"])
         check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
         self.epoch = 0
@@ -146,8 +148,11 @@ class Trainer:
 
     def restore(self, checkpoint: Checkpoint, source: str) -> None:
         """Continue from ``checkpoint`` exactly where it stopped."""
-        restore_network(self.net, checkpoint, source)
         meta = checkpoint.meta
+        if not {"optimizer", "rng", "epoch"} <= set(meta):
+            raise CheckpointError(f"{source} is not a training checkpoint (no optimizer state or position; "
+                                  f"e.g. the output of cnnrun fuse): it can be evaluated, not resumed")
+        restore_network(self.net, checkpoint, source)
         if meta["optimizer"]["type"] != self.config["optimizer"]["type"]:
             raise CnnrunError(f"{source} was trained with optimizer '{meta['optimizer']['type']}', "
                               f"not '{self.config['optimizer']['type']}'")
@@ -186,16 +191,16 @@ class Trainer:
         total_loss = correct = seen = 0.0
         for index, (x, y) in enumerate(batches(self.train_data, batch_size, self.shuffle), start=1):
             output = self.net.forward(x, training=True)
-            loss, grad, skip_last = self._loss(output, y)
+            loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
                 raise TrainingStopped(
                     f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g}); training stopped. "
                     f"The last good checkpoint is {self.run_dir / LATEST} (epoch {self.epoch}); "
                     f"try a lower learning rate")
-            self.net.backward(grad, skip_last=skip_last)
+            self.net.backward(grad, skip_last=self.loss.skip_last)
             self.optimizer.apply(self.net.params, self.net.grads, lr)
             total_loss += loss * len(y)
-            correct += accuracy(output, y) * len(y)
+            correct += batch_correct
             seen += len(y)
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
@@ -204,15 +209,6 @@ class Trainer:
         return {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                 "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr, "seconds": seconds,
                 "samples_per_second": seen / seconds if seconds > 0 else None}
-
-    def _loss(self, output: np.ndarray, labels: np.ndarray):
-        """(loss, gradient, skip_last): a network ending in softmax trained with cross-entropy gets
-        the combined gradient (p - onehot) / N for the softmax input. Overflow is not warned about:
-        a non-finite loss stops training with its own message."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self.config["loss"] == "cross_entropy" and ends_in_softmax(self.net):
-                return (*cross_entropy_from_probabilities(output, labels), True)
-            return (*LOSSES[self.config["loss"]](output, labels), False)
 
     def _save(self, record: dict) -> None:
         score = record["val_accuracy"] if record["val_accuracy"] is not None else -record["train_loss"]
@@ -228,12 +224,14 @@ class Trainer:
 
 
 def train(network, *, overrides: dict | None = None, out=None, resume=None, reporter: Reporter | None = None,
-          registries: Registries | None = None) -> TrainResult:
+          registries: Registries | None = None, device: str = "cpu") -> TrainResult:
     """Train a network described by a JSON file path or a config dict.
 
     ``overrides``: dotted train keys (``{"epochs": 8, "optimizer.lr": 0.1}``); ``out``: the run folder
     (default ``runs/<name>-<timestamp>``, or the resumed run's folder); ``resume``: a run folder or a
-    checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4 more).
+    checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4 more);
+    ``device``: "cpu" or "cuda" (parameters, gradients, optimizer state and activations stay there;
+    checkpoints are the same either way, so a run can resume on the other device).
     """
     registries = registries or default_registries()
     if isinstance(network, dict):
@@ -248,6 +246,7 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, repo
     except ConfigError as err:
         raise (err.in_file(str(source)) if source else err) from None
     net.initialize(train_config["seed"])
+    net.to(device)
     checkpoint_path = resolve_checkpoint(resume) if resume is not None else None
     if out is None:
         out = checkpoint_path.parent if checkpoint_path else \

@@ -1,4 +1,7 @@
-"""Element-wise activations and softmax (NumPy; memory-bound, so no kernels of their own)."""
+"""Element-wise activations and softmax (NumPy; memory-bound, so no CPU kernels of their own).
+
+The CUDA kernels are in :mod:`cnnrun.plugins.activations_cuda`.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,21 @@ class ReLU(Layer):
     def backward(self, ctx, grad):
         return grad * ctx.saved.positive
 
+    def forward_cuda(self, ctx, x):
+        from . import activations_cuda
+
+        ctx.saved.x = x
+        y = ctx.backend.empty(x.shape, x.dtype)
+        activations_cuda.relu_forward(x, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import activations_cuda
+
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        activations_cuda.relu_backward(ctx.saved.x, grad, dx)
+        return dx
+
 
 class LeakyReLU(Layer):
     """y = x if x > 0 else negative_slope * x. PyTorch: ``nn.LeakyReLU(negative_slope=0.01)``."""
@@ -37,6 +55,21 @@ class LeakyReLU(Layer):
     def backward(self, ctx, grad):
         return np.where(ctx.saved.positive, grad, grad * grad.dtype.type(self.negative_slope))
 
+    def forward_cuda(self, ctx, x):
+        from . import activations_cuda
+
+        ctx.saved.x = x
+        y = ctx.backend.empty(x.shape, x.dtype)
+        activations_cuda.leaky_relu_forward(x, self.negative_slope, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import activations_cuda
+
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        activations_cuda.leaky_relu_backward(ctx.saved.x, grad, self.negative_slope, dx)
+        return dx
+
 
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)); dy/dx = y (1 - y). PyTorch: ``nn.Sigmoid``."""
@@ -51,6 +84,20 @@ class Sigmoid(Layer):
         y = ctx.saved.y
         return grad * y * (1 - y)
 
+    def forward_cuda(self, ctx, x):
+        from . import activations_cuda
+
+        y = ctx.saved.y = ctx.backend.empty(x.shape, x.dtype)
+        activations_cuda.sigmoid_forward(x, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import activations_cuda
+
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        activations_cuda.sigmoid_backward(ctx.saved.y, grad, dx)
+        return dx
+
 
 class Tanh(Layer):
     """y = tanh(x); dy/dx = 1 - y^2. PyTorch: ``nn.Tanh``."""
@@ -63,6 +110,20 @@ class Tanh(Layer):
 
     def backward(self, ctx, grad):
         return grad * (1 - ctx.saved.y ** 2)
+
+    def forward_cuda(self, ctx, x):
+        from . import activations_cuda
+
+        y = ctx.saved.y = ctx.backend.empty(x.shape, x.dtype)
+        activations_cuda.tanh_forward(x, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import activations_cuda
+
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        activations_cuda.tanh_backward(ctx.saved.y, grad, dx)
+        return dx
 
 
 class Softmax(Layer):
@@ -81,6 +142,20 @@ class Softmax(Layer):
     def backward(self, ctx, grad):
         y = ctx.saved.y
         return y * (grad - np.sum(grad * y, axis=1, keepdims=True))
+
+    def forward_cuda(self, ctx, x):
+        from . import activations_cuda
+
+        y = ctx.saved.y = ctx.backend.empty(x.shape, x.dtype)
+        activations_cuda.softmax_forward(x, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import activations_cuda
+
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        activations_cuda.softmax_backward(ctx.saved.y, grad, dx)
+        return dx
 
 
 @hookimpl

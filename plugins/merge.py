@@ -1,4 +1,5 @@
-"""Layers that merge several inputs: element-wise sum and channel concatenation (NumPy)."""
+"""Layers that merge several inputs: element-wise sum and channel concatenation (NumPy; the CUDA
+kernels are in :mod:`cnnrun.plugins.merge_cuda`)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ class Add(Layer):
     def backward(self, ctx, grad):
         return (grad,) * ctx.saved.count
 
+    def forward_cuda(self, ctx, *inputs):
+        from . import merge_cuda
+
+        ctx.saved.count = len(inputs)
+        y = ctx.backend.add(inputs[0], inputs[1])
+        for x in inputs[2:]:
+            merge_cuda.add_into(y, x)
+        return y
+
+    backward_cuda = backward
+
 
 class Concat(Layer):
     """Inputs stacked along the channel axis (axis 0 of (C, H, W), (C, L) or (F,)); backward splits dy.
@@ -59,6 +71,22 @@ class Concat(Layer):
 
     def backward(self, ctx, grad):
         return tuple(np.ascontiguousarray(g) for g in np.split(grad, ctx.saved.splits, axis=1))
+
+    def forward_cuda(self, ctx, *inputs):
+        from . import merge_cuda
+
+        ctx.saved.shapes = [x.shape for x in inputs]
+        shape = (inputs[0].shape[0], sum(x.shape[1] for x in inputs), *inputs[0].shape[2:])
+        y = ctx.backend.empty(shape, inputs[0].dtype)
+        merge_cuda.concat_forward(inputs, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import merge_cuda
+
+        grads = tuple(ctx.backend.empty(shape, grad.dtype) for shape in ctx.saved.shapes)
+        merge_cuda.concat_backward(grad, grads)
+        return grads
 
 
 @hookimpl

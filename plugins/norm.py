@@ -1,4 +1,5 @@
-"""Batch normalization and dropout (NumPy: both are memory-bound)."""
+"""Batch normalization and dropout (NumPy: both are memory-bound; the CUDA kernels are in
+:mod:`cnnrun.plugins.norm_cuda`)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,8 @@ class BatchNorm(Layer):
         running_mean, running_var = ctx.buffers["running_mean"], ctx.buffers["running_var"]
         y = np.empty_like(x)
         xhat = ctx.workspace("xhat", x.shape, x.dtype)
+        self._check_batch(ctx, x)
         if ctx.training:
-            if n == 1:
-                raise self.error(f"expected more than 1 value per channel when training; got a batch "
-                                 f"of shape {x.shape}")
             mean = _channel_sum(x) / n
             np.subtract(x, _per_channel(mean, x), out=xhat)
             var = _channel_sum(np.square(xhat, out=y)) / n
@@ -89,6 +88,39 @@ class BatchNorm(Layer):
             np.multiply(grad, _per_channel(scale, grad), out=dx)
         return dx
 
+    def forward_cuda(self, ctx, x):
+        from . import norm_cuda
+
+        self._check_batch(ctx, x)
+        channels, saved = x.shape[1], ctx.saved
+        saved.xhat = ctx.workspace("xhat", x.shape, x.dtype)
+        saved.mean = ctx.workspace("mean", (channels,), np.float64)
+        saved.inv_std = ctx.workspace("inv_std", (channels,), np.float64)
+        saved.training = ctx.training
+        partial = ctx.workspace("partial", (channels, norm_cuda.lanes(x)), np.float64)
+        y = ctx.backend.empty(x.shape, x.dtype)
+        norm_cuda.batchnorm_forward(x, ctx.params["weight"], ctx.params["bias"], ctx.buffers["running_mean"],
+                                    ctx.buffers["running_var"], self.eps, self.momentum, ctx.training,
+                                    saved.mean, saved.inv_std, saved.xhat, y, partial)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import norm_cuda
+
+        channels, saved = grad.shape[1], ctx.saved
+        dgamma = ctx.workspace("dgamma", (channels,), np.float64)
+        dbeta = ctx.workspace("dbeta", (channels,), np.float64)
+        partial = ctx.workspace("grad_partial", (2, channels, norm_cuda.lanes(grad)), np.float64)
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        norm_cuda.batchnorm_backward(grad, saved.xhat, ctx.params["weight"], saved.inv_std, saved.training,
+                                     ctx.grads["weight"], ctx.grads["bias"], dgamma, dbeta, partial, dx)
+        return dx
+
+    def _check_batch(self, ctx, x):
+        if ctx.training and x.size // x.shape[1] == 1:
+            raise self.error(f"expected more than 1 value per channel when training; got a batch "
+                             f"of shape {x.shape}")
+
 
 class Dropout(Layer):
     """Inverted dropout: when training, y = x * keep / (1 - p) with keep ~ Bernoulli(1 - p) drawn
@@ -113,6 +145,31 @@ class Dropout(Layer):
 
     def backward(self, ctx, grad):
         return grad if ctx.saved.scale is None else grad * ctx.saved.scale
+
+    def forward_cuda(self, ctx, x):
+        """The mask is drawn on the device (:mod:`cnnrun.plugins.norm_cuda`), from a seed drawn
+        from ``ctx.rng``: reproducible, but not the CPU's mask for the same seed."""
+        from . import norm_cuda
+
+        if not ctx.training or self.p == 0:
+            ctx.saved.scale = None
+            return x
+        launch = norm_cuda.dropout_launch(x.size)
+        states = ctx.workspace("rng_states", (launch[0] * launch[1],), norm_cuda.RNG_STATE)
+        keep = ctx.saved.keep = ctx.workspace("keep", x.shape, np.uint8)
+        scale = ctx.saved.scale = norm_cuda.dropout_scale(self.p, x.dtype)
+        y = ctx.backend.empty(x.shape, x.dtype)
+        norm_cuda.dropout_forward(x, int(ctx.rng.integers(2**62)), self.p, scale, launch, states, keep, y)
+        return y
+
+    def backward_cuda(self, ctx, grad):
+        from . import norm_cuda
+
+        if ctx.saved.scale is None:
+            return grad
+        dx = ctx.backend.empty(grad.shape, grad.dtype)
+        norm_cuda.dropout_backward(grad, ctx.saved.keep, ctx.saved.scale, dx)
+        return dx
 
 
 @hookimpl

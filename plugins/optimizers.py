@@ -2,6 +2,7 @@
 
 Each updates parameters in place with the learning rate the trainer passes (the schedule's); the
 temporaries are :meth:`Optimizer.scratch` arrays, so a step allocates nothing after the first.
+``update_cuda`` does the same step on the GPU (:mod:`cnnrun.plugins.optimizers_cuda`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class SGD(Optimizer):
             g = np.add(g, np.multiply(buf, self.momentum, out=tmp), out=tmp) if self.nesterov else buf
         param -= np.multiply(g, lr, out=tmp)
 
+    def update_cuda(self, param, grad, state, lr):
+        from . import optimizers_cuda
+
+        optimizers_cuda.sgd_update(self, param, grad, state, lr)
+
 
 class Adam(Optimizer):
     """Adam with L2 weight decay added to the gradient. PyTorch: ``torch.optim.Adam``.
@@ -96,6 +102,11 @@ class Adam(Optimizer):
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
         param -= tmp
+
+    def update_cuda(self, param, grad, state, lr):
+        from . import optimizers_cuda
+
+        optimizers_cuda.adam_update(self, param, grad, state, lr)
 
 
 class AdamW(Adam):

@@ -1,4 +1,9 @@
-"""Shared fixtures: a fresh plugin manager and registry per test, seeded random generators."""
+"""Shared fixtures: a fresh plugin manager and registry per test, seeded random generators, the
+CUDA device (Numba's simulator unless NUMBA_ENABLE_CUDASIM=0 is set: then a real GPU)."""
+
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")  # before anything imports numba.cuda
 
 import numpy as np
 import pytest
@@ -21,3 +26,14 @@ def registry(plugin_manager):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def cuda_backend(monkeypatch):
+    """The CUDA backend with small launches (32 threads per block, at most 2 blocks), so that several
+    blocks and the grid-stride loops run even on tiny arrays."""
+    from cnnrun.engine.device import get_backend
+
+    monkeypatch.setenv("CNNRUN_CUDA_BLOCK_SIZE", "32")
+    monkeypatch.setenv("CNNRUN_CUDA_MAX_BLOCKS", "2")
+    return get_backend("cuda")

@@ -172,3 +172,15 @@ def test_learning_the_edge_kernel(registries):
         optimizer.apply(net.params, net.grads, 0.1)
     np.testing.assert_allclose(net.params["edge"]["weight"].reshape(2), [1.0, -1.0], atol=0.05)
     assert loss < 1e-3
+
+
+def test_resuming_from_an_inference_checkpoint_is_a_clear_error(tmp_path, registries):
+    from cnnrun.engine.checkpoint import CheckpointError, save_checkpoint
+
+    first = train(copy.deepcopy(TINY), overrides={"epochs": 1}, out=tmp_path / "run", registries=registries)
+    loaded = load_checkpoint(first.run_dir / "latest.npz")
+    loaded.meta = {"normalization": None}  # what cnnrun fuse writes: weights only
+    save_checkpoint(tmp_path / "weights.npz", loaded)
+    with pytest.raises(CheckpointError, match=r"weights\.npz is not a training checkpoint .* not resumed"):
+        train(copy.deepcopy(TINY), overrides={"epochs": 2}, resume=tmp_path / "weights.npz",
+              out=tmp_path / "again", registries=registries)

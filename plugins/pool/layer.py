@@ -1,11 +1,13 @@
 """Pooling layers: max and average over sliding windows (1-D and 2-D), and global average pooling.
 
-The kernels work on planes ``(N * C, H, W)``; 1-D layers pool ``(N * C, 1, L)`` planes with a
-height-1 window, as PyTorch's ``max_pool1d`` / ``avg_pool1d`` do.
+The kernels (:mod:`.cpu`; :mod:`.cuda`, imported only on "cuda") work on planes ``(N * C, H, W)``;
+1-D layers pool ``(N * C, 1, L)`` planes with a height-1 window, as PyTorch's ``max_pool1d`` /
+``avg_pool1d`` do.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -81,6 +83,21 @@ class _MaxPool(_WindowPool):
         grad_x = max_pool_backward(as_planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
         return grad_x.reshape(ctx.saved.in_shape)
 
+    def forward_cuda(self, ctx, x):
+        from . import cuda  # numba-cuda is imported only when a network runs on cuda
+
+        planes = cuda.planes(x)
+        argmax = ctx.workspace("argmax", (planes.shape[0], *self._output_hw(planes.shape[1:])), np.int32)
+        y = cuda.max_pool_forward(ctx, planes, argmax, *self.window)
+        ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, planes.shape[1:]
+        return from_planes(y, x.shape)
+
+    def backward_cuda(self, ctx, grad):
+        from . import cuda
+
+        grad_x = cuda.max_pool_backward(ctx, cuda.planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
+        return grad_x.reshape(ctx.saved.in_shape)
+
 
 class _AvgPool(_WindowPool):
     def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
@@ -95,6 +112,22 @@ class _AvgPool(_WindowPool):
 
     def backward(self, ctx, grad):
         grad_x = avg_pool_backward(as_planes(grad), ctx.saved.in_hw, *self.window, self.count_include_pad)
+        return grad_x.reshape(ctx.saved.in_shape)
+
+    def forward_cuda(self, ctx, x):
+        from . import cuda  # numba-cuda is imported only when a network runs on cuda
+
+        planes = cuda.planes(x)
+        y = cuda.avg_pool_forward(ctx, planes, self._output_hw(planes.shape[1:]), *self.window,
+                                  self.count_include_pad)
+        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
+        return from_planes(y, x.shape)
+
+    def backward_cuda(self, ctx, grad):
+        from . import cuda
+
+        grad_x = cuda.avg_pool_backward(ctx, cuda.planes(grad), ctx.saved.in_hw, *self.window,
+                                        self.count_include_pad)
         return grad_x.reshape(ctx.saved.in_shape)
 
 
@@ -168,3 +201,17 @@ class GlobalAvgPool(Layer):
     def backward(self, ctx, grad):
         hw = ctx.saved.in_hw
         return avg_pool_backward(as_planes(grad), hw, hw, hw, (0, 0), True).reshape(ctx.saved.in_shape)
+
+    def forward_cuda(self, ctx, x):
+        from . import cuda  # numba-cuda is imported only when a network runs on cuda
+
+        ctx.saved.in_shape = x.shape
+        y = cuda.global_avg_forward(ctx, x.reshape(x.shape[0] * x.shape[1], -1))
+        return y.reshape(*x.shape[:2], *(1,) * (len(x.shape) - 2))
+
+    def backward_cuda(self, ctx, grad):
+        from . import cuda
+
+        shape = ctx.saved.in_shape
+        grad_x = cuda.global_avg_backward(ctx, grad.reshape(grad.size), math.prod(shape[2:]))
+        return grad_x.reshape(shape)

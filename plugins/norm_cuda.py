@@ -1,0 +1,213 @@
+"""CUDA kernels of batch normalization and dropout.
+
+Batchnorm views its input as (N, C, S) and reduces per channel on the device in two launches, with
+no block-wide synchronization: first ``lanes`` threads per channel each sum every lanes-th of the
+channel's n = N * S values (in float64) into a (C, lanes) scratch array, then one thread per channel
+adds its lanes and finishes the statistic. Element-wise kernels then normalize or form the gradient.
+
+Dropout draws its mask on the device: xoroshiro128+ generators (``numba.cuda.random``), one per
+thread, seeded from a seed that the layer draws from ``ctx.rng`` at every training forward, so a
+seed gives the same masks (for the same launch size) and nothing is copied from the host.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda
+from numba.cuda.random import init_xoroshiro128p_state, xoroshiro128p_dtype, xoroshiro128p_uniform_float64
+
+from cnnrun.engine.cuda import channel_view, flat, grid
+
+RNG_STATE = xoroshiro128p_dtype
+MAX_LANES = 1024  # partial sums per channel
+
+
+# -- batchnorm ---------------------------------------------------------------------------------------
+@cuda.jit
+def _channel_partials(x, center, squared, partial):
+    """partial[c, l] = sum over the channel's values number l, l + lanes, ... of x, or of
+    (x - center[c])^2 when ``squared``."""
+    batch, channels, spatial = x.shape
+    n, lanes = batch * spatial, partial.shape[1]
+    for job in range(cuda.grid(1), channels * lanes, cuda.gridsize(1)):
+        c, lane = job // lanes, job % lanes
+        total = 0.0
+        for i in range(lane, n, lanes):
+            v = x[i // spatial, c, i % spatial]
+            if squared:
+                d = v - center[c]
+                total += d * d
+            else:
+                total += v
+        partial[c, lane] = total
+
+
+@cuda.jit
+def _gradient_partials(grad, xhat, partial):
+    """partial[0, c, l] and partial[1, c, l]: lane sums of dy * xhat and of dy."""
+    batch, channels, spatial = grad.shape
+    n, lanes = batch * spatial, partial.shape[2]
+    for job in range(cuda.grid(1), channels * lanes, cuda.gridsize(1)):
+        c, lane = job // lanes, job % lanes
+        gamma = 0.0
+        beta = 0.0
+        for i in range(lane, n, lanes):
+            g = grad[i // spatial, c, i % spatial]
+            gamma += g * xhat[i // spatial, c, i % spatial]
+            beta += g
+        partial[0, c, lane] = gamma
+        partial[1, c, lane] = beta
+
+
+@cuda.jit(device=True)
+def _lane_sum(partial, c):
+    total = 0.0
+    for lane in range(partial.shape[1]):
+        total += partial[c, lane]
+    return total
+
+
+@cuda.jit
+def _finish_mean(partial, n, mean):
+    for c in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
+        mean[c] = _lane_sum(partial, c) / n
+
+
+@cuda.jit
+def _finish_variance(partial, n, eps, momentum, mean, running_mean, running_var, inv_std):
+    """var = (lane sums of (x - mean)^2) / n; inv_std = 1 / sqrt(var + eps); running = (1 - momentum)
+    * running + momentum * stat (var unbiased: * n / (n - 1))."""
+    for c in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
+        var = _lane_sum(partial, c) / n
+        inv_std[c] = 1 / math.sqrt(var + eps)
+        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * mean[c]
+        running_var[c] = (1 - momentum) * running_var[c] + momentum * var * n / (n - 1)
+
+
+@cuda.jit
+def _running_statistics(eps, running_mean, running_var, mean, inv_std):
+    """mean = running_mean, inv_std = 1 / sqrt(running_var + eps) (evaluation)."""
+    for c in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
+        mean[c] = running_mean[c]
+        inv_std[c] = 1 / math.sqrt(running_var[c] + eps)
+
+
+@cuda.jit
+def _finish_gradients(partial, grad_weight, grad_bias, dgamma, dbeta):
+    """dgamma = sum(dy * xhat), dbeta = sum(dy): in float64 and in the parameters' dtype."""
+    for c in range(cuda.grid(1), dgamma.size, cuda.gridsize(1)):
+        gamma = _lane_sum(partial[0], c)
+        beta = _lane_sum(partial[1], c)
+        dgamma[c] = gamma
+        dbeta[c] = beta
+        grad_weight[c] = gamma
+        grad_bias[c] = beta
+
+
+@cuda.jit
+def _normalize(x, mean, inv_std, weight, bias, xhat, y):
+    """xhat = (x - mean) * inv_std; y = weight * xhat + bias (per channel)."""
+    batch, channels, spatial = x.shape
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        n, c, s = i // (channels * spatial), (i // spatial) % channels, i % spatial
+        h = (x[n, c, s] - mean[c]) * inv_std[c]
+        xhat[n, c, s] = h
+        y[n, c, s] = h * weight[c] + bias[c]
+
+
+@cuda.jit
+def _input_gradient(grad, xhat, weight, inv_std, dgamma, dbeta, training, dx):
+    """scale = weight * inv_std; training: dx = scale * (dy - dbeta / n - xhat * dgamma / n);
+    evaluation: dx = scale * dy."""
+    batch, channels, spatial = grad.shape
+    count = batch * spatial
+    for i in range(cuda.grid(1), grad.size, cuda.gridsize(1)):
+        n, c, s = i // (channels * spatial), (i // spatial) % channels, i % spatial
+        scale = weight[c] * inv_std[c]
+        if training:
+            dx[n, c, s] = scale * (grad[n, c, s] - dbeta[c] / count - xhat[n, c, s] * (dgamma[c] / count))
+        else:
+            dx[n, c, s] = scale * grad[n, c, s]
+
+
+def lanes(x) -> int:
+    """Partial sums per channel for an (N, C, ...) array: one per value, at most MAX_LANES."""
+    return min(x.size // x.shape[1], MAX_LANES)
+
+
+def batchnorm_forward(x, weight, bias, running_mean, running_var, eps, momentum, training,
+                      mean, inv_std, xhat, y, partial) -> None:
+    """Normalize ``x`` with the batch statistics (``training``, updating the running ones) or the
+    running statistics. Writes the float64 (C,) ``mean`` and ``inv_std``, and ``xhat``, for
+    backward; ``partial``: float64 (C, :func:`lanes`) scratch."""
+    x3 = channel_view(x)
+    channels, n = x3.shape[1], x3.shape[0] * x3.shape[2]
+    if training:
+        jobs = grid(partial.size)
+        _channel_partials[jobs](x3, mean, False, partial)
+        _finish_mean[grid(channels)](partial, n, mean)
+        _channel_partials[jobs](x3, mean, True, partial)
+        _finish_variance[grid(channels)](partial, n, eps, momentum, mean, running_mean, running_var, inv_std)
+    else:
+        _running_statistics[grid(channels)](eps, running_mean, running_var, mean, inv_std)
+    _normalize[grid(x.size)](x3, mean, inv_std, weight, bias, channel_view(xhat), channel_view(y))
+
+
+def batchnorm_backward(grad, xhat, weight, inv_std, training, grad_weight, grad_bias, dgamma, dbeta,
+                       partial, dx) -> None:
+    """Parameter gradients into ``grad_weight`` / ``grad_bias`` and the input gradient into ``dx``
+    (``dgamma``, ``dbeta``: float64 (C,) scratch; ``partial``: float64 (2, C, :func:`lanes`))."""
+    g3, xhat3 = channel_view(grad), channel_view(xhat)
+    _gradient_partials[grid(partial.shape[1] * partial.shape[2])](g3, xhat3, partial)
+    _finish_gradients[grid(g3.shape[1])](partial, grad_weight, grad_bias, dgamma, dbeta)
+    _input_gradient[grid(grad.size)](g3, xhat3, weight, inv_std, dgamma, dbeta, training, channel_view(dx))
+
+
+# -- dropout -----------------------------------------------------------------------------------------
+@cuda.jit(device=True)
+def _seed_generator(states, index, seed):
+    """Generator ``index`` from two SplitMix64 outputs of seed + 2 * index (and + 1)."""
+    init_xoroshiro128p_state(states, index, seed + 2 * index)
+    first = states[index]["s0"]
+    init_xoroshiro128p_state(states, index, seed + 2 * index + 1)
+    states[index]["s0"] = first
+
+
+@cuda.jit
+def _dropout_forward(x, states, seed, p, scale, keep, y):
+    """keep = (uniform >= p); y = x * scale where kept, else x * 0."""
+    thread = cuda.grid(1)
+    _seed_generator(states, thread, seed)
+    for i in range(thread, x.size, cuda.gridsize(1)):
+        kept = xoroshiro128p_uniform_float64(states, thread) >= p
+        keep[i] = kept
+        y[i] = x[i] * scale if kept else x[i] * 0
+
+
+@cuda.jit
+def _dropout_backward(grad, keep, scale, dx):
+    for i in range(cuda.grid(1), grad.size, cuda.gridsize(1)):
+        dx[i] = grad[i] * scale if keep[i] else grad[i] * 0
+
+
+def dropout_launch(size: int) -> tuple[int, int]:
+    """``(blocks, threads)`` of a dropout launch over ``size`` values: one generator per thread."""
+    return grid(size)
+
+
+def dropout_forward(x, seed: int, p: float, scale, launch, states, keep, y) -> None:
+    """Draw the mask into ``keep`` (uint8, shaped like ``x``) with the generators ``states`` (one per
+    thread of ``launch``, from :func:`dropout_launch`), seeded from ``seed``; ``y = x * keep * scale``."""
+    _dropout_forward[launch](flat(x), states, seed, p, scale, flat(keep), flat(y))
+
+
+def dropout_backward(grad, keep, scale, dx) -> None:
+    _dropout_backward[grid(grad.size)](flat(grad), flat(keep), scale, flat(dx))
+
+
+def dropout_scale(p: float, dtype) -> np.generic:
+    """1 / (1 - p) in ``dtype``, as PyTorch computes it."""
+    dtype = np.dtype(dtype)
+    return dtype.type(1) / dtype.type(1 - p)

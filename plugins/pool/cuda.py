@@ -1,0 +1,188 @@
+"""CUDA kernels for pooling (numba-cuda), on planes: ``x`` is ``(P, H, W)`` with P = N * C.
+
+Window ``(oh, ow)`` covers rows ``[oh * sh - ph, oh * sh - ph + kh)`` and columns alike, clipped to
+the input, as in :mod:`.cpu` and PyTorch. Forward kernels run one thread per output. Backward
+kernels run one thread per input element, which gathers the gradient of every window that covers
+it, in window order: no two threads write one element (no atomics), and the sums are added in the
+same order as on the CPU. Global average pooling is one block per plane with a tree reduction.
+"""
+
+from __future__ import annotations
+
+from numba import cuda
+
+from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, grid
+
+
+def planes(x):
+    """A batch ``(N, C, H, W)`` or ``(N, C, L)`` as planes ``(N * C, H, W)`` or ``(N * C, 1, L)`` (a view)."""
+    n, c, *size = x.shape
+    height, width = size if len(size) == 2 else (1, size[0])
+    return x.reshape(n * c, height, width)
+
+
+def max_pool_forward(ctx, x, argmax, kernel, stride, padding):
+    """Max over each window of ``x`` ``(P, H, W)``; the output size is ``argmax.shape[1:]``.
+
+    ``argmax`` (``int32``, filled here) receives the flat index ``ih * W + iw`` of each maximum: the
+    first one in row-major window order; NaN wins (PyTorch: ``val > max || isnan(val)``).
+    """
+    y = ctx.backend.empty(argmax.shape, x.dtype)
+    _max_forward[grid(y.size)](x, y, argmax, *kernel, *stride, *padding)
+    return y
+
+
+def max_pool_backward(ctx, grad_y, argmax, kernel, stride, padding, in_hw):
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its window's argmax."""
+    grad_x = ctx.backend.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    _max_backward[grid(grad_x.size)](grad_y, argmax, grad_x, *kernel, *stride, *padding)
+    return grad_x
+
+
+def avg_pool_forward(ctx, x, out_hw, kernel, stride, padding, count_include_pad):
+    """Mean over each window of ``x`` ``(P, H, W)``, with PyTorch's divisor (see ``_window``)."""
+    y = ctx.backend.empty((x.shape[0], *out_hw), x.dtype)
+    _avg_forward[grid(y.size)](x, y, *kernel, *stride, *padding, count_include_pad)
+    return y
+
+
+def avg_pool_backward(ctx, grad_y, in_hw, kernel, stride, padding, count_include_pad):
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
+    grad_x = ctx.backend.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    _avg_backward[grid(grad_x.size)](grad_y, grad_x, *kernel, *stride, *padding, count_include_pad)
+    return grad_x
+
+
+def global_avg_forward(ctx, x):
+    """``y[p] = mean(x[p])`` for planes ``x`` ``(P, S)``; ``y`` is ``(P,)``."""
+    y = ctx.backend.empty((x.shape[0],), x.dtype)
+    _plane_means[blocks_for(x.shape[0]), block_size()](x, y)
+    return y
+
+
+def global_avg_backward(ctx, grad_y, size):
+    """``grad_x[p, s] = grad_y[p] / size`` for ``grad_y`` ``(P,)``; ``grad_x`` is ``(P, size)``."""
+    grad_x = ctx.backend.empty((grad_y.shape[0], size), grad_y.dtype)
+    _spread[grid(grad_x.size)](grad_y, grad_x)
+    return grad_x
+
+
+@cuda.jit(cache=True)
+def _max_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = y.shape[1], y.shape[2]
+    for index in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        rest, ow = divmod(index, out_w)
+        p, oh = divmod(rest, out_h)
+        h0 = oh * sh - ph
+        w0 = ow * sw - pw
+        h1, w1 = min(h0 + kh, height), min(w0 + kw, width)
+        h0, w0 = max(h0, 0), max(w0, 0)
+        best, at = x[p, h0, w0], h0 * width + w0
+        for ih in range(h0, h1):
+            for iw in range(w0, w1):
+                v = x[p, ih, iw]
+                if v > best or v != v:
+                    best, at = v, ih * width + iw
+        y[p, oh, ow] = best
+        argmax[p, oh, ow] = at
+
+
+@cuda.jit(cache=True)
+def _max_backward(grad_y, argmax, grad_x, kh, kw, sh, sw, ph, pw):
+    """grad_x[p, ih, iw] = the sum of grad_y over the windows whose argmax is (ih, iw)."""
+    out_h, out_w = grad_y.shape[1], grad_y.shape[2]
+    height, width = grad_x.shape[1], grad_x.shape[2]
+    for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
+        rest, iw = divmod(index, width)
+        p, ih = divmod(rest, height)
+        oh0, oh1 = _covering(ih, kh, sh, ph, out_h)
+        ow0, ow1 = _covering(iw, kw, sw, pw, out_w)
+        at = ih * width + iw
+        total = grad_x.dtype.type(0)
+        for oh in range(oh0, oh1):
+            for ow in range(ow0, ow1):
+                if argmax[p, oh, ow] == at:
+                    total += grad_y[p, oh, ow]
+        grad_x[p, ih, iw] = total
+
+
+@cuda.jit(cache=True)
+def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad):
+    height, width = x.shape[1], x.shape[2]
+    out_h, out_w = y.shape[1], y.shape[2]
+    for index in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        rest, ow = divmod(index, out_w)
+        p, oh = divmod(rest, out_h)
+        h0, h1, w0, w1, divisor = _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad)
+        total = y.dtype.type(0)
+        for ih in range(h0, h1):
+            for iw in range(w0, w1):
+                total += x[p, ih, iw]
+        y[p, oh, ow] = total / y.dtype.type(divisor)
+
+
+@cuda.jit(cache=True)
+def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad):
+    """grad_x[p, ih, iw] = the sum of grad_y / divisor over the windows that cover (ih, iw)."""
+    out_h, out_w = grad_y.shape[1], grad_y.shape[2]
+    height, width = grad_x.shape[1], grad_x.shape[2]
+    for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
+        rest, iw = divmod(index, width)
+        p, ih = divmod(rest, height)
+        oh0, oh1 = _covering(ih, kh, sh, ph, out_h)
+        ow0, ow1 = _covering(iw, kw, sw, pw, out_w)
+        total = grad_x.dtype.type(0)
+        for oh in range(oh0, oh1):
+            for ow in range(ow0, ow1):
+                divisor = _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad)[4]
+                total += grad_y[p, oh, ow] / grad_x.dtype.type(divisor)
+        grad_x[p, ih, iw] = total
+
+
+@cuda.jit(cache=True)
+def _plane_means(x, y):
+    """y[p] = sum_s x[p, s] / S: one block per plane, its threads strided over s, then summed."""
+    scratch = cuda.shared.array(MAX_BLOCK_SIZE, y.dtype)
+    size = x.shape[1]
+    for p in range(cuda.blockIdx.x, x.shape[0], cuda.gridDim.x):
+        total = y.dtype.type(0)
+        for s in range(cuda.threadIdx.x, size, cuda.blockDim.x):
+            total += x[p, s]
+        total = block_sum(scratch, total)
+        if cuda.threadIdx.x == 0:
+            y[p] = total / y.dtype.type(size)
+
+
+@cuda.jit(cache=True)
+def _spread(grad_y, grad_x):
+    """grad_x[p, s] = grad_y[p] / S."""
+    size = grad_x.shape[1]
+    for index in range(cuda.grid(1), grad_x.size, cuda.gridsize(1)):
+        p, s = divmod(index, size)
+        grad_x[p, s] = grad_y[p] / grad_x.dtype.type(size)
+
+
+@cuda.jit(device=True)
+def _covering(i, k, s, pad, out):
+    """The outputs ``[o0, o1)`` whose windows cover input ``i``: ``o*s - pad <= i < o*s - pad + k``."""
+    o0 = max((i + pad - k) // s + 1, 0)  # floor division, also of a negative numerator
+    o1 = min((i + pad) // s + 1, out)
+    return o0, max(o0, o1)
+
+
+@cuda.jit(device=True)
+def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
+    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
+
+    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
+    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
+    """
+    h0 = oh * sh - ph
+    w0 = ow * sw - pw
+    h1 = min(h0 + kh, height + ph)
+    w1 = min(w0 + kw, width + pw)
+    padded_size = (h1 - h0) * (w1 - w0)
+    h0, w0 = max(h0, 0), max(w0, 0)
+    h1, w1 = min(h1, height), min(w1, width)
+    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)
