@@ -9,8 +9,10 @@ from cnnrun import __version__
 
 from .describe import describe
 from .evaluate import evaluate
+from .fuse import fuse
 from .plugins import plugins
 from .predict import predict
+from .profile import profile
 from .train import train
 
 
@@ -24,5 +26,5 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     ctx.obj = {"strict_plugins": strict_plugins}
 
 
-for command in (describe, train, evaluate, predict, plugins):
+for command in (describe, train, evaluate, predict, profile, fuse, plugins):
     cli.add_command(command)
