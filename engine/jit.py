@@ -1,8 +1,14 @@
-"""The one decorator every CPU kernel is compiled with.
+"""The one decorator every CPU kernel is compiled with, and when kernels use more than one thread.
 
 ``fastmath`` leaves out ``nnan`` and ``ninf`` so that NaN and Inf still propagate (a diverging
 training run is caught, not hidden); ``cache=True`` keeps compiled code on disk between runs.
 Importing this module imports Numba but compiles nothing: kernels compile on their first call.
+
+Threads: a parallel kernel wakes Numba's worker threads and joins them at its end. That costs a few
+microseconds on an idle machine, but when other processes keep the cores busy a descheduled
+worker holds the join for up to a scheduler time slice (milliseconds). :func:`launch` therefore
+runs small kernels on the calling thread only. Nothing here sets environment variables: the CPU
+kernels call no BLAS, so no OpenBLAS thread pool spins against Numba's.
 """
 
 from __future__ import annotations
@@ -20,3 +26,21 @@ def cpu_kernel(function):
 def serial_kernel(function):
     """Compile a helper called from inside kernels (no ``prange`` of its own)."""
     return numba.njit(cache=True, fastmath=set(SAFE_FASTMATH))(function)
+
+
+PARALLEL_MIN_WORK = 2_000_000
+"""Kernels whose work is estimated below this (about a nanosecond a unit on one core: callers
+count a vectorized multiply-add as 1/8, an element read or written as 1) run on one thread."""
+
+
+def launch(kernel, work, *args):
+    """``kernel(*args)``: with all of Numba's threads, or on this thread alone when ``work`` (see
+    :data:`PARALLEL_MIN_WORK`) is too small to be worth waking the others."""
+    if work >= PARALLEL_MIN_WORK:
+        return kernel(*args)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import reference_conv as reference
-from cnnrun.engine import ConfigError, Network
+from cnnrun.engine import CnnrunError, ConfigError, Context, Network, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.plugins.conv import cpu
 
@@ -340,5 +340,120 @@ def test_float32_stays_float32_and_agrees_with_float64(registry, layer, shape):
 def test_config_round_trips_and_repr_shows_non_defaults(registry):
     layer = _net(registry, _conv2d(out_channels=4, kernel_size=3, padding="same"), (3, 6, 6)).nodes[0].layer
     assert layer.get_config() == {"type": "conv2d", "name": "conv", "out_channels": 4, "kernel_size": 3,
-                                  "stride": 1, "padding": "same", "dilation": 1, "groups": 1, "bias": True}
+                                  "stride": 1, "padding": "same", "dilation": 1, "groups": 1, "bias": True,
+                                  "algorithm": "auto"}
     assert repr(layer) == "Conv2d('conv', out_channels=4, kernel_size=3, padding=\"same\")"
+
+
+# -- every algorithm and kernel of cpu.py ---------------------------------------------------------
+ROUTES = {  # module settings that send the same conv down each kernel of its path
+    "shifted rows": {"PATCH_MIN_TAPS": 10 ** 9},
+    "patches": {"PATCH_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1, "PATCH_TILE": 5},
+    "small tiles": {"WORKSPACE_BYTES": 1, "TAP_BLOCK": 4, "PATCH_TILE": 1, "PATCH_MIN_TAPS": 1},
+}
+
+
+def _algorithm_cases(kind, count, seed):
+    """Seeded conv2d / conv_transpose2d configurations with 1-6 channels per group (several 4-row
+    blocks and 3-tap blocks), kernel 1-4, stride mostly 1, dilation 1-2, every padding form."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        per_in, per_out = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+        kernel = [int(rng.integers(1, 5)) for _ in range(2)]
+        stride = [int(rng.choice([1, 1, 1, 2])) for _ in range(2)]
+        dilation = [int(rng.choice([1, 1, 2])) for _ in range(2)]
+        size = [int(rng.integers(3, 10)) for _ in range(2)]
+        layer = {"type": kind, "out_channels": groups * per_out, "kernel_size": kernel, "stride": stride,
+                 "dilation": dilation, "groups": groups, "bias": bool(rng.random() < 0.75)}
+        if kind == "conv_transpose2d":
+            layer["padding"] = [int(rng.integers(0, k)) for k in kernel]
+            out = [reference.transpose_output_size(i, k, s, p, 0, d) for i, k, s, p, d in
+                   zip(size, kernel, stride, layer["padding"], dilation)]
+        else:
+            layer["padding"] = [int(rng.integers(0, 3)), "same", "valid"][int(rng.integers(0, 3))]
+            pads = ([reference.same_padding(*a) for a in zip(size, kernel, stride, dilation)]
+                    if layer["padding"] == "same" else [(0, 0) if layer["padding"] == "valid" else
+                                                        (layer["padding"],) * 2] * 2)
+            out = [reference.output_size(i, k, s, b, a, d) for i, k, s, (b, a), d in
+                   zip(size, kernel, stride, pads, dilation)]
+        batch = int(rng.integers(1, 4))
+        cost = batch * math.prod(out if kind == "conv2d" else size) * groups * per_in * per_out * math.prod(kernel)
+        if min(out) >= 1 and cost <= 20000:
+            cases.append((layer, (groups * per_in, *size), batch))
+    return cases
+
+
+ALGORITHM_CASES = (_algorithm_cases("conv2d", 10, 11) + _algorithm_cases("conv_transpose2d", 6, 12)
+                   + [(_conv2d(out_channels=9, kernel_size=3, padding=1), (8, 7, 6), 2),
+                      (_conv2d(out_channels=5, kernel_size=[2, 3], stride=2, padding=1, groups=5), (5, 7, 7), 2),
+                      (_transpose(out_channels=7, kernel_size=3, padding=1), (9, 5, 6), 2)])
+
+
+def _cpu_pass(layer_obj, kind, x, params, grad, algorithm):
+    """(y, dx, dw, db) through cpu.py's wrappers with ``algorithm``."""
+    weight, bias = params["weight"], params.get("bias")
+    grad_w, grad_b = np.empty_like(weight), (np.empty_like(bias) if bias is not None else None)
+    ctx = Context()
+    if kind == "conv_transpose2d":
+        geom = layer_obj._geometry()
+        y = cpu.conv_transpose2d_forward(ctx, x, weight, bias, geom, grad.shape[2:], algorithm)
+        dx = cpu.conv_transpose2d_backward(ctx, x, grad, weight, geom, grad_w, grad_b, algorithm)
+    else:
+        geom = layer_obj._geometry(x.shape[2:])
+        y = cpu.conv2d_forward(ctx, x, weight, bias, geom, grad.shape[2:], algorithm)
+        dx = cpu.conv2d_backward(ctx, x, grad, weight, geom, grad_w, grad_b, algorithm)
+    return y, dx, grad_w, grad_b
+
+
+@pytest.mark.parametrize("case", ALGORITHM_CASES, ids=_case_id)
+def test_every_algorithm_kernel_and_thread_count_matches_reference(registry, case, monkeypatch):
+    layer, shape, batch = case
+    net = _net(registry, layer, shape)
+    forward, backward = _reference(layer, shape)
+    rng = np.random.default_rng(3)
+    params = net.params["conv"]
+    x = rng.standard_normal((batch, *shape))
+    expected_y = forward(x, params["weight"], params.get("bias"))
+    grad = rng.standard_normal(expected_y.shape)
+    expected = (expected_y, *backward(x, params["weight"], grad))
+    stride_one = _tuple(layer.get("stride", 1), 2) == (1, 1)
+    for algorithm in (None, "im2col", "direct") if stride_one else (None, "im2col"):
+        for route, settings in ROUTES.items():
+            for parallel in (False, True) if route == "small tiles" else (False,):  # many tiles to share
+                with monkeypatch.context() as patch:
+                    for key, value in settings.items():
+                        patch.setattr(cpu, key, value)
+                    patch.setattr(jit, "PARALLEL_MIN_WORK", 0 if parallel else 10 ** 18)
+                    got = _cpu_pass(net.nodes[0].layer, layer["type"], x, params, grad, algorithm)
+                for name, a, b in zip(("y", "dx", "dw", "db"), got, expected):
+                    if b is not None and (name != "db" or layer.get("bias", True)):
+                        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=(
+                            f"{name} with algorithm={algorithm}, {route}, {'parallel' if parallel else 'serial'}"))
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "direct"])
+@pytest.mark.parametrize("route", ["shifted rows", "patches"])
+@pytest.mark.parametrize("layer, shape", [
+    (_conv2d(out_channels=5, kernel_size=3, padding=1), (3, 5, 4)),
+    (_conv2d(out_channels=4, kernel_size=[2, 3], dilation=2, groups=2, padding="same"), (4, 6, 6)),
+    (_conv2d(out_channels=3, kernel_size=1, bias=False), (5, 3, 4)),
+    (_transpose(out_channels=4, kernel_size=3, padding=1), (3, 4, 4)),
+], ids=lambda v: json.dumps(v).replace(" ", "") if isinstance(v, dict) else str(v))
+def test_algorithm_gradients_match_finite_differences(registry, monkeypatch, algorithm, route, layer, shape):
+    choose = cpu.choose_path
+    monkeypatch.setattr(cpu, "choose_path", lambda weight_shape, geom, _=None: choose(weight_shape, geom, algorithm))
+    for key, value in ROUTES[route].items():
+        monkeypatch.setattr(cpu, key, value)
+    check_layer_gradients(layer, shape, registry=registry)
+
+
+def test_unknown_or_unfit_algorithm_is_one_clear_error():
+    geom = cpu.Geometry((3, 3), (2, 2), (1, 1), (1, 1), 1)
+    with pytest.raises(CnnrunError, match=r"the direct conv algorithm needs stride 1; got stride=\(2, 2\)"):
+        cpu.choose_path((4, 3, 3, 3), geom, "direct")
+    with pytest.raises(CnnrunError, match=r"unknown conv algorithm 'fft'; expected one of: im2col, direct"):
+        cpu.choose_path((4, 3, 3, 3), geom, "fft")
+    assert cpu.choose_path((4, 1, 3, 3), geom._replace(groups=4), "direct") == "depthwise"
+    assert cpu.choose_path((4, 3, 1, 1), geom._replace(kernel=(1, 1), stride=(1, 1)), "im2col") == "direct"

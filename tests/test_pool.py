@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import reference_pool as ref
-from cnnrun.engine import ConfigError, Network
+from cnnrun.engine import ConfigError, Network, jit
 from cnnrun.engine.gradcheck import check_network_gradients
 
 TOLERANCE = {"float64": {"rtol": 1e-12, "atol": 1e-12}, "float32": {"rtol": 1e-5, "atol": 1e-6}}
@@ -244,3 +244,35 @@ def test_pools_have_no_parameters_and_no_macs(registry):
 def test_config_errors(registry, layer, shape, match):
     with pytest.raises(ConfigError, match=match):
         build(registry, layer, shape)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one thread", "threads"])
+@pytest.mark.parametrize("layer", [
+    {"type": "maxpool2d", "kernel_size": 2},                      # the 2x2 loop, NaN rows to the exact loop
+    {"type": "avgpool2d", "kernel_size": 2},
+    {"type": "avgpool2d", "kernel_size": [7, 6]},                 # one window covering the whole plane
+    {"type": "maxpool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+], ids=lambda layer: "-".join(map(str, layer.values())))
+def test_fast_loops_on_many_planes_with_nans_and_ties(registry, monkeypatch, layer, parallel):
+    monkeypatch.setattr(jit, "PARALLEL_MIN_WORK", 0 if parallel else 10 ** 18)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, (3, 5, 7, 6)).astype(np.float32)  # ties in most windows
+    x[0, 1, 2, 3] = x[2, 4, 5, 0] = x[2, 4, 5, 1] = np.nan
+    x[1, 2, 0, 0] = np.inf
+    expected = reference(layer, x.astype(np.float64))
+    grad_y = rng.standard_normal(expected.shape).astype(np.float32)
+    y, grad_x = run(registry, layer, x, grad_y)
+    np.testing.assert_allclose(y, expected, **TOLERANCE["float32"])
+    np.testing.assert_allclose(grad_x, reference(layer, x.astype(np.float64), grad_y.astype(np.float64)),
+                               **TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one thread", "threads"])
+def test_global_avgpool_on_many_planes(registry, monkeypatch, parallel):
+    monkeypatch.setattr(jit, "PARALLEL_MIN_WORK", 0 if parallel else 10 ** 18)
+    x = np.random.default_rng(12).standard_normal((3, 6, 9, 7)).astype(np.float32)
+    grad_y = np.random.default_rng(13).standard_normal((3, 6, 1, 1)).astype(np.float32)
+    y, grad_x = run(registry, {"type": "global_avgpool"}, x, grad_y)
+    np.testing.assert_allclose(y, ref.global_avg_pool(x.astype(np.float64)), **TOLERANCE["float32"])
+    np.testing.assert_allclose(grad_x, ref.global_avg_pool_backward(x, grad_y.astype(np.float64)),
+                               **TOLERANCE["float32"])

@@ -8,22 +8,72 @@ w ``(O, C/G, kh, kw)``, y ``(N, O, OH, OW)`` and, for ``o`` in group ``g``,
 (zero outside x; ``ph``/``pw`` is the padding before, the padding after only shows in OH/OW). Three
 products make both layers: *forward* (conv2d's forward, conv_transpose2d's input gradient),
 *transpose* (conv2d's input gradient, conv_transpose2d's forward) and *weight* (both weight
-gradients). Each takes one of three paths: depthwise (``C/G == 1``: direct kernels), pointwise
-(1x1, stride 1, no padding: plain matrix products) or general (im2col into a workspace, one matrix
-product per group, col2im back).
+gradients). They are computed by these kernels:
+
+- **depthwise** (one input channel per group, several groups): per-plane loops.
+- **shifted rows** (stride 1, few taps or a 1x1 kernel): x is laid out as zero-padded planes of
+  width ``Wp = OW + (kw-1)*dw``, flattened, so output pixel ``q = i*Wp + j`` reads tap
+  ``(c, ki, kj)`` at ``q + shift``, ``shift = c*plane + ki*dh*Wp + kj*dw``: every tap is the same
+  contiguous run, shifted, and ``y[o, q] = sum_tap w[o, tap] * xp[q + shift(tap)]`` is a matrix
+  product without im2col (the columns ``j >= OW`` are computed and dropped). The weight gradient
+  ``dw[o, tap] = sum_q g[o, q] * xp[q + shift(tap)]`` dots g, spread to width Wp (zeros between its
+  rows), with the same shifted runs.
+- **channels-last patches** (many taps, >= 16 outputs per group, any stride): x moved to
+  zero-padded ``(N, Hp, Wp, C)``, where one output pixel's taps of a kernel row are one run of
+  ``kw*C`` values; the runs of a few dozen pixels are copied into rows and dotted with the filter
+  rows, 4 x 3 dot products at a time in registers.
+- **im2col** (any stride): the columns of a tile of output pixels are gathered into a per-thread
+  buffer, a block of taps at a time, and multiplied like shifted rows; the transpose multiplies
+  back into columns and adds them where they were read (col2im).
+
+At stride 1 the transpose is the forward product of the output gradient padded by
+``(k-1)*d - p``, with the rotated filter (``w[o, c, kh-1-ki, kw-1-kj]``, channels swapped).
+:func:`choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
+:mod:`cnnrun.plugins.products`' register-blocked kernels, whose inner loops run over contiguous
+values from index 0, so LLVM vectorizes them (a runtime stride would stop it: hence the stride-1
+kernels). Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
+layer (kept between calls), weight gradients are summed from per-thread partial sums, and small
+products run on one thread (:func:`cnnrun.engine.jit.launch`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, serial_kernel
+from cnnrun.engine.errors import CnnrunError
+from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
+from cnnrun.plugins.products import row_dots, rows_product
 
-WORKSPACE_BYTES = 8 << 20
-"""The general path works on chunks of samples whose columns and rows fit in about this many bytes."""
+ALGORITHMS = ("im2col", "direct")
+"""The values of the ``algorithm`` argument (``None``: the best for the shape, see :func:`choose_path`)."""
+
+WORKSPACE_BYTES = 192 << 10
+"""Each thread works on tiles of output pixels whose rows (outputs and im2col columns) fit in about
+this many bytes, so they stay in its L2 cache."""
+
+TILE_ALIGN = 16
+"""Tiles are a multiple of this many pixels (two AVX vectors of float32), when they can be."""
+
+PATCH_MIN_TAPS = 256
+"""Convs with at least this many taps per output (C/G*kh*kw) and a kernel larger than 1x1 take
+channels-last patches for their forward (and, at stride 1, transpose) product; others take shifted
+rows (stride 1) or im2col."""
+
+PATCH_MIN_ROWS = 16
+"""... and at least this many output channels per group share each copied patch. A stride-1
+transpose with fewer rows (input channels per group) takes im2col: the rotated filter's rows,
+padded to 4, and the wider padded planes would waste more than col2im costs."""
+
+PATCH_TILE = 48
+"""The channels-last path copies the patches of this many output pixels at a time (a multiple of 3)."""
+
+TAP_BLOCK = 16
+"""Products run over blocks of this many taps (a multiple of 4), whose input rows stay in L1."""
 
 
 class Geometry(NamedTuple):
@@ -37,142 +87,288 @@ class Geometry(NamedTuple):
 
 
 # -- public wrappers ------------------------------------------------------------------------------
-def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw) -> np.ndarray:
-    """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``."""
+def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None) -> np.ndarray:
+    """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``.
+
+    ``algorithm``: "im2col", "direct" (stride 1 only) or ``None``, the best for the shape (see
+    :func:`choose_path`; depthwise and 1x1 convs always take their own path).
+    """
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
-    _forward(ctx, x, weight, bias, y, geom)
+    _forward(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias) -> np.ndarray:
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None) -> np.ndarray:
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
+    path = choose_path(weight.shape, geom, algorithm)
     _bias_grad(grad, grad_bias)
+    _weight(ctx, x, grad, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
-    _grads(ctx, x, grad, weight, geom, grad_weight, x_like=dx)
+    _transpose(ctx, grad, weight, None, dx, geom, path)
     return dx
 
 
-def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw) -> np.ndarray:
+def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None) -> np.ndarray:
     """``conv^T(x, weight) + bias``, of shape ``(N, weight.shape[1] * G, *out_hw)``: x plays the
     output of a conv whose input is the result. PyTorch: ``F.conv_transpose2d``."""
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
-    _transpose(ctx, x, weight, bias, y, geom)
+    _transpose(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
     return y
 
 
-def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias) -> np.ndarray:
+def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias,
+                              algorithm=None) -> np.ndarray:
     """The gradient of :func:`conv_transpose2d_forward` with respect to ``x``; overwrites
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
+    path = choose_path(weight.shape, geom, algorithm)
     _bias_grad(grad, grad_bias)
+    _weight(ctx, grad, x, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
-    _grads(ctx, grad, x, weight, geom, grad_weight, g_like=dx)
+    _forward(ctx, grad, weight, None, dx, geom, path)
     return dx
 
 
-# -- the three products, by path ------------------------------------------------------------------
-def _path(x, weight, y, geom: Geometry) -> str:
-    if weight.shape[1] == 1:
+def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
+    """The path of a conv with this weight ``(O, C/G, kh, kw)``: "depthwise", "direct", "im2col"
+    or "strided" (forward as "direct", the gradients as "im2col").
+
+    Depthwise convs (one input channel per group, several groups) and 1x1 stride-1 convs always
+    take their own path; otherwise ``algorithm`` decides, and ``None`` picks "direct" at stride 1,
+    else "strided".
+    """
+    if algorithm is not None and algorithm not in ALGORITHMS:
+        raise CnnrunError(f"unknown conv algorithm {algorithm!r}; expected one of: {', '.join(ALGORITHMS)}")
+    if weight_shape[1] == 1 and geom.groups > 1:
         return "depthwise"
-    if (geom.kernel == (1, 1) and geom.stride == (1, 1) and geom.padding == (0, 0)
-            and x.shape[2:] == y.shape[2:]):
-        return "pointwise"
-    return "general"
+    stride_one = tuple(geom.stride) == (1, 1)
+    if stride_one and tuple(geom.kernel) == (1, 1):
+        return "direct"
+    if algorithm == "direct" and not stride_one:
+        raise CnnrunError(f"the direct conv algorithm needs stride 1; got stride={tuple(geom.stride)} "
+                          f"(use \"im2col\")")
+    if algorithm == "im2col":
+        return "im2col"
+    return "direct" if stride_one else "strided"
 
 
-def _forward(ctx, x, w, bias, y, geom):
+# -- the three products, by path ------------------------------------------------------------------
+def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
-    path = _path(x, w, y, geom)
     if path == "depthwise":
-        _depthwise_forward(x, w, _base(bias, y), y, *geom.stride, *geom.padding, *geom.dilation)
-    elif path == "pointwise":
-        n, g = x.shape[0], geom.groups
-        np.matmul(_grouped(w, g), x.reshape(n, g, -1, _pixels(x)), out=y.reshape(n, g, -1, _pixels(y)))
-        _add_bias(y, bias)
+        launch(_depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
+               *geom.padding, *geom.dilation)
+    elif path != "im2col" and _many_taps(w, geom):
+        _patches(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
+    elif path == "direct":
+        _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     else:
-        wg = _grouped(w, geom.groups)
-        for n0, m, col, rows in _chunks(ctx, x, y, geom):
-            _im2col(x[n0:n0 + m], col, *_args(geom, y))
-            np.matmul(wg, _split(col, geom.groups), out=_split(rows, geom.groups))
-            _rows_to(rows, y[n0:n0 + m], bias)
+        groups, taps = geom.groups, w.shape[1] * _taps(geom)
+        packed = _padded_to_4(_grouped(w, groups))  # (G, O/G, taps)
+        tile = _tile(TAP_BLOCK + packed.shape[1], x.dtype, y.shape[2] * y.shape[3])
+        cols = ctx.workspace("conv.forward.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
+        acc = ctx.workspace("conv.forward.acc", (_threads(), packed.shape[1], tile), x.dtype)
+        launch(_im2col_forward, _work(y.shape[0], y.shape[2], y.shape[3], taps, groups, packed.shape[1] + 8) // 8,
+               x, packed, _column_rows(TAP_BLOCK, tile), _base(bias, y), y, *_args(geom), tile, cols, acc)
 
 
-def _transpose(ctx, y, w, bias, x, geom):
+def _transpose(ctx, y, w, bias, x, geom, path):
     """x = conv^T(y, w) + bias: each y value times w added back where conv read it."""
-    path = _path(x, w, y, geom)
     if path == "depthwise":
-        _depthwise_transpose(y, w, _base(bias, x), x, *geom.stride, *geom.padding, *geom.dilation)
-    elif path == "pointwise":
-        n, g = x.shape[0], geom.groups
-        np.matmul(_grouped(w, g).transpose(0, 2, 1), y.reshape(n, g, -1, _pixels(y)),
-                  out=x.reshape(n, g, -1, _pixels(x)))
-        _add_bias(x, bias)
+        launch(_depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
+               *geom.padding, *geom.dilation)
+    elif path == "direct" and (w.shape[1] >= PATCH_MIN_ROWS or tuple(geom.kernel) == (1, 1)):
+        # the conv of y padded by (k-1)*d - p with the rotated, transposed filter
+        (kh, kw), (dh, dw), (ph, pw) = geom.kernel, geom.dilation, geom.padding
+        rotated_geom = geom._replace(padding=((kh - 1) * dh - ph, (kw - 1) * dw - pw))
+        rotated = _rotated(w, geom.groups)
+        product = _patches if _many_taps(rotated, geom) else _direct
+        product(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
     else:
-        wt = _grouped(w, geom.groups).transpose(0, 2, 1)
-        base = _base(bias, x)
-        for n0, m, col, rows in _chunks(ctx, x, y, geom):
-            _rows_from(y[n0:n0 + m], rows)
-            np.matmul(wt, _split(rows, geom.groups), out=_split(col, geom.groups))
-            _col2im(col, base, x[n0:n0 + m], *_args(geom, y))
+        groups, per_group = geom.groups, w.shape[0] // geom.groups
+        packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+        tile = _tile(TAP_BLOCK + per_group, x.dtype, y.shape[2] * y.shape[3])
+        cols = ctx.workspace("conv.transpose.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
+        rows = _channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
+        work = _work(y.shape[0], y.shape[2], y.shape[3], packed.shape[1], groups, packed.shape[2] + 8) // 8
+        launch(_im2col_transpose, work, y, packed, rows, _base(bias, x), x, *_args(geom), tile, cols)
 
 
-def _grads(ctx, x, g, w, geom, grad_w, x_like=None, g_like=None):
-    """``grad_w`` = the weight gradient of y = conv(x, w) for the output gradient ``g``; then either
-    ``x_like = conv^T(g, w)`` (conv2d's input gradient) or ``g_like = conv(x, w)`` (conv_transpose2d's
-    input gradient, where x is its output gradient and g its input)."""
-    path = _path(x, w, g, geom)
-    if path == "general":
-        _general_grads(ctx, x, g, w, geom, grad_w, x_like, g_like)
+def _weight(ctx, x, g, geom, grad_w, path):
+    """``grad_w`` = the weight gradient of y = conv(x, w) for the output gradient ``g``."""
+    n, out_channels, kh, kw = x.shape[0], grad_w.shape[0], *geom.kernel
+    if path == "depthwise":
+        partial = ctx.workspace("conv.weight.partial", (n, out_channels, kh, kw), x.dtype)
+        launch(_depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
+        np.sum(partial, axis=0, out=grad_w.reshape(out_channels, kh, kw))
         return
-    if path == "depthwise":
-        n, o, kh, kw = x.shape[0], w.shape[0], *geom.kernel
-        partial = ctx.workspace("conv.partial", (n, o, kh, kw), x.dtype)
-        _depthwise_weight(x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
-        np.sum(partial, axis=0, out=grad_w.reshape(o, kh, kw))
+    groups = geom.groups
+    per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
+    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, _round_up(per_group, 4), taps), x.dtype)
+    partial.fill(0)
+    if path == "direct":
+        height, width, offsets = _planes(grad_w.shape, g.shape, geom)
+        src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
+        spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
+        length = (g.shape[2] - 1) * width + g.shape[3]
+        launch(_direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
+               g.shape[2] * width, length, _tile(_round_up(per_group, 4), x.dtype, length))
     else:
-        n, groups = x.shape[0], geom.groups
-        xs, gs = x.reshape(n, groups, -1, _pixels(x)), g.reshape(n, groups, -1, _pixels(g))
-        gw = _grouped(grad_w, groups)
-        for i in range(n):  # per group (O/G, P) @ (P, C/G), summed over the samples
-            _matmul_into(ctx, gw, i > 0, gs[i], xs[i].transpose(0, 2, 1))
-    if x_like is not None:
-        _transpose(ctx, g, w, None, x_like, geom)
-    else:
-        _forward(ctx, x, w, None, g_like, geom)
+        tile = _tile(TAP_BLOCK + per_group, x.dtype, g.shape[2] * g.shape[3])
+        cols = ctx.workspace("conv.weight.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
+        launch(_im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
+               x, g, partial, _column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
+    np.sum(partial[:, :, :per_group], axis=0, out=grad_w.reshape(groups, per_group, taps))
 
 
-def _general_grads(ctx, x, g, w, geom, grad_w, x_like, g_like):
-    """:func:`_grads` by im2col: per chunk, grad_w (+)= rows(g) @ col(x)^T per group, then
-    x_like = col2im(w^T @ rows(g)) or g_like = w @ col(x)."""
-    wg, gw = _grouped(w, geom.groups), _grouped(grad_w, geom.groups)
-    zeros = _base(None, x)
-    for n0, m, col, rows in _chunks(ctx, x, g, geom):
-        _im2col(x[n0:n0 + m], col, *_args(geom, g))
-        _rows_from(g[n0:n0 + m], rows)
-        cols, rows_g = _split(col, geom.groups), _split(rows, geom.groups)
-        _matmul_into(ctx, gw, n0 > 0, rows_g, cols.transpose(0, 2, 1))
-        if x_like is not None:
-            np.matmul(wg.transpose(0, 2, 1), rows_g, out=cols)
-            _col2im(col, zeros, x_like[n0:n0 + m], *_args(geom, g))
-        else:
-            np.matmul(wg, cols, out=rows_g)
-            _rows_to(rows, g_like[n0:n0 + m], None)
+def _patches(ctx, key, x, w, base, y, geom):
+    """y = base + conv(x, w) by channels-last patches: x moved into zero-padded ``(N, Hp, Wp, C)``,
+    each output pixel's taps copied into one row (runs of kw*C/G values), dotted with the filter
+    rows (taps in (ki, kj, c) order)."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    height, width = (y.shape[2] - 1) * sh + (kh - 1) * dh + 1, (y.shape[3] - 1) * sw + (kw - 1) * dw + 1
+    image = ctx.workspace(key + ".nhwc", (x.shape[0], height, width, x.shape[1]), x.dtype)
+    launch(_channels_last, image.size, x, image, *geom.padding)
+    groups, per_group, taps = geom.groups, w.shape[0] // geom.groups, w.shape[1] * kh * kw
+    depth = _round_up(taps, 8)
+    packed = np.zeros((groups, per_group, depth), w.dtype)
+    packed[:, :, :taps] = w.reshape(groups, per_group, w.shape[1], kh, kw).transpose(0, 1, 3, 4, 2).reshape(
+        groups, per_group, taps)
+    tile = min(PATCH_TILE, y.shape[2] * y.shape[3])
+    patches = ctx.workspace(key + ".patches", (_threads(), tile, depth), x.dtype)
+    acc = ctx.workspace(key + ".acc", (_threads(), _round_up(per_group, 4), tile), x.dtype)
+    launch(_patch_product, _work(y.shape[0], y.shape[2], y.shape[3], groups, depth, per_group + 8) // 8,
+           image, packed, _column_rows(tile, depth), base, y, kh, kw, sh, sw, dh, dw, patches, acc)
+
+
+def _direct(ctx, key, x, w, base, y, geom):
+    """y = base + the stride-1 conv of x with w, x placed at ``geom.padding`` (top, left; negative:
+    cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns."""
+    height, width, offsets = _planes(w.shape, y.shape, geom)
+    src = _padded(ctx, key + ".x", x, height, width, *geom.padding)
+    packed = _padded_to_4(_grouped(w, geom.groups))
+    tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
+    acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
+    launch(_shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
+           src, packed, offsets, base, y, width, tile, TAP_BLOCK, acc)
 
 
 # -- helpers of the wrappers ----------------------------------------------------------------------
+def _many_taps(w, geom) -> bool:
+    """Whether channels-last patches beat shifted rows: a kernel larger than 1x1 with at least
+    PATCH_MIN_TAPS taps per output and PATCH_MIN_ROWS outputs per group to share each patch."""
+    return (w.shape[1] * _taps(geom) >= PATCH_MIN_TAPS and w.shape[0] // geom.groups >= PATCH_MIN_ROWS
+            and tuple(geom.kernel) != (1, 1))
+
+
+def _planes(w_shape, y_shape, geom):
+    """(Hp, Wp, offsets) of the direct path: the padded planes that make output ``y_shape`` from a
+    filter ``w_shape``, and each tap's offset into a sample's flattened planes."""
+    (kh, kw), (dh, dw) = geom.kernel, geom.dilation
+    height, width = y_shape[2] + (kh - 1) * dh, y_shape[3] + (kw - 1) * dw
+    return height, width, _tap_offsets(geom.groups, w_shape[1], kh, kw, dh, dw, height * width, width)
+
+
+@lru_cache(maxsize=256)
+def _tap_offsets(groups, channels, kh, kw, dh, dw, plane, width) -> np.ndarray:
+    """offsets[g, (c*kh + ki)*kw + kj] = (g*channels + c)*plane + ki*dh*width + kj*dw, zero-padded
+    to a multiple of 4 taps (read-only)."""
+    c = np.arange(groups * channels).reshape(groups, channels, 1, 1) * plane
+    taps = (c + np.arange(kh).reshape(kh, 1) * dh * width + np.arange(kw) * dw).reshape(groups, -1)
+    offsets = np.zeros((groups, _round_up(taps.shape[1], 4)), np.int64)
+    offsets[:, :taps.shape[1]] = taps
+    offsets.flags.writeable = False
+    return offsets
+
+
+@lru_cache(maxsize=256)
+def _column_rows(rows, tile) -> np.ndarray:
+    """offsets[k] = k * tile: where row k of a ``(rows, tile)`` im2col buffer starts (read-only)."""
+    offsets = np.arange(rows, dtype=np.int64) * tile
+    offsets.flags.writeable = False
+    return offsets
+
+
+@lru_cache(maxsize=256)
+def _channel_rows(groups, per_group, rows, pixels) -> np.ndarray:
+    """offsets[g, o] = (g*per_group + o) * pixels, the planes of group g's channels in a sample;
+    0 for padding (read-only)."""
+    offsets = np.zeros((groups, rows), np.int64)
+    offsets[:, :per_group] = np.arange(groups * per_group).reshape(groups, per_group) * pixels
+    offsets.flags.writeable = False
+    return offsets
+
+
+def _padded(ctx, key, x, height, width, top, left):
+    """x placed at (top, left) in zero planes ``(N, C, height, width)`` (a negative top/left crops
+    x), flattened per sample: x itself when it already is, else the workspace ``key`` (NumPy copies
+    rows as fast as a kernel would)."""
+    n, c, h, w = x.shape
+    if top == 0 and left == 0 and (h, w) == (height, width):
+        return x.reshape(n, -1)
+    out = ctx.workspace(key, (n, c, height, width), x.dtype)
+    r0, r1 = min(max(top, 0), height), max(min(top + h, height), 0)
+    s0, s1 = min(max(left, 0), width), max(min(left + w, width), 0)
+    r1, s1 = max(r1, r0), max(s1, s0)
+    out[:, :, :r0] = 0
+    out[:, :, r1:] = 0
+    out[:, :, r0:r1, :s0] = 0
+    out[:, :, r0:r1, s1:] = 0
+    out[:, :, r0:r1, s0:s1] = x[:, :, r0 - top:r1 - top, s0 - left:s1 - left]
+    return out.reshape(n, -1)
+
+
+def _padded_to_4(a):
+    """``(G, R, K)`` zero-padded to R and K multiples of 4."""
+    groups, rows, taps = a.shape
+    packed = np.zeros((groups, _round_up(rows, 4), _round_up(taps, 4)), a.dtype)
+    packed[:, :rows, :taps] = a
+    return packed
+
+
+def _rotated(w, groups):
+    """The direct transpose's filter ``(C, O/G, kh, kw)``: the ``(O/G, C/G)`` blocks of each group
+    swapped and every kernel rotated 180 degrees."""
+    out_channels, per_group, kh, kw = w.shape
+    grouped = w.reshape(groups, out_channels // groups, per_group, kh, kw)[..., ::-1, ::-1]
+    return grouped.transpose(0, 2, 1, 3, 4).reshape(groups * per_group, out_channels // groups, kh, kw)
+
+
+def _tile(rows, dtype, pixels) -> int:
+    """Pixels per tile: ``rows`` values each in about WORKSPACE_BYTES, a multiple of TILE_ALIGN when
+    that is possible, at most ``pixels``."""
+    tile = max(1, WORKSPACE_BYTES // (rows * np.dtype(dtype).itemsize))
+    if tile > TILE_ALIGN:
+        tile -= tile % TILE_ALIGN
+    return min(tile, pixels)
+
+
+def _work(*factors) -> int:
+    """The product of ``factors``, for :func:`~cnnrun.engine.jit.launch`: callers count multiply-adds
+    over 8 (one vector), and a product whose inputs are copied first (im2col columns, patches) as
+    ``(copied values) * (rows + 8) // 8``."""
+    return int(np.prod(factors, dtype=np.int64))
+
+
+def _threads() -> int:
+    return numba.get_num_threads()
+
+
+def _round_up(value, multiple) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _taps(geom) -> int:
+    return geom.kernel[0] * geom.kernel[1]
+
+
 def _bias_grad(grad, grad_bias):
     if grad_bias is not None:
         np.sum(grad, axis=(0, 2, 3), out=grad_bias)
-
-
-def _add_bias(a, bias):
-    if bias is not None:
-        planes = a.reshape(a.shape[0], a.shape[1], -1)
-        np.add(planes, bias[:, None], out=planes)
 
 
 def _base(bias, out):
@@ -180,70 +376,230 @@ def _base(bias, out):
     return bias if bias is not None else np.zeros(out.shape[1], out.dtype)
 
 
-def _pixels(a) -> int:
-    return a.shape[2] * a.shape[3]
-
-
 def _grouped(w, groups):
     """``(O, C/G, kh, kw)`` as ``(G, O/G, C/G*kh*kw)`` (a view)."""
     return w.reshape(groups, w.shape[0] // groups, -1)
 
 
-def _split(a, groups):
-    """Rows ``(R, M)`` as ``(G, R/G, M)`` (a view)."""
-    return a.reshape(groups, a.shape[0] // groups, a.shape[1])
+def _args(geom):
+    return (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation)
 
 
-def _args(geom, y):
-    return (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation, y.shape[2], y.shape[3])
+# -- direct (stride 1) ----------------------------------------------------------------------------
+@cpu_kernel
+def _shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
+    """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
+    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps."""
+    samples, channels, out_h, out_w = y.shape
+    groups, depth = packed.shape[0], packed.shape[2]
+    per_group = channels // groups
+    length = (out_h - 1) * width + out_w
+    tiles = (length + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, length - q0)
+        out = acc[numba.get_thread_id()]
+        for g in range(groups):
+            out[:, :m] = 0
+            for k0 in range(0, depth, block):
+                rows_product(packed[g, :, k0:k0 + block], src[n], offsets[g, k0:k0 + block], q0, m, out)
+            _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
 
 
-def _matmul_into(ctx, total, add: bool, a, b):
-    """``total = a @ b``, or ``total += a @ b`` (through a workspace) when ``add``."""
-    if add:
-        part = ctx.workspace("conv.part", total.shape, total.dtype)
-        np.matmul(a, b, out=part)
-        total += part
-    else:
-        np.matmul(a, b, out=total)
+@serial_kernel
+def _rows_to_planes(out, count, yn, first, base, q0, m, width):
+    """yn[first + o, i, j] = out[o, i*width + j - q0] + base[first + o] for o < count and the pixels
+    (i, j < OW) of the run [q0, q0 + m)."""
+    out_w = yn.shape[2]
+    i0, i1 = q0 // width, (q0 + m - 1) // width
+    for o in range(count):
+        b = base[first + o]
+        for i in range(i0, i1 + 1):
+            j0, j1 = max(q0 - i * width, 0), min(q0 + m - i * width, out_w)
+            if j0 < j1:
+                row, values = yn[first + o, i, j0:j1], out[o, i * width + j0 - q0:i * width + j1 - q0]
+                for t in range(j1 - j0):
+                    row[t] = values[t] + b
 
 
-def _chunks(ctx, x, y, geom):
-    """Chunks of samples ``(n0, m, col, rows)``: ``col`` ``(C*kh*kw, m*OH*OW)`` and ``rows``
-    ``(O, m*OH*OW)`` are contiguous views of workspaces; column ``n*OH*OW + p`` is pixel p of sample n."""
-    n, c = x.shape[:2]
-    o, pixels = y.shape[1], _pixels(y)
-    k = c * geom.kernel[0] * geom.kernel[1]
-    per_sample = (k + o) * pixels * x.dtype.itemsize
-    batch = max(1, min(n, WORKSPACE_BYTES // per_sample))
-    col = ctx.workspace("conv.col", (k * batch * pixels,), x.dtype)
-    rows = ctx.workspace("conv.rows", (o * batch * pixels,), x.dtype)
-    for n0 in range(0, n, batch):
-        m = min(batch, n - n0)
-        yield n0, m, col[:k * m * pixels].reshape(k, m * pixels), rows[:o * m * pixels].reshape(o, m * pixels)
+@cpu_kernel
+def _direct_weight(spread, src, offsets, partial, plane, length, tile):
+    """partial[thread, g, o, k] += sum_q spread[n, (g*R + o)*plane + q] * src[n, offsets[g, k] + q]
+    for q < length, every sample n (R = output channels per group; ``spread`` is the output
+    gradient at the padded width, zero in the columns j >= OW)."""
+    samples = spread.shape[0]
+    groups = partial.shape[1]
+    per_group = spread.shape[1] // (plane * groups)
+    tiles = (length + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, length - q0)
+        part = partial[numba.get_thread_id()]
+        for g in range(groups):
+            row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
+                     part[g, :, 0:part.shape[2]])
 
 
-def _rows_from(y, rows):
-    """rows[o, n*P + p] = y[n, o, p]."""
-    m, o = y.shape[:2]
-    np.copyto(rows.reshape(o, m, -1), y.reshape(m, o, -1).transpose(1, 0, 2))
+# -- channels-last patches -----------------------------------------------------------------------
+@cpu_kernel
+def _channels_last(x, out, top, left):
+    """out[n, r, s, c] = x[n, c, r - top, s - left] inside x, else 0 (a negative top/left crops x)."""
+    samples, channels, height, width = x.shape
+    rows, cols = out.shape[1], out.shape[2]
+    for nr in prange(samples * rows):
+        n = nr // rows
+        r = nr - n * rows
+        line = out[n, r]
+        h = r - top
+        if h < 0 or h >= height:
+            line[:, :] = 0
+            continue
+        for s in range(cols):
+            w = s - left
+            pixel = line[s]
+            if 0 <= w < width:
+                for c in range(channels):
+                    pixel[c] = x[n, c, h, w]
+            else:
+                pixel[:] = 0
 
 
-def _rows_to(rows, y, bias):
-    """y[n, o, p] = rows[o, n*P + p] (+ bias[o])."""
-    m, o = y.shape[:2]
-    src = rows.reshape(o, m, -1).transpose(1, 0, 2)
-    if bias is None:
-        np.copyto(y.reshape(m, o, -1), src)
-    else:
-        np.add(src, bias[:, None], out=y.reshape(m, o, -1))
+@cpu_kernel
+def _patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patches, acc):
+    """y[n, g*R + o, i, j] = base + packed[g, o] . patch(n, g, i, j): the patch is image[n]
+    ``(Hp, Wp, C)`` at rows i*sh + ki*dh, columns j*sw + kj*dw and group g's channels, in (ki, kj, c)
+    order, zero-padded like ``packed``'s rows; ``offsets[p]`` = p * depth (a patch row's start)."""
+    samples, channels, out_h, out_w = y.shape
+    groups, per_group, depth = packed.shape
+    width, in_channels = image.shape[2], image.shape[3]
+    per_in = in_channels // groups
+    taps = per_in * kh * kw
+    merged = dw == 1 and groups == 1  # the kw taps of a kernel row are one run of kw*C values
+    run, runs = (kw * per_in, 1) if merged else (per_in, kw)
+    pixels = out_h * out_w
+    tile = patches.shape[1]
+    tiles = (pixels + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, pixels - q0)
+        thread = numba.get_thread_id()
+        patch, out = patches[thread], acc[thread, :, :m]
+        flat = patch.reshape(patch.size)
+        planes = y[n].reshape(channels, pixels)
+        for g in range(groups):
+            for p in range(m):
+                i = (q0 + p) // out_w
+                j = q0 + p - i * out_w
+                row = patch[p]
+                at = 0
+                for ki in range(kh):
+                    line = image[n, i * sh + ki * dh].reshape(width * in_channels)
+                    for kj in range(runs):
+                        start = (j * sw + kj * dw) * in_channels + g * per_in
+                        source, target = line[start:start + run], row[at:at + run]
+                        for t in range(run):
+                            target[t] = source[t]
+                        at += run
+                row[taps:] = 0
+            out[:, :] = 0
+            row_dots(packed.reshape(packed.size), g * per_group * depth, depth, per_group, flat, offsets, np.int64(0),
+                     depth, out)
+            for o in range(per_group):
+                b = base[g * per_group + o]
+                target, values = planes[g * per_group + o, q0:q0 + m], out[o]
+                for t in range(m):
+                    target[t] = values[t] + b
 
 
-# -- kernels --------------------------------------------------------------------------------------
+# -- im2col (any stride) --------------------------------------------------------------------------
+@cpu_kernel
+def _im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols, acc):
+    """y = conv(x, w) + base over tiles of output pixels: per group and block of taps, the tile's
+    columns (``rows[k]``: where column k starts in a ``cols`` buffer), then :func:`~cnnrun.plugins.products.rows_product`
+    with ``packed`` ``(G, O/G, taps)`` (both rounded up to 4)."""
+    samples, channels = x.shape[0], x.shape[1]
+    out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
+    groups, depth, block = packed.shape[0], packed.shape[2], cols.shape[1]
+    per_in, per_out = channels // groups, out_channels // groups
+    pixels = out_h * out_w
+    tiles = (pixels + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, pixels - q0)
+        thread = numba.get_thread_id()
+        col, out = cols[thread], acc[thread]
+        planes = y[n].reshape(out_channels, pixels)
+        for g in range(groups):
+            out[:, :m] = 0
+            for k0 in range(0, depth, block):
+                count = min(block, depth - k0)
+                _fill_columns(x[n], g * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
+                rows_product(packed[g, :, k0:k0 + count], col.reshape(col.size), rows, np.int64(0), m, out)
+            for o in range(per_out):
+                b = base[g * per_out + o]
+                row, values = planes[g * per_out + o, q0:q0 + m], out[o]
+                for t in range(m):
+                    row[t] = values[t] + b
+
+
+@cpu_kernel
+def _im2col_transpose(g, packed, rows, base, x, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
+    """x = conv^T(g, w) + base, one sample per thread: per tile of g's pixels and group, columns =
+    w^T @ g by :func:`~cnnrun.plugins.products.rows_product` with ``packed`` ``(G, taps, O/G)`` (rounded up to 4), added
+    back where im2col reads them."""
+    samples, channels = x.shape[0], x.shape[1]
+    groups, depth, block = packed.shape[0], packed.shape[1], cols.shape[1]
+    per_in = channels // groups
+    taps = per_in * kh * kw
+    out_w = g.shape[3]
+    pixels = g.shape[2] * out_w
+    for n in prange(samples):
+        col = cols[numba.get_thread_id()]
+        xn = x[n]
+        for c in range(channels):
+            xn[c] = base[c]
+        flat = g[n].reshape(g.shape[1] * pixels)
+        for q0 in range(0, pixels, tile):
+            m = min(tile, pixels - q0)
+            for grp in range(groups):
+                for k0 in range(0, depth, block):
+                    col[:, :m] = 0
+                    rows_product(packed[grp, k0:k0 + block, 0:packed.shape[2]], flat, rows[grp], q0, m, col)
+                    _add_columns(col, xn, grp * per_in, k0, min(block, taps - k0), q0, m, kh, kw, sh, sw, ph, pw,
+                                 dh, dw, out_w)
+
+
+@cpu_kernel
+def _im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
+    """partial[thread, grp, o, k] += the dot of g's row o (of group grp) with im2col row k, over
+    tiles of output pixels of every sample."""
+    samples, channels = x.shape[0], x.shape[1]
+    groups, taps, block = partial.shape[1], partial.shape[3], cols.shape[1]
+    per_in, per_out = channels // groups, g.shape[1] // groups
+    out_w = g.shape[3]
+    pixels = g.shape[2] * out_w
+    tiles = (pixels + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, pixels - q0)
+        thread = numba.get_thread_id()
+        col, part = cols[thread], partial[thread]
+        flat = g[n].reshape(g.shape[1] * pixels)
+        for grp in range(groups):
+            for k0 in range(0, taps, block):
+                count = min(block, taps - k0)
+                _fill_columns(x[n], grp * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
+                row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows, np.int64(0), m,
+                          part[grp, :, k0:k0 + count])
+
+
 # Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and
 # the loops vectorize (about 4x faster). Only values known to be >= 0 are cast.
-
-
 @serial_kernel
 def _span(offset, stride, size, count):
     """The range [lo, hi) of i < count with 0 <= i*stride + offset < size."""
@@ -254,60 +610,62 @@ def _span(offset, stride, size, count):
     return lo, hi
 
 
-@cpu_kernel
-def _im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n):
-    """col[(c*kh + ki)*kw + kj, n*OH*OW + i*OW + j] = x[n, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]
-    (0 outside x); parallel over (sample, channel)."""
-    m, channels, height, width = x.shape
-    pixels = oh_n * ow_n
-    for nc in prange(m * channels):
-        n = nc // channels
-        c = nc - n * channels
-        start = n * pixels
-        for ki in range(kh):
-            top = ki * dh - ph
-            h0, h1 = _span(top, sh, height, oh_n)
-            for kj in range(kw):
-                left = kj * dw - pw
-                w0, w1 = _span(left, sw, width, ow_n)
-                row = (c * kh + ki) * kw + kj
-                col[row, start:start + h0 * ow_n] = 0
-                for i in range(h0, h1):
-                    ih = np.uintp(i * sh + top)
-                    at = start + i * ow_n
-                    for j in range(w0):
-                        col[row, np.uintp(at + j)] = 0
-                    for j in range(w0, w1):
-                        col[row, np.uintp(at + j)] = x[n, c, ih, np.uintp(j * sw + left)]
-                    for j in range(w1, ow_n):
-                        col[row, np.uintp(at + j)] = 0
-                col[row, start + h1 * ow_n:start + pixels] = 0
+
+@serial_kernel
+def _fill_columns(xn, first, channels, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
+    """col[r, t] = xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] (0 outside) for the taps
+    k0 + r = (c*kh + ki)*kw + kj, r < count (0 past the last tap), and the pixels q0 + t = i*OW + j, t < m."""
+    height, width = xn.shape[1], xn.shape[2]
+    i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
+    for r in range(count):
+        row = col[r]
+        tap = k0 + r
+        if tap >= channels * kh * kw:
+            row[:m] = 0
+            continue
+        plane = xn[first + tap // (kh * kw)]
+        ki, kj = (tap // kw) % kh, tap % kw
+        top = ki * dh - ph
+        left = kj * dw - pw
+        w0, w1 = _span(left, sw, width, out_w)
+        for i in range(i0, i1 + 1):
+            ja, jb = max(q0 - i * out_w, 0), min(q0 + m - i * out_w, out_w)
+            at = i * out_w - q0
+            ih = i * sh + top
+            lo, hi = jb, jb
+            if 0 <= ih < height:
+                lo = min(max(w0, ja), jb)
+                hi = max(min(w1, jb), lo)
+            for j in range(ja, lo):
+                row[np.uintp(at + j)] = 0
+            for j in range(lo, hi):
+                row[np.uintp(at + j)] = plane[np.uintp(ih), np.uintp(j * sw + left)]
+            for j in range(hi, jb):
+                row[np.uintp(at + j)] = 0
 
 
-@cpu_kernel
-def _col2im(col, base, x, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n):
-    """x[n, c] = base[c] + every col entry added back at the pixel :func:`_im2col` read it from.
-
-    Parallel over (sample, channel): each iteration owns one plane of x, so there are no races.
-    """
-    m, channels, height, width = x.shape
-    pixels = oh_n * ow_n
-    for nc in prange(m * channels):
-        n = nc // channels
-        c = nc - n * channels
-        x[n, c] = base[c]
-        for ki in range(kh):
-            top = ki * dh - ph
-            h0, h1 = _span(top, sh, height, oh_n)
-            for kj in range(kw):
-                left = kj * dw - pw
-                w0, w1 = _span(left, sw, width, ow_n)
-                row = (c * kh + ki) * kw + kj
-                for i in range(h0, h1):
-                    ih = np.uintp(i * sh + top)
-                    at = n * pixels + i * ow_n
-                    for j in range(w0, w1):
-                        x[n, c, ih, np.uintp(j * sw + left)] += col[row, np.uintp(at + j)]
+@serial_kernel
+def _add_columns(col, xn, first, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
+    """xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] += col[r, t] inside xn for the taps
+    k0 + r = (c*kh + ki)*kw + kj, r < count, and the pixels q0 + t = i*OW + j, t < m (col2im)."""
+    height, width = xn.shape[1], xn.shape[2]
+    i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
+    for r in range(count):
+        row = col[r]
+        tap = k0 + r
+        plane = xn[first + tap // (kh * kw)]
+        ki, kj = (tap // kw) % kh, tap % kw
+        top = ki * dh - ph
+        left = kj * dw - pw
+        w0, w1 = _span(left, sw, width, out_w)
+        for i in range(i0, i1 + 1):
+            ih = i * sh + top
+            if 0 <= ih < height:
+                at = i * out_w - q0
+                lo = max(w0, q0 - i * out_w)
+                hi = min(w1, q0 + m - i * out_w)
+                for j in range(lo, hi):
+                    plane[np.uintp(ih), np.uintp(j * sw + left)] += row[np.uintp(at + j)]
 
 
 @cpu_kernel

@@ -1,14 +1,17 @@
-"""The convolution layers: options, shapes, parameters, init and MACs; the kernels are in :mod:`.cpu`."""
+"""The convolution layers: options, shapes, parameters, init and MACs; the kernels are in :mod:`.cpu`
+(:mod:`.winograd`) and, imported only on "cuda", :mod:`.cuda`."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import ClassVar
 
 from cnnrun.engine import Layer
 from cnnrun.engine.layer import uniform_fan_in_
 from cnnrun.engine.options import bool_option, choice_option, int_option, int_tuple, show
 
+from . import winograd
 from .cpu import (Geometry, conv2d_backward, conv2d_forward, conv_transpose2d_backward,
                   conv_transpose2d_forward)
 
@@ -18,9 +21,10 @@ class _Conv(Layer):
 
     spatial: ClassVar[int] = 2
     layout: ClassVar[str] = "(C, H, W)"
+    algorithms: ClassVar[tuple[str, ...]] = ("auto", "im2col", "direct", "winograd")
 
     def __init__(self, name, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True):
+                 bias=True, algorithm="auto"):
         super().__init__(name)
         n = self.spatial
         self.out_channels = int_option(out_channels, "out_channels")
@@ -33,6 +37,14 @@ class _Conv(Layer):
         self.dilation = int_tuple(dilation, n, "dilation")
         self.groups = int_option(groups, "groups")
         self.bias = bool_option(bias, "bias")
+        self.algorithm = choice_option(algorithm, "algorithm", self.algorithms)
+        if self.algorithm == "winograd" and not winograd.fits(self.kernel_size, self.stride, self.dilation):
+            raise self.error(f"winograd needs kernel_size 3, stride 1 and dilation 1; got kernel_size="
+                             f"{show(kernel_size)}, stride={show(stride)}, dilation={show(dilation)}",
+                             key="algorithm")
+        if self.algorithm == "direct" and self.stride != (1,) * n:
+            raise self.error(f"direct needs stride 1; got stride={show(stride)} (use \"im2col\" or \"auto\")",
+                             key="algorithm")
 
     # -- shapes ------------------------------------------------------------------------------------
     def pads(self, size) -> list[tuple[int, int]]:
@@ -83,17 +95,44 @@ class _Conv(Layer):
                             self.groups)
         return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups)
 
+    def algorithm_for(self, input_shape) -> str | None:
+        """The algorithm that runs on ``input_shape`` (no batch): the option; for "auto" "winograd"
+        where :func:`.winograd.choose_algorithm` picks it, else ``None`` (:mod:`.cpu` chooses)."""
+        if self.algorithm != "auto":
+            return self.algorithm
+        return winograd.choose_algorithm(input_shape[0], self.out_channels, self._geometry(input_shape[1:]),
+                                         self.output_shape(input_shape)[1:])
+
     def forward(self, ctx, x):
         ctx.saved.x = x
         out = self.output_shape(x.shape[1:])
-        y = conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
-                           self._geometry(x.shape[2:]), (1, *out[1:])[-2:])  # (OH, OW); conv1d (1, L)
+        forward, _ = _kernels(self.algorithm_for(x.shape[1:]))
+        y = forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
+                    self._geometry(x.shape[2:]), (1, *out[1:])[-2:])  # (OH, OW); conv1d (1, L)
         return y.reshape(x.shape[0], *out)
 
     def backward(self, ctx, grad):
         x = ctx.saved.x
-        dx = conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                             self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
+        _, backward = _kernels(self.algorithm_for(x.shape[1:]))
+        dx = backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
+                      self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
+        return dx.reshape(x.shape)
+
+    def forward_cuda(self, ctx, x):
+        from . import cuda  # numba-cuda is imported only when a network runs on cuda
+
+        ctx.saved.x = x
+        out = self.output_shape(x.shape[1:])
+        y = cuda.conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
+                                self._geometry(x.shape[2:]), (1, *out[1:])[-2:])
+        return y.reshape(x.shape[0], *out)
+
+    def backward_cuda(self, ctx, grad):
+        from . import cuda
+
+        x = ctx.saved.x
+        dx = cuda.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
+                                  self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
         return dx.reshape(x.shape)
 
 
@@ -104,6 +143,8 @@ class Conv2d(_Conv):
     ``H_out = floor((H + pad_top + pad_bottom - dilation * (kernel - 1) - 1) / stride) + 1``;
     ``padding="same"`` gives ``ceil(H / stride)`` (TensorFlow/ONNX SAME_UPPER).
     Weight ``(out_channels, C / groups, kh, kw)``, bias ``(out_channels,)``.
+    ``algorithm``: "im2col", "direct", "winograd" (F(2x2, 3x3): 3x3, stride 1, dilation 1 only) or
+    "auto" (:func:`.winograd.choose_algorithm`); the result is the same up to rounding.
     """
 
     type_name = "conv2d"
@@ -120,6 +161,7 @@ class Conv1d(_Conv):
     type_name = "conv1d"
     spatial = 1
     layout = "(C, L)"
+    algorithms = ("auto", "im2col", "direct")  # Winograd F(2x2, 3x3) is 2-D only
 
 
 class ConvTranspose2d(Layer):
@@ -188,12 +230,33 @@ class ConvTranspose2d(Layer):
         return conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
                                          ctx.grads["weight"], ctx.grads.get("bias"))
 
+    def forward_cuda(self, ctx, x):
+        from . import cuda  # numba-cuda is imported only when a network runs on cuda
+
+        ctx.saved.x = x
+        out = self.output_shape(x.shape[1:])
+        return cuda.conv_transpose2d_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"),
+                                             self._geometry(), out[1:])
+
+    def backward_cuda(self, ctx, grad):
+        from . import cuda
+
+        return cuda.conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
+                                              ctx.grads["weight"], ctx.grads.get("bias"))
+
 
 def _check_groups(layer, in_channels, input_shape):
     for what, channels in (("in_channels", in_channels), ("out_channels", layer.out_channels)):
         if channels % layer.groups:
             raise layer.error(f"{what} ({channels}) must be divisible by groups ({layer.groups}); "
                               f"input shape {input_shape}", key="groups")
+
+
+def _kernels(algorithm):
+    """``(forward, backward)`` of conv2d by ``algorithm`` ("winograd", "im2col", "direct" or ``None``)."""
+    if algorithm == "winograd":
+        return winograd.conv2d_forward, winograd.conv2d_backward
+    return partial(conv2d_forward, algorithm=algorithm), partial(conv2d_backward, algorithm=algorithm)
 
 
 def _as2d(a):

@@ -7,8 +7,13 @@ with selects rather than branches (random data defeats branch prediction); the g
 loop sums in float64.
 
 kernel_size = stride = 2 with no padding and every window inside the input (the common case) takes
-a specialised loop, whose backward writes each window's four gradients instead of zeroing the
-plane first and adding.
+a specialised loop over row views that LLVM vectorizes; its backward writes each window's four
+gradients (selected by the argmax's place in the window) instead of zeroing the plane first and
+adding. A window covering the whole plane (global average pooling) sums and fills.
+
+Outputs and input gradients are fresh arrays (the network holds them); reusing buffers would not
+pay: NumPy asks for transparent huge pages for large arrays, so touching fresh memory costs no
+more than overwriting old.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, serial_kernel
+from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
 
 def _is_2x2(kernel, stride, padding, in_hw, out_hw) -> bool:
@@ -33,7 +38,7 @@ def max_pool_forward(x, argmax, kernel, stride, padding) -> np.ndarray:
     """
     y = np.empty(argmax.shape, x.dtype)
     fast = _is_2x2(kernel, stride, padding, x.shape[1:], y.shape[1:])
-    _max_forward(x, y, argmax, *kernel, *stride, *padding, fast)
+    launch(_max_forward, x.size + 2 * y.size, x, y, argmax, *kernel, *stride, *padding, fast)
     return y
 
 
@@ -41,24 +46,36 @@ def max_pool_backward(grad_y, argmax, kernel, stride, padding, in_hw) -> np.ndar
     """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its window's argmax."""
     grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
     fast = _is_2x2(kernel, stride, padding, in_hw, grad_y.shape[1:])
-    _max_backward(grad_y, argmax, grad_x.reshape(grad_y.shape[0], -1), in_hw[1], fast)
+    launch(_max_backward, grad_x.size + 2 * grad_y.size, grad_y, argmax, grad_x, fast)
     return grad_x
 
 
 def avg_pool_forward(x, out_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
     """Mean over each window of ``x`` ``(P, H, W)``, with PyTorch's divisor (see ``_window``)."""
     y = np.empty((x.shape[0], *out_hw), x.dtype)
-    fast = _is_2x2(kernel, stride, padding, x.shape[1:], out_hw)
-    _avg_forward(x, y, *kernel, *stride, *padding, count_include_pad, fast)
+    loop = _avg_loop(kernel, stride, padding, x.shape[1:], out_hw)
+    launch(_avg_forward, x.size + y.size, x, y, *kernel, *stride, *padding, count_include_pad, loop)
     return y
 
 
 def avg_pool_backward(grad_y, in_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
     """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
     grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
-    fast = _is_2x2(kernel, stride, padding, in_hw, grad_y.shape[1:])
-    _avg_backward(grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, fast)
+    loop = _avg_loop(kernel, stride, padding, in_hw, grad_y.shape[1:])
+    launch(_avg_backward, grad_x.size + grad_y.size, grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, loop)
     return grad_x
+
+
+GENERAL, TWO_BY_TWO, WHOLE_PLANE = 0, 1, 2
+"""The average pool's loops: any windows, the 2x2 one, or one window covering the whole plane."""
+
+
+def _avg_loop(kernel, stride, padding, in_hw, out_hw) -> int:
+    if _is_2x2(kernel, stride, padding, in_hw, out_hw):
+        return TWO_BY_TWO
+    if tuple(out_hw) == (1, 1) and tuple(padding) == (0, 0) and tuple(kernel) == tuple(in_hw):
+        return WHOLE_PLANE
+    return GENERAL
 
 
 @cpu_kernel
@@ -69,21 +86,27 @@ def _max_forward(x, y, argmax, kh, kw, sh, sw, ph, pw, fast):
         xp, yp, ap = x[p], y[p], argmax[p]
         if fast:
             for oh in range(out_h):
-                ih = 2 * oh
-                for ow in range(out_w):
-                    iw = 2 * ow
-                    best, at = xp[ih, iw], 0
-                    v = xp[ih, iw + 1]
-                    take = (v > best) | (v != v)
-                    best, at = (v, 1) if take else (best, at)
-                    v = xp[ih + 1, iw]
-                    take = (v > best) | (v != v)
-                    best, at = (v, width) if take else (best, at)
-                    v = xp[ih + 1, iw + 1]
-                    take = (v > best) | (v != v)
-                    best, at = (v, width + 1) if take else (best, at)
-                    yp[oh, ow] = best
-                    ap[oh, ow] = ih * width + iw + at
+                top, bottom, best_row, at_row = xp[2 * oh], xp[2 * oh + 1], yp[oh], ap[oh]
+                first = 2 * oh * width
+                check = xp[0, 0] - xp[0, 0]  # NaN if some value of the row is NaN (or inf - inf)
+                for ow in range(out_w):  # NaN-blind and vectorized; a NaN sends the row to the exact loop
+                    a, b, c, d = top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]
+                    check += a + b + c + d
+                    take = b > a
+                    best, at = (b if take else a), (1 if take else 0)
+                    take = c > best
+                    best, at = (c if take else best), (width if take else at)
+                    take = d > best
+                    best_row[ow] = d if take else best
+                    at_row[ow] = first + 2 * ow + (width + 1 if take else at)
+                if check != check:
+                    for ow in range(out_w):
+                        best, at = top[2 * ow], 0
+                        for v, place in ((top[2 * ow + 1], 1), (bottom[2 * ow], width), (bottom[2 * ow + 1], width + 1)):
+                            take = (v > best) | (v != v)
+                            best, at = (v, place) if take else (best, at)
+                        best_row[ow] = best
+                        at_row[ow] = first + 2 * ow + at
         else:
             for oh in range(out_h):
                 h0 = oh * sh - ph
@@ -104,41 +127,46 @@ def _max_forward(x, y, argmax, kh, kw, sh, sw, ph, pw, fast):
 
 
 @cpu_kernel
-def _max_backward(grad_y, argmax, grad_x, width, fast):
+def _max_backward(grad_y, argmax, grad_x, fast):
     planes, out_h, out_w = grad_y.shape
-    size = grad_x.shape[1]
+    height, width = grad_x.shape[1], grad_x.shape[2]
     for p in prange(planes):
         gy, ap, gx = grad_y[p], argmax[p], grad_x[p]
+        flat = gx.reshape(height * width)
         if fast:
             for oh in range(out_h):
                 top = 2 * oh * width
                 for ow in range(out_w):
                     i = top + 2 * ow
-                    gx[i] = 0
-                    gx[i + 1] = 0
-                    gx[i + width] = 0
-                    gx[i + width + 1] = 0
-                    gx[ap[oh, ow]] = gy[oh, ow]
+                    flat[i] = 0
+                    flat[i + 1] = 0
+                    flat[i + width] = 0
+                    flat[i + width + 1] = 0
+                    flat[ap[oh, ow]] = gy[oh, ow]
                 for i in range(top + 2 * out_w, top + width):  # odd width: the unused last column
-                    gx[i] = 0
-                    gx[i + width] = 0
-            for i in range(2 * out_h * width, size):  # odd height: the unused last row
-                gx[i] = 0
+                    flat[i] = 0
+                    flat[i + width] = 0
+            flat[2 * out_h * width:] = 0  # odd height: the unused last row
         else:
-            for i in range(size):
-                gx[i] = 0
+            flat[:] = 0
             for oh in range(out_h):
                 for ow in range(out_w):
-                    gx[ap[oh, ow]] += gy[oh, ow]
+                    flat[ap[oh, ow]] += gy[oh, ow]
 
 
 @cpu_kernel
-def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, fast):
+def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, loop):
     planes, height, width = x.shape
     out_h, out_w = y.shape[1], y.shape[2]
     for p in prange(planes):
         xp, yp = x[p], y[p]
-        if fast:
+        if loop == 2:  # WHOLE_PLANE
+            flat = xp.reshape(height * width)
+            total = 0.0
+            for i in range(height * width):
+                total += flat[i]
+            yp[0, 0] = total / (height * width)
+        elif loop == 1:  # TWO_BY_TWO
             for oh in range(out_h):
                 ih = 2 * oh
                 for ow in range(out_w):
@@ -157,12 +185,14 @@ def _avg_forward(x, y, kh, kw, sh, sw, ph, pw, count_include_pad, fast):
 
 
 @cpu_kernel
-def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, fast):
+def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, loop):
     planes, out_h, out_w = grad_y.shape
     height, width = grad_x.shape[1], grad_x.shape[2]
     for p in prange(planes):
         gy, gx = grad_y[p], grad_x[p]
-        if fast:
+        if loop == 2:  # WHOLE_PLANE
+            gx[:, :] = gy[0, 0] / (height * width)
+        elif loop == 1:  # TWO_BY_TWO
             for oh in range(out_h):
                 ih = 2 * oh
                 for ow in range(out_w):

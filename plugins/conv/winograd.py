@@ -1,0 +1,468 @@
+"""Winograd F(2x2, 3x3) convolution (Lavin & Gray 2015, "Fast Algorithms for Convolutional Neural
+Networks") for 3x3, stride-1, dilation-1 conv2d: the forward pass and both gradients.
+
+1-D F(2, 3) gives two outputs of a 3-tap correlation of a 4-wide input tile ``d`` with the taps
+``g`` in 4 multiplications instead of 6: ``y = A^T [(G g) * (B^T d)]`` with
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+Nested, a 2x2 output tile comes from a 4x4 input tile (tiles overlap by 2) as ``Y = A^T [U * V] A``,
+``U = G g G^T``, ``V = B^T d B``: 16 multiplications instead of 36. Summed over the input channels,
+the element-wise products become 16 matrix products, one per tile position ``k = 4*xi + nu``:
+
+    M[k] = U[k] @ V[k]        (O, C) @ (C, T)  per group, T tiles
+
+Tile ``(n, ti, tj)`` makes output rows ``2ti, 2ti+1`` and columns ``2tj, 2tj+1`` from input rows
+``2ti - top + (0..3)`` and columns ``2tj - left + (0..3)`` (zero outside x); outputs of the last
+tiles that fall outside y are dropped. The gradients:
+
+    dx = conv(dY, rot180(w)^T) with padding 2 - top, 2 - left: the same algorithm on the output
+         gradient, with U made from the rotated filter, input and output channels swapped
+    dW = G^T dU G,  dU[k] = sum over tiles dM[k] @ V[k]^T,  dM = A dY A^T per 2x2 tile of dY
+         (the chain rule through M = U * V: every step is linear)
+
+Each pass is one parallel loop over blocks of tile rows (those of all samples, in order): a thread
+transforms the block's input tiles into its own buffer (about BLOCK_BYTES), makes the 16 products
+with a register-blocked kernel (no BLAS) and transforms them into y, or adds dU into its own
+partial sum (the partial sums are added at the end), so the tiles stay in cache.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
+
+from .cpu import Geometry
+
+BLOCK_BYTES = 4 << 20
+"""Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes..."""
+MIN_TILES = 96
+"""... and hold at least this many tiles (the products run along the tiles)."""
+
+WINOGRAD_MIN_CHANNELS = 1024
+"""auto picks Winograd when (C/G) * (O/G) reaches this ..."""
+WINOGRAD_MIN_SIZE = 8
+"""... and the output is at least this tall and wide (see :func:`choose_algorithm`)."""
+
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+"""The transform matrices of F(2, 3), as in the paper; the kernels below spell them out."""
+
+
+def fits(kernel, stride, dilation) -> bool:
+    """Whether F(2x2, 3x3) computes this convolution: a 3x3 kernel, stride 1, dilation 1."""
+    return tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+
+
+def choose_algorithm(channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
+    """conv2d's ``"auto"``: ``"winograd"`` for a 3x3, stride-1, dilation-1 conv that is not depthwise,
+    with ``(C/G) * (O/G) >= WINOGRAD_MIN_CHANNELS`` and ``min(OH, OW) >= WINOGRAD_MIN_SIZE``; else
+    ``None`` (:mod:`.cpu` chooses).
+
+    Measured against :mod:`.cpu`'s direct path (float32, forward + backward, batch 32, 2 threads,
+    idle machine): Winograd is 1.06-1.5x faster from 32 x 32 channels and 8x8 outputs up (32->32
+    at 28x28 to 80x80: 1.2-1.5x; 64->64 at 14x14 to 56x56: 1.06-1.3x; 128->128 at 8x8 to 28x28:
+    1.1-1.2x; 256->256 at 8x8 and 14x14: 1.04-1.3x), and no faster below (16->16 at 224x224,
+    512->512 at 7x7: 1.0x; 3->64 at 112x112: 0.5x).
+    """
+    per_group = (channels // geom.groups) * (out_channels // geom.groups)
+    if (fits(geom.kernel, geom.stride, geom.dilation) and channels > geom.groups
+            and per_group >= WINOGRAD_MIN_CHANNELS and min(out_hw) >= WINOGRAD_MIN_SIZE):
+        return "winograd"
+    return None
+
+
+# -- public wrappers ------------------------------------------------------------------------------
+def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw) -> np.ndarray:
+    """``conv(x, weight) + bias`` of shape ``(N, O, *out_hw)`` by Winograd, for a ``geom`` that
+    :func:`fits`."""
+    x = np.ascontiguousarray(x)
+    y = np.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
+    u = _filter(ctx, "winograd.u", weight, geom.groups, rotated=False)
+    base = bias if bias is not None else np.zeros(y.shape[1], y.dtype)
+    _convolve(ctx, x, u, base, y, *geom.padding)
+    return y
+
+
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias) -> np.ndarray:
+    """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
+    ``grad_bias`` (``None`` without a bias)."""
+    x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
+    if grad_bias is not None:
+        np.sum(grad, axis=(0, 2, 3), out=grad_bias)
+    groups, (top, left) = geom.groups, geom.padding
+    tiles = _tiles(grad.shape[2:])
+    rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
+    partial = ctx.workspace("winograd.du", (numba.get_num_threads(), *_packed_shape(grad.shape[1], x.shape[1],
+                                                                                     groups)), x.dtype)
+    partial.fill(0)
+    launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, rows, v, mm,
+           partial)
+    du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
+    np.sum(partial, axis=0, out=du)
+    launch(_filter_gradient, grad_weight.size, du, grad_weight)
+    dx = np.empty(x.shape, x.dtype)
+    u = _filter(ctx, "winograd.u.rotated", weight, groups, rotated=True)
+    _convolve(ctx, grad, u, np.zeros(x.shape[1], x.dtype), dx, 2 - top, 2 - left)
+    return dx
+
+
+# -- helpers of the wrappers ----------------------------------------------------------------------
+def _tiles(out_hw) -> tuple[int, int]:
+    """Tiles down and across: ``ceil(OH / 2), ceil(OW / 2)``."""
+    return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+
+
+def _round_up(value: int) -> int:
+    return -(-value // 4) * 4
+
+
+def _packed_shape(rows: int, cols: int, groups: int) -> tuple[int, int, int, int]:
+    """``(16, G, R/G, C/G)`` with both per-group counts rounded up to multiples of 4."""
+    return 16, groups, _round_up(rows // groups), _round_up(cols // groups)
+
+
+def _filter(ctx, key, weight, groups, rotated):
+    """U = G g G^T of every filter, ``(16, G, O/G, C/G)`` zero-padded to multiples of 4 (rotated:
+    of the rotated filters, ``(16, G, C/G, O/G)``), in the workspace ``key``."""
+    o, cg = weight.shape[:2]
+    shape = _packed_shape(cg * groups, o, groups) if rotated else _packed_shape(o, cg * groups, groups)
+    u = ctx.workspace(key, shape, weight.dtype)
+    u.fill(0)
+    launch(_filter_tiles, weight.size * 2, weight, u, rotated)
+    return u
+
+
+def _buffers(ctx, x, out_channels, groups, tiles):
+    """(tile rows per block, V, M): per-thread buffers ``(threads, 16, G, R, rows * TW)`` for the
+    transformed input (R = C/G) and the products (R = O/G), R rounded up to a multiple of 4 and
+    its padding rows zero, carved from one workspace.
+
+    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; the blocks are evened out and
+    made a multiple of the threads, so that every thread gets the same work.
+    """
+    in_channels, dtype = x.shape[1], x.dtype
+    v_rows, m_rows = _round_up(in_channels // groups), _round_up(out_channels // groups)
+    per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
+    total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
+    rows = max(budget // per_row, -(-MIN_TILES // tiles[1]))
+    blocks = -(-total // rows)
+    blocks = -(-blocks // threads) * threads
+    rows = -(-total // blocks)
+    count = rows * tiles[1]
+    v_size, m_size = threads * 16 * groups * v_rows * count, threads * 16 * groups * m_rows * count
+    flat = ctx.workspace("winograd.tiles", (threads * max(budget, rows * per_row),), dtype)  # one size, mostly
+    v = flat[:v_size].reshape(threads, 16, groups, v_rows, count)
+    mm = flat[v_size:v_size + m_size].reshape(threads, 16, groups, m_rows, count)
+    v[:, :, :, in_channels // groups:] = 0
+    mm[:, :, :, out_channels // groups:] = 0
+    return rows, v, mm
+
+
+def _work(x, out_channels, groups, tiles) -> int:
+    """The work of a pass for :func:`cnnrun.engine.jit.launch`: per tile, 16 * (C/G) * (O/G) * G
+    vectorized multiply-adds (1/8 each) and 16 * (C + O) transformed values."""
+    channels = x.shape[1]
+    per_tile = 2 * channels * (out_channels // groups) + 16 * (channels + out_channels)
+    return x.shape[0] * tiles[0] * tiles[1] * per_tile
+
+
+def _convolve(ctx, x, u, base, y, top, left):
+    """y = base + conv(x, w) by F(2x2, 3x3), U = w's packed transformed filters (:func:`_filter`),
+    x read from rows ``2ti - top`` and columns ``2tj - left`` (``top``/``left`` may be negative)."""
+    tiles = _tiles(y.shape[2:])
+    rows, v, mm = _buffers(ctx, x, y.shape[1], u.shape[1], tiles)
+    launch(_convolve_blocks, _work(x, y.shape[1], u.shape[1], tiles), x, u, base, y, top, left, *tiles, rows, v, mm)
+
+
+# -- kernels --------------------------------------------------------------------------------------
+# Inner-loop indices are cast to ``np.uintp`` (as in :mod:`.cpu`): no wraparound checks, loops vectorize.
+
+
+@cpu_kernel
+def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_all):
+    """y[n, o] = base[o] + A^T (sum over the channels c of o's group: U[:, g, o, c] * V[:, c]) A for
+    every tile; parallel over blocks of ``rows`` tile rows (of all samples, in order), each thread
+    in its own V and M."""
+    channels, out_channels = x.shape[1], y.shape[1]
+    groups = u.shape[1]
+    per_in, per_out = channels // groups, out_channels // groups
+    total = x.shape[0] * tiles_h
+    for block in prange((total + rows - 1) // rows):
+        r0 = block * rows
+        r1 = min(r0 + rows, total)
+        thread = numba.get_thread_id()
+        v, mm = v_all[thread], m_all[thread]
+        padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
+        zero = np.zeros(x.shape[3], x.dtype)
+        for c in range(channels):
+            g = c // per_in
+            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
+        for k in range(16):
+            for g in range(groups):
+                _product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
+        for o in range(out_channels):
+            g = o // per_out
+            _output_block(mm, g, o - g * per_out, base[o], y, o, r0, r1, tiles_h, tiles_w)
+
+
+@cpu_kernel
+def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_all, partial):
+    """partial[thread, k, g, o, c] += sum over the thread's tiles of dM[k, o, t] * V[k, c, t], with
+    dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of x's tiles (the forward pass's)."""
+    channels, out_channels = x.shape[1], grad.shape[1]
+    groups = partial.shape[2]
+    per_in, per_out = channels // groups, out_channels // groups
+    total = x.shape[0] * tiles_h
+    for block in prange((total + rows - 1) // rows):
+        r0 = block * rows
+        r1 = min(r0 + rows, total)
+        thread = numba.get_thread_id()
+        v, mm, part = v_all[thread], m_all[thread], partial[thread]
+        padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
+        rows_dy = np.zeros((4, 2 * tiles_w), x.dtype)
+        zero = np.zeros(max(x.shape[3], grad.shape[3]), x.dtype)
+        for c in range(channels):
+            g = c // per_in
+            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
+        for o in range(out_channels):
+            g = o // per_out
+            _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy, zero)
+        for k in range(16):
+            for g in range(groups):
+                _dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
+
+
+@serial_kernel
+def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w, padded, zero):
+    """v[4*xi + nu, g, c, t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
+    tile row r % TH of sample r // TH; tile t = (r - r0) * TW + tj), d the 4x4 tile of
+    x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x.
+
+    Per tile row, B^T combines four rows of the plane (``zero`` for rows outside) along the whole
+    row, into ``padded`` (its columns outside the plane stay zero); then B combines the four columns
+    of each tile.
+    """
+    height, width = x.shape[2], x.shape[3]
+    first, last = max(0, -left), min(width, padded.shape[1] - left)  # the plane columns tiles read
+    for r_ in range(r0, r1):
+        n = r_ // tiles_h
+        plane = x[n, channel]
+        r = 2 * (r_ - n * tiles_h) - top
+        d0 = plane[r] if 0 <= r < height else zero
+        d1 = plane[r + 1] if 0 <= r + 1 < height else zero
+        d2 = plane[r + 2] if 0 <= r + 2 < height else zero
+        d3 = plane[r + 3] if 0 <= r + 3 < height else zero
+        for q in range(first, last):
+            j = np.uintp(q)
+            p = np.uintp(q + left)
+            padded[0, p] = d0[j] - d2[j]
+            padded[1, p] = d1[j] + d2[j]
+            padded[2, p] = d2[j] - d1[j]
+            padded[3, p] = d1[j] - d3[j]
+        start = (r_ - r0) * tiles_w
+        for a in range(4):
+            row = padded[a]
+            out0, out1, out2, out3 = v[4 * a, g, c], v[4 * a + 1, g, c], v[4 * a + 2, g, c], v[4 * a + 3, g, c]
+            for tj in range(tiles_w):
+                t = np.uintp(start + tj)
+                q = np.uintp(2 * tj)
+                out0[t] = row[q] - row[q + 2]
+                out1[t] = row[q + 1] + row[q + 2]
+                out2[t] = row[q + 2] - row[q + 1]
+                out3[t] = row[q + 1] - row[q + 3]
+
+
+@serial_kernel
+def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
+    """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, g, o, t] of the
+    tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped."""
+    height = y.shape[2]
+    m = mm[:, g, o]
+    for r_ in range(r0, r1):
+        n = r_ // tiles_h
+        i = 2 * (r_ - n * tiles_h)
+        start = (r_ - r0) * tiles_w
+        _output_row(m, 0, start, b, y[n, channel, i])
+        if i + 1 < height:
+            _output_row(m, 4, start, b, y[n, channel, i + 1])
+
+
+@serial_kernel
+def _output_row(m, k, start, b, row):
+    """row[2tj + j] = b + (A^T M A)[i, j] for the tiles start + tj, output row i = k / 4 (0 or 1):
+    A^T combines M's rows 0 + 1 + 2 (i = 0) or 1 - 2 - 3 (i = 1), then the columns the same way."""
+    pairs = row.size // 2  # tiles whose two columns are inside the row
+    for tj in range(pairs):
+        s0, s1, s2, s3 = _output_terms(m, k, np.uintp(start + tj))
+        j = np.uintp(2 * tj)
+        row[j] = b + s0 + s1 + s2
+        row[j + 1] = b + s1 - s2 - s3
+    if 2 * pairs < row.size:
+        s0, s1, s2, _ = _output_terms(m, k, np.uintp(start + pairs))
+        row[2 * pairs] = b + s0 + s1 + s2
+
+
+@serial_kernel
+def _output_terms(m, k, t):
+    """The four column values of row k / 4 of A^T M, M = m[:, t] as a 4x4 tile."""
+    if k == 0:
+        return (m[0, t] + m[4, t] + m[8, t], m[1, t] + m[5, t] + m[9, t], m[2, t] + m[6, t] + m[10, t],
+                m[3, t] + m[7, t] + m[11, t])
+    return (m[4, t] - m[8, t] - m[12, t], m[5, t] - m[9, t] - m[13, t], m[6, t] - m[10, t] - m[14, t],
+            m[7, t] - m[11, t] - m[15, t])
+
+
+@serial_kernel
+def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w, rows, zero):
+    """mm[4*xi + nu, g, o, t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
+    2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti.
+
+    Per tile row, A makes the rows r0, r0 + r1, r0 - r1, -r1 of the two grad rows (``zero`` past
+    the end) along the whole row, into ``rows`` ``(4, 2*TW)`` (a last odd column stays zero); then
+    the same across the two columns of each tile.
+    """
+    height, width = grad.shape[2], grad.shape[3]
+    m = mm[:, g, o]
+    for r_ in range(r0, r1):
+        n = r_ // tiles_h
+        i = 2 * (r_ - n * tiles_h)
+        d0 = grad[n, channel, i]
+        d1 = grad[n, channel, i + 1] if i + 1 < height else zero
+        for q in range(width):
+            j = np.uintp(q)
+            rows[0, j] = d0[j]
+            rows[1, j] = d0[j] + d1[j]
+            rows[2, j] = d0[j] - d1[j]
+            rows[3, j] = -d1[j]
+        start = (r_ - r0) * tiles_w
+        for a in range(4):
+            row = rows[a]
+            out0, out1, out2, out3 = m[4 * a], m[4 * a + 1], m[4 * a + 2], m[4 * a + 3]
+            for tj in range(tiles_w):
+                t = np.uintp(start + tj)
+                q = np.uintp(2 * tj)
+                out0[t] = row[q]
+                out1[t] = row[q] + row[q + 1]
+                out2[t] = row[q] - row[q + 1]
+                out3[t] = -row[q + 1]
+
+
+@serial_kernel
+def _product(a, b, count, out):
+    """out[i, t] = sum_k a[i, k] * b[k, t] for t < count; ``a`` ``(R, K)``, R and K multiples of 4.
+
+    Four rows of ``out`` take four terms per pass over the run, so each output is loaded and stored
+    once per 16 multiply-adds while the 16 coefficients wait in registers.
+    """
+    rows, depth = a.shape
+    for i in range(0, rows, 4):
+        out0, out1, out2, out3 = out[i, :count], out[i + 1, :count], out[i + 2, :count], out[i + 3, :count]
+        out0[:] = 0
+        out1[:] = 0
+        out2[:] = 0
+        out3[:] = 0
+        for k in range(0, depth, 4):
+            b0, b1, b2, b3 = b[k, :count], b[k + 1, :count], b[k + 2, :count], b[k + 3, :count]
+            w = a[i:i + 4, k:k + 4]
+            w00, w01, w02, w03 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
+            w10, w11, w12, w13 = w[1, 0], w[1, 1], w[1, 2], w[1, 3]
+            w20, w21, w22, w23 = w[2, 0], w[2, 1], w[2, 2], w[2, 3]
+            w30, w31, w32, w33 = w[3, 0], w[3, 1], w[3, 2], w[3, 3]
+            for t in range(count):
+                v0, v1, v2, v3 = b0[t], b1[t], b2[t], b3[t]
+                out0[t] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+                out1[t] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+                out2[t] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+                out3[t] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+
+
+@serial_kernel
+def _dots(a, b, count, out):
+    """out[i, k] += sum_{t < count} a[i, t] * b[k, t]; ``out`` ``(R, K)``, R and K multiples of 4,
+    in blocks of 4 x 2 dot products that accumulate in registers."""
+    rows, depth = out.shape
+    zero = out.dtype.type(0)
+    for i in range(0, rows, 4):
+        a0, a1, a2, a3 = a[i, :count], a[i + 1, :count], a[i + 2, :count], a[i + 3, :count]
+        for k in range(0, depth, 2):
+            b0, b1 = b[k, :count], b[k + 1, :count]
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+            for t in range(count):
+                v0, v1 = b0[t], b1[t]
+                c00 += a0[t] * v0
+                c01 += a0[t] * v1
+                c10 += a1[t] * v0
+                c11 += a1[t] * v1
+                c20 += a2[t] * v0
+                c21 += a2[t] * v1
+                c30 += a3[t] * v0
+                c31 += a3[t] * v1
+            out[i, k] += c00
+            out[i, k + 1] += c01
+            out[i + 1, k] += c10
+            out[i + 1, k + 1] += c11
+            out[i + 2, k] += c20
+            out[i + 2, k + 1] += c21
+            out[i + 3, k] += c30
+            out[i + 3, k + 1] += c31
+
+
+@cpu_kernel
+def _filter_tiles(w, u, rotated):
+    """u[4*xi + nu, g, o, c] = (G w[g*O/G + o, c] G^T)[xi, nu]; ``rotated``: u[k, g, c, o] of the
+    filter rotated by 180 degrees (w[.., 2 - i, 2 - j]). ``u`` arrives zeroed (padding stays 0)."""
+    out_channels, channels = w.shape[0], w.shape[1]
+    groups = u.shape[1]
+    per_out = out_channels // groups
+    for oc in prange(out_channels * channels):
+        o = oc // channels
+        c = oc - o * channels
+        g = o // per_out
+        tile = np.empty((3, 3), w.dtype)
+        for i in range(3):
+            for j in range(3):
+                tile[i, j] = w[o, c, 2 - i, 2 - j] if rotated else w[o, c, i, j]
+        h = np.empty((4, 3), w.dtype)  # G g: rows g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2
+        for j in range(3):
+            g0, g1, g2 = tile[0, j], tile[1, j], tile[2, j]
+            h[0, j] = g0
+            h[1, j] = (g0 + g1 + g2) * 0.5
+            h[2, j] = (g0 - g1 + g2) * 0.5
+            h[3, j] = g2
+        row, col = (c, o - g * per_out) if rotated else (o - g * per_out, c)
+        for a in range(4):
+            g0, g1, g2 = h[a, 0], h[a, 1], h[a, 2]
+            u[4 * a, g, row, col] = g0
+            u[4 * a + 1, g, row, col] = (g0 + g1 + g2) * 0.5
+            u[4 * a + 2, g, row, col] = (g0 - g1 + g2) * 0.5
+            u[4 * a + 3, g, row, col] = g2
+
+
+@cpu_kernel
+def _filter_gradient(du, dw):
+    """dw[g*O/G + o, c] = G^T dU G, dU the 16 values du[:, g, o, c] as a 4x4 tile."""
+    out_channels, channels = dw.shape[0], dw.shape[1]
+    per_out = out_channels // du.shape[1]
+    for oc in prange(out_channels * channels):
+        o = oc // channels
+        c = oc - o * channels
+        g = o // per_out
+        ol = o - g * per_out
+        h = np.empty((3, 4), dw.dtype)  # G^T dU: rows d0 + (d1 + d2)/2, (d1 - d2)/2, (d1 + d2)/2 + d3
+        for b in range(4):
+            d0, d1, d2, d3 = du[b, g, ol, c], du[4 + b, g, ol, c], du[8 + b, g, ol, c], du[12 + b, g, ol, c]
+            h[0, b] = d0 + (d1 + d2) * 0.5
+            h[1, b] = (d1 - d2) * 0.5
+            h[2, b] = (d1 + d2) * 0.5 + d3
+        for i in range(3):
+            d0, d1, d2, d3 = h[i, 0], h[i, 1], h[i, 2], h[i, 3]
+            dw[o, c, i, 0] = d0 + (d1 + d2) * 0.5
+            dw[o, c, i, 1] = (d1 - d2) * 0.5
+            dw[o, c, i, 2] = (d1 + d2) * 0.5 + d3
