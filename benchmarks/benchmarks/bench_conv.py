@@ -1,0 +1,38 @@
+"""Convolution: forward, and backward (input, weight and bias gradients), on the shapes of the
+PyTorch comparison (benchmarks/compare_torch.py, docs/performance.md)."""
+
+from . import OneLayer, parse_shape
+
+CASES = {
+    # case: (input N x C x H x W, layer options)
+    "a": ("64x1x28x28", {"out_channels": 6, "kernel_size": 5, "padding": 2}),
+    "b": ("64x6x14x14", {"out_channels": 16, "kernel_size": 5}),
+    "c": ("32x64x56x56", {"out_channels": 64, "kernel_size": 3, "padding": 1}),
+    "d": ("32x128x28x28", {"out_channels": 128, "kernel_size": 3, "padding": 1}),
+    "e": ("32x256x28x28", {"out_channels": 64, "kernel_size": 1}),
+    "f": ("32x64x56x56", {"out_channels": 64, "kernel_size": 3, "padding": 1, "groups": 64}),
+    "g": ("32x64x56x56", {"out_channels": 64, "kernel_size": 3, "stride": 2, "padding": 1}),
+}
+
+
+class Conv2d:
+    """conv2d, cases (a) to (g): (a)/(b) LeNet-5's two convolutions, (c)/(d) 3x3 ResNet
+    convolutions, (e) a 1x1 (pointwise) one, (f) depthwise (groups = channels), (g) stride 2."""
+
+    params = [list(CASES)]
+    param_names = ["case"]
+    timeout = 300
+
+    def setup(self, case):
+        shape, options = CASES[case]
+        self.op = OneLayer({"type": "conv2d", **options}, parse_shape(shape))
+
+    def time_forward(self, case):
+        self.op.forward()
+
+    def time_backward(self, case):
+        self.op.backward()
+
+    def peakmem_forward_backward(self, case):
+        self.op.forward()
+        self.op.backward()
