@@ -28,7 +28,7 @@ def serial_kernel(function):
     return numba.njit(cache=True, fastmath=set(SAFE_FASTMATH))(function)
 
 
-PARALLEL_MIN_WORK = 2_000_000
+PARALLEL_MIN_WORK = 1_000_000
 """Kernels whose work is estimated below this (about a nanosecond a unit on one core: callers
 count a vectorized multiply-add as 1/8, an element read or written as 1) run on one thread."""
 

@@ -5,8 +5,8 @@ of a matrix (offsets ``k * stride``), columns of an im2col buffer, or shifted vi
 image planes (a direct convolution, without im2col). Both kernels are serial: callers split the
 work over threads.
 
-- :func:`rows_product` ``out = a @ rows``: four output rows take four rows of input per pass over a
-  run of pixels, so each output is loaded and stored once per 16 multiply-adds.
+- :func:`rows_product` ``out += a @ rows``: four output rows take four rows of input per pass over
+  a run of pixels, so each output is loaded and stored once per 16 multiply-adds.
 - :func:`row_dots` ``out += a_rows . b_rows``: blocks of 4 x 3 dot products over a run, in registers.
 
 Their inner loops index contiguous runs from 0, so LLVM vectorizes them (``fastmath`` lets it

@@ -66,8 +66,8 @@ rows (stride 1) or im2col."""
 
 PATCH_MIN_ROWS = 16
 """... and at least this many output channels per group share each copied patch. A stride-1
-transpose with fewer rows (input channels per group) takes im2col: the rotated filter's rows,
-padded to 4, and the wider padded planes would waste more than col2im costs."""
+transpose with fewer rows (input channels per group) runs as the adjoint of shifted rows: the
+rotated filter's rows, padded to 4, and its wider padded planes would waste more."""
 
 PATCH_TILE = 48
 """The channels-last path copies the patches of this many output pixels at a time (a multiple of 3)."""
@@ -134,12 +134,16 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
 
 
 def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
-    """The path of a conv with this weight ``(O, C/G, kh, kw)``: "depthwise", "direct", "im2col"
-    or "strided" (forward as "direct", the gradients as "im2col").
+    """The path of a conv with this weight ``(O, C/G, kh, kw)`` (see the module docstring):
 
-    Depthwise convs (one input channel per group, several groups) and 1x1 stride-1 convs always
-    take their own path; otherwise ``algorithm`` decides, and ``None`` picks "direct" at stride 1,
-    else "strided".
+    - "depthwise" (one input channel per group, several groups), whatever ``algorithm`` says;
+    - "direct": no im2col buffer; the forward by shifted rows or, with many taps, channels-last
+      patches, the transpose the same with the rotated filter (or, with few input channels, as the
+      adjoint of shifted rows), the weight gradient by shifted rows. Stride 1 only; 1x1 stride-1
+      convs always take it (it is a plain matrix product there);
+    - "im2col": im2col columns for all three products;
+    - "strided" (``None`` at stride > 1): the forward by channels-last patches when it has many
+      taps, everything else as "im2col".
     """
     if algorithm is not None and algorithm not in ALGORITHMS:
         raise CnnrunError(f"unknown conv algorithm {algorithm!r}; expected one of: {', '.join(ALGORITHMS)}")
@@ -188,6 +192,8 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         rotated = _rotated(w, geom.groups)
         product = _patches if _many_taps(rotated, geom) else _direct
         product(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
+    elif path == "direct":
+        _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
     else:
         groups, per_group = geom.groups, w.shape[0] // geom.groups
         packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
@@ -223,6 +229,29 @@ def _weight(ctx, x, g, geom, grad_w, path):
         launch(_im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
                x, g, partial, _column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
     np.sum(partial[:, :, :per_group], axis=0, out=grad_w.reshape(groups, per_group, taps))
+
+
+def _direct_transpose(ctx, g, w, base, x, geom):
+    """x = base + conv^T(g, w) at stride 1 as the adjoint of the shifted-rows product: per tile of
+    the flattened padded pixels, the columns ``w^T @ g`` (g spread to width Wp) are added into the
+    padded planes at each tap's shift, then the planes are cropped to x."""
+    height, width, offsets = _planes(w.shape, g.shape, geom)
+    spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
+    groups, per_group = geom.groups, w.shape[0] // geom.groups
+    packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+    length = (g.shape[2] - 1) * width + g.shape[3]
+    tile = _tile(packed.shape[1], x.dtype, length)
+    acc = ctx.workspace("conv.transpose.acc", (_threads(), packed.shape[1], tile), x.dtype)
+    planes = ctx.workspace("conv.transpose.planes", (x.shape[0], x.shape[1], height, width), x.dtype)
+    planes.fill(0)
+    channels = _channel_rows(groups, per_group, packed.shape[2], g.shape[2] * width)
+    launch(_shifted_transpose, _work(x.shape[0], length, *packed.shape) // 8, spread, packed, channels, offsets,
+           planes.reshape(x.shape[0], -1), length, w.shape[1] * _taps(geom), tile, acc)
+    (top, left), (h, w_) = geom.padding, x.shape[2:]
+    rows, cols = min(h, height - top), min(w_, width - left)  # rows and columns past them: base only
+    if (rows, cols) != (h, w_):
+        x[...] = base.reshape(-1, 1, 1)
+    np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
 
 
 def _patches(ctx, key, x, w, base, y, geom):
@@ -442,6 +471,27 @@ def _direct_weight(spread, src, offsets, partial, plane, length, tile):
                      part[g, :, 0:part.shape[2]])
 
 
+@cpu_kernel
+def _shifted_transpose(spread, packed, rows, offsets, planes, length, taps, tile, acc):
+    """planes[n, offsets[g, k] + q] += sum_o packed[g, k, o] * spread[n, rows[g, o] + q] for q < length
+    and the ``taps`` taps k of every group g: the adjoint of :func:`_shifted_product`, one sample per
+    thread (the shifted runs of one sample's tiles overlap)."""
+    samples = spread.shape[0]
+    groups = packed.shape[0]
+    for n in prange(samples):
+        out = acc[numba.get_thread_id()]
+        for q0 in range(0, length, tile):
+            m = min(tile, length - q0)
+            for g in range(groups):
+                out[:, :m] = 0
+                rows_product(packed[g, :, 0:packed.shape[2]], spread[n], rows[g], q0, m, out)
+                for k in range(taps):
+                    start = offsets[g, k] + q0
+                    target, values = planes[n, start:start + m], out[k]
+                    for t in range(m):
+                        target[t] += values[t]
+
+
 # -- channels-last patches -----------------------------------------------------------------------
 @cpu_kernel
 def _channels_last(x, out, top, left):
@@ -518,7 +568,8 @@ def _patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patc
 @cpu_kernel
 def _im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols, acc):
     """y = conv(x, w) + base over tiles of output pixels: per group and block of taps, the tile's
-    columns (``rows[k]``: where column k starts in a ``cols`` buffer), then :func:`~cnnrun.plugins.products.rows_product`
+    columns (``rows[k]``: where column k starts in a ``cols`` buffer), then
+    :func:`~cnnrun.plugins.products.rows_product`
     with ``packed`` ``(G, O/G, taps)`` (both rounded up to 4)."""
     samples, channels = x.shape[0], x.shape[1]
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
@@ -594,8 +645,8 @@ def _im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, co
             for k0 in range(0, taps, block):
                 count = min(block, taps - k0)
                 _fill_columns(x[n], grp * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
-                row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows, np.int64(0), m,
-                          part[grp, :, k0:k0 + count])
+                row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows,
+                         np.int64(0), m, part[grp, :, k0:k0 + count])
 
 
 # Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and

@@ -62,7 +62,8 @@ def avg_pool_backward(grad_y, in_hw, kernel, stride, padding, count_include_pad)
     """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
     grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
     loop = _avg_loop(kernel, stride, padding, in_hw, grad_y.shape[1:])
-    launch(_avg_backward, grad_x.size + grad_y.size, grad_y, grad_x, *kernel, *stride, *padding, count_include_pad, loop)
+    launch(_avg_backward, grad_x.size + grad_y.size, grad_y, grad_x, *kernel, *stride, *padding,
+           count_include_pad, loop)
     return grad_x
 
 
@@ -102,7 +103,8 @@ def _max_forward(x, y, argmax, kh, kw, sh, sw, ph, pw, fast):
                 if check != check:
                     for ow in range(out_w):
                         best, at = top[2 * ow], 0
-                        for v, place in ((top[2 * ow + 1], 1), (bottom[2 * ow], width), (bottom[2 * ow + 1], width + 1)):
+                        others = ((top[2 * ow + 1], 1), (bottom[2 * ow], width), (bottom[2 * ow + 1], width + 1))
+                        for v, place in others:
                             take = (v > best) | (v != v)
                             best, at = (v, place) if take else (best, at)
                         best_row[ow] = best
