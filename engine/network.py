@@ -205,7 +205,9 @@ class Network:
                 input_grads = (input_grads,)
             for source, g in zip(node.inputs, input_grads):
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
-        return grads.get(INPUT, self.backend.zeros((self._batch, *self.input_shape), self.dtype))
+        if INPUT in grads:
+            return grads[INPUT]
+        return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing
 
     def _implementation(self, node: Node):
         impl = node.layer.implementation(self.device)
