@@ -19,7 +19,8 @@ from .train import train
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cnnrun")
 @click.option("--strict-plugins", is_flag=True,
-              help="Fail when an installed plugin cannot be loaded (default: warn and go on).")
+              help="Fail when a plugin cannot be loaded or registers something wrong "
+                   "(default: warn, skip that plugin and go on).")
 @click.pass_context
 def cli(ctx: click.Context, strict_plugins: bool) -> None:
     """cnnrun: describe, train and evaluate convolutional networks written in JSON."""

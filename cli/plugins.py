@@ -19,15 +19,15 @@ def plugins(ctx: click.Context, output_format: str) -> None:
 
     pm, registries = load_plugins(ctx)
     infos = plugin_infos(pm, registries)
+    failures = pm.failures + registries.failures  # failed to import; registered something wrong
     if output_format == "json":
-        report = {"plugins": [asdict(i) for i in infos],
-                  "failed": [asdict(f) for f in pm.failures]}
+        report = {"plugins": [asdict(i) for i in infos], "failed": [asdict(f) for f in failures]}
         click.echo(json.dumps(report, indent=2))
         return
-    width = max(len(name) for name in [i.name for i in infos] + [f.name for f in pm.failures])
+    width = max(len(name) for name in [i.name for i in infos] + [f.name for f in failures])
     for info in infos:
         click.echo(f"{info.name.ljust(width)}  {info.version or '-':<8}  {provides(info)}")
-    for failure in pm.failures:
+    for failure in failures:
         click.echo(f"{failure.name.ljust(width)}  FAILED    {failure.error}")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .contract import Contract
 from .device import CPU, get_backend
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
 from .layer import RESERVED_KEYS, Context, Layer, Shape
@@ -59,6 +60,7 @@ class Network:
                 self.buffers[node.name] = {k: np.zeros(s, self.dtype) for k, s in buffers.items()}
         self.contexts = {node.name: Context(self.params.get(node.name, {}), self.grads.get(node.name, {}),
                                             self.buffers.get(node.name, {})) for node in nodes}
+        self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
         self.initialize(seed)
 
@@ -158,6 +160,7 @@ class Network:
         ``timer(node_name, "forward")``, if given, is a context manager wrapped around each layer.
         """
         x = self._check_input(x)
+        contract = self._contract.for_batch(x.shape[0])
         values = {INPUT: x}
         for node in self.nodes:
             ctx = self.contexts[node.name]
@@ -166,6 +169,7 @@ class Network:
             forward, _ = self._implementation(node)
             with timer(node.name, "forward") if timer else nullcontext():
                 values[node.name] = forward(ctx, *(values[i] for i in node.inputs))
+            contract.check_output(node, values[node.name])
         self._forward_done = True
         self._batch = x.shape[0]
         return values[self.nodes[-1].name]
@@ -191,6 +195,7 @@ class Network:
             raise ShapeError(f"{self.name}: backward expected a gradient of shape {expected}; "
                              f"got {grad_output.shape}")
         grads = {last.inputs[0]: grad_output} if skip_last else {last.name: grad_output}
+        contract = self._contract.for_batch(self._batch)
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
             ctx = self.contexts[node.name]
@@ -201,8 +206,7 @@ class Network:
             _, backward = self._implementation(node)
             with timer(node.name, "backward") if timer else nullcontext():
                 input_grads = backward(ctx, grad)
-            if len(node.inputs) == 1 and not isinstance(input_grads, (tuple, list)):
-                input_grads = (input_grads,)
+            input_grads = contract.check_backward(node, input_grads, ctx.grads)
             for source, g in zip(node.inputs, input_grads):
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
         if INPUT in grads:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -52,22 +53,38 @@ class PluginInfo:
 
 
 class PluginManager(pluggy.PluginManager):
-    """pluggy's manager, plus the versions of installed plugins and the ones that failed to load."""
+    """pluggy's manager, plus the versions of installed plugins, the ones that failed to load, and
+    whether broken plugins are errors (``strict``) or warnings."""
 
-    def __init__(self):
+    def __init__(self, strict: bool = False):
         super().__init__("cnnrun")
         self.add_hookspecs(hookspecs)
+        self.strict = strict
         self.versions: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
+
+    def check_pending(self) -> None:
+        """pluggy's check that every ``@hookimpl`` names a known hook, with the nearest hook's name
+        added to the error (``unknown hook 'cnnrun_register_layer' ... (did you mean ...?)``)."""
+        try:
+            super().check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = re.match(r"unknown hook '(\w+)'", str(exc))
+            hint = did_you_mean(unknown.group(1), HOOK_NAMES) if unknown else ""
+            raise pluggy.PluginValidationError(exc.plugin, f"{exc}{hint}") from None
+
+
+HOOK_NAMES = tuple(name for name in vars(hookspecs) if name.startswith("cnnrun_"))
 
 
 def make_plugin_manager(load_entrypoints: bool = True, strict: bool = False) -> PluginManager:
     """A fresh plugin manager holding the built-in plugins and, if asked, installed ones.
 
     A third-party plugin that fails to import is skipped with a warning naming it (kept in
-    ``pm.failures``); with ``strict=True`` it is a :class:`PluginError` instead.
+    ``pm.failures``); with ``strict=True`` it is a :class:`PluginError` instead, and so is a plugin
+    that registers something wrong when registries are built from this manager.
     """
-    pm = PluginManager()
+    pm = PluginManager(strict)
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
     if load_entrypoints:
@@ -88,19 +105,40 @@ def _load_entrypoints(pm: PluginManager, strict: bool) -> None:
         except Exception as exc:  # a broken plugin must not take cnnrun down
             if plugin is not None and pm.is_registered(plugin):
                 pm.unregister(plugin)
-            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # one line
-            message = f"plugin '{ep.name}' ({ep.value}) failed to load: {error}"
+            message = f"plugin '{ep.name}' ({ep.value}) failed to load: {_one_line(exc)}"
             if strict:
                 raise PluginError(message) from exc
             warnings.warn(message, stacklevel=2)
-            pm.failures.append(PluginFailure(ep.name, error))
+            pm.failures.append(PluginFailure(ep.name, _one_line(exc)))
             continue
         if ep.dist is not None:
             pm.versions[ep.name] = ep.dist.version
 
 
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def plugin_version(pm: PluginManager, name: str) -> str | None:
+    """The version of plugin ``name``: cnnrun's for built-in plugins, the distribution's for
+    installed ones, ``None`` for plugins registered by hand."""
+    from cnnrun import __version__
+
+    return __version__ if name in DEFAULT_PLUGINS else pm.versions.get(name)
+
+
+class UnknownTypeError(ConfigError):
+    """A ``type`` that no plugin registered; ``type_name`` and ``kind`` say which."""
+
+    def __init__(self, message: str, *, type_name, kind: str, **where):
+        super().__init__(message, **where)
+        self.type_name = type_name
+        self.kind = kind
+
+
 class Registry:
-    """Classes by ``type_name``, each with the plugin that registered it, filled by one hook."""
+    """Classes by ``type_name``, each with the plugin (and its version) that registered it, filled
+    by one hook."""
 
     kind: str = "type"
     base: type = object
@@ -109,45 +147,100 @@ class Registry:
     def __init__(self):
         self.classes: dict[str, type] = {}
         self.providers: dict[str, str] = {}
+        self.versions: dict[str, str | None] = {}  # plugin name -> version
+        self.failures: list[PluginFailure] = []
 
-    def register(self, cls: type, plugin: str = "<direct>") -> None:
-        """Add ``cls`` under its ``type_name``; a name taken by another plugin is an error."""
+    def check(self, cls, plugin: str, staged: dict[str, type] | None = None) -> str:
+        """The ``type_name`` of ``cls`` if plugin ``plugin`` may register it, else a :class:`PluginError`:
+        not a subclass of :attr:`base`, no ``type_name``, or a name taken already."""
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise PluginError(f"plugin '{plugin}' registered {cls!r}, which is not a "
                               f"{self.base.__name__} subclass")
-        name = cls.type_name
+        name = getattr(cls, "type_name", None)
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a type_name")
         if name in self.classes:
             raise PluginError(f"{self.kind} '{name}' is registered by two plugins: "
                               f"'{self.providers[name]}' and '{plugin}'")
+        if staged and name in staged:
+            raise PluginError(f"plugin '{plugin}' registered {self.kind} '{name}' twice")
+        return name
+
+    def register(self, cls: type, plugin: str = "<direct>", version: str | None = None) -> None:
+        """Add ``cls`` under its ``type_name``; see :meth:`check` for what is an error."""
+        name = self.check(cls, plugin)
         self.classes[name] = cls
         self.providers[name] = plugin
+        self.versions[plugin] = version
 
     def get(self, type_name) -> type:
-        """The class registered as ``type_name``, or a :class:`ConfigError` with the nearest name."""
+        """The class registered as ``type_name``, or an :class:`UnknownTypeError` with the nearest name."""
         try:
             return self.classes[type_name]
         except (KeyError, TypeError):
             hint = did_you_mean(type_name, self.classes)
-            raise ConfigError(f"unknown {self.kind} '{type_name}'{hint}", key="type") from None
+            raise UnknownTypeError(f"unknown {self.kind} '{type_name}'{hint}", type_name=type_name,
+                                   kind=self.kind, key="type") from None
+
+    def provenance(self, type_name: str) -> dict:
+        """``{"plugin": name, "version": version}`` of the plugin that registered ``type_name``."""
+        plugin = self.providers[type_name]
+        return {"plugin": plugin, "version": self.versions.get(plugin)}
 
     def __contains__(self, type_name) -> bool:
         return type_name in self.classes
 
     @classmethod
-    def from_plugin_manager(cls, pm: PluginManager):
-        """Call every plugin's implementation of ``cls.hook``, remembering which plugin gave what."""
+    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None):
+        """Call every plugin's implementation of ``cls.hook``, remembering which plugin gave what.
+
+        A plugin whose hook raises or registers something :meth:`check` rejects is skipped with a
+        warning (kept in ``registry.failures``); ``strict`` (default: ``pm.strict``) makes it a
+        :class:`PluginError`.
+        """
         registry = cls()
-        for impl in getattr(pm.hook, cls.hook).get_hookimpls():
-            try:
-                impl.function(register=lambda c, _plugin=impl.plugin_name: registry.register(c, _plugin))
-            except PluginError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"plugin '{impl.plugin_name}' failed in {cls.hook}: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+        registry.failures = collect(pm, [registry], strict)
         return registry
+
+
+def collect(pm: PluginManager, registries: list[Registry], strict: bool | None = None) -> list[PluginFailure]:
+    """Fill ``registries`` from their hooks, one plugin at a time in registration order (built-ins
+    first), so that a duplicate name keeps the first plugin's class. Everything a plugin registers
+    is added, or nothing: a plugin that fails is skipped whole, like one that failed to import.
+    Returns the skipped plugins."""
+    strict = pm.strict if strict is None else strict
+    failures = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        try:
+            staged = [(registry, _registered_by(pm, registry, plugin, name)) for registry in registries]
+        except PluginError as err:
+            if strict:
+                raise
+            warnings.warn(f"{err}; plugin '{name}' skipped", stacklevel=2)
+            failures.append(PluginFailure(name, str(err)))
+            continue
+        for registry, classes in staged:
+            for cls in classes.values():
+                registry.register(cls, name, plugin_version(pm, name))
+    return failures
+
+
+def _registered_by(pm: PluginManager, registry: Registry, plugin, name: str) -> dict[str, type]:
+    """``{type_name: class}`` that ``plugin`` registers through ``registry.hook``, checked."""
+    classes: dict[str, type] = {}
+    for impl in getattr(pm.hook, registry.hook).get_hookimpls():
+        if impl.plugin is not plugin:
+            continue
+        found = []
+        try:
+            impl.function(register=found.append)
+        except Exception as exc:
+            raise PluginError(f"plugin '{name}' failed in {registry.hook}: {_one_line(exc)}") from exc
+        for cls in found:
+            classes[registry.check(cls, name, classes)] = cls
+    return classes
 
 
 class LayerRegistry(Registry):
@@ -174,31 +267,37 @@ class OptimizerRegistry(Registry):
 
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers."""
+    """Everything the plugins registered: layer types, data sources, optimizers, and the plugins
+    skipped because they registered something wrong."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
+    failures: list[PluginFailure] = field(default_factory=list)
 
     @classmethod
-    def from_plugin_manager(cls, pm: PluginManager) -> "Registries":
-        return cls(LayerRegistry.from_plugin_manager(pm), DataSourceRegistry.from_plugin_manager(pm),
-                   OptimizerRegistry.from_plugin_manager(pm))
+    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None) -> "Registries":
+        """All three registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
+        one hook is left out of all three."""
+        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry())
+        registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers],
+                                      strict)
+        return registries
 
 
 def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
-    """Every registered plugin with its version and the types it provides, built-ins first."""
-    from cnnrun import __version__
+    """Every registered plugin with its version and the types it provides, built-ins first
+    (without the plugins skipped in ``registries.failures``)."""
+    skipped = {failure.name for failure in registries.failures}
 
     def provided(registry: Registry, plugin: str) -> list[str]:
         return sorted(t for t, p in registry.providers.items() if p == plugin)
 
     infos = []
     for name, plugin in pm.list_name_plugin():
-        if plugin is None:
+        if plugin is None or name in skipped:
             continue
-        version = __version__ if name in DEFAULT_PLUGINS else pm.versions.get(name)
-        infos.append(PluginInfo(name, version, provided(registries.layers, name),
+        infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
                                 provided(registries.data_sources, name), provided(registries.optimizers, name)))
     return infos
 

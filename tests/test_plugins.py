@@ -137,48 +137,123 @@ def test_plugin_layer_errors_name_the_layer(plugin_manager):
         Network.from_config(config, registry=registry)
 
 
-def test_two_plugins_registering_one_type_name_is_an_error_naming_both(plugin_manager):
+def skipped_with_warning(pm, match, build=LayerRegistry.from_plugin_manager):
+    """``build(pm)`` after checking that it warns once, matching ``match`` (a regular expression)."""
+    with pytest.warns(UserWarning, match=match) as caught:
+        built = build(pm)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    return built
+
+
+def test_two_plugins_registering_one_type_name_keep_the_first_and_warn_naming_both(plugin_manager):
+    class OtherScale(Scale):
+        pass
+
     plugin_manager.register(registers(Scale), name="first-plugin")
-    plugin_manager.register(registers(Scale), name="second-plugin")
-    with pytest.raises(PluginError, match="layer type 'test_scale' is registered by two plugins: ") as info:
-        LayerRegistry.from_plugin_manager(plugin_manager)
-    assert "'first-plugin'" in str(info.value) and "'second-plugin'" in str(info.value)
+    plugin_manager.register(registers(OtherScale, Product), name="second-plugin")
+    registry = skipped_with_warning(plugin_manager, re.escape(
+        "layer type 'test_scale' is registered by two plugins: 'first-plugin' and 'second-plugin'; "
+        "plugin 'second-plugin' skipped"))
+    assert registry.get("test_scale") is Scale and registry.providers["test_scale"] == "first-plugin"
+    assert "test_product" not in registry  # the second plugin is skipped whole
+    assert [f.name for f in registry.failures] == ["second-plugin"]
+    assert "'first-plugin' and 'second-plugin'" in registry.failures[0].error
+    with pytest.raises(PluginError, match="'first-plugin' and 'second-plugin'"):
+        LayerRegistry.from_plugin_manager(plugin_manager, strict=True)
 
 
-def test_a_plugin_taking_a_builtin_type_name_is_an_error_naming_both(plugin_manager):
+def test_a_plugin_taking_a_builtin_type_name_is_skipped_and_the_builtin_kept(plugin_manager):
     class MyReLU(Scale):
         type_name = "relu"
 
     plugin_manager.register(registers(MyReLU), name="my-relu")
-    with pytest.raises(PluginError, match="layer type 'relu' is registered by two plugins: ") as info:
-        LayerRegistry.from_plugin_manager(plugin_manager)
-    assert "'cnnrun.plugins.activations'" in str(info.value) and "'my-relu'" in str(info.value)
+    registry = skipped_with_warning(plugin_manager, re.escape(
+        "layer type 'relu' is registered by two plugins: 'cnnrun.plugins.activations' and 'my-relu'"))
+    assert registry.get("relu").__module__ == "cnnrun.plugins.activations"
+    net = Network.from_config({"input": {"shape": [2]}, "layers": [{"type": "relu"}]}, registry=registry)
+    np.testing.assert_array_equal(net.forward(np.array([[-1.0, 2.0]])), [[0.0, 2.0]])
+
+
+def test_a_plugin_registering_one_type_twice_is_skipped(plugin_manager):
+    plugin_manager.register(registers(Scale, Scale), name="twice")
+    registry = skipped_with_warning(plugin_manager, "plugin 'twice' registered layer type 'test_scale' twice")
+    assert "test_scale" not in registry
 
 
 class NoTypeName(Layer):
     pass
 
 
-@pytest.mark.parametrize("obj, message", [
+BAD_REGISTRATIONS = [
     (dict, "registered <class 'dict'>, which is not a Layer subclass"),
     (Scale("an_instance"), "registered Scale\\('an_instance'\\), which is not a Layer subclass"),
     ("relu", "registered 'relu', which is not a Layer subclass"),
     (NoTypeName, "registered NoTypeName without a type_name"),
-])
-def test_registering_something_else_than_a_layer_class_is_an_error(plugin_manager, obj, message):
-    plugin_manager.register(registers(obj), name="odd-plugin")
+]
+
+
+@pytest.mark.parametrize("obj, message", BAD_REGISTRATIONS)
+def test_registering_something_else_than_a_layer_class_skips_the_plugin(plugin_manager, obj, message):
+    plugin_manager.register(registers(Product, obj), name="odd-plugin")
+    registry = skipped_with_warning(plugin_manager, "plugin 'odd-plugin' " + message + "; plugin 'odd-plugin' skipped")
+    assert "test_product" not in registry and "relu" in registry
+    assert registry.failures[0].name == "odd-plugin"
     with pytest.raises(PluginError, match="plugin 'odd-plugin' " + message):
-        LayerRegistry.from_plugin_manager(plugin_manager)
+        LayerRegistry.from_plugin_manager(plugin_manager, strict=True)
 
 
-def test_check_pending_catches_a_misspelled_hookimpl(plugin_manager):
+def test_a_hook_that_raises_skips_the_plugin_naming_it(plugin_manager):
+    class Raising:
+        @hookimpl
+        def cnnrun_register_layers(self, register):
+            register(Scale)
+            raise RuntimeError("boom")
+
+    plugin_manager.register(Raising(), name="raising")
+    message = "plugin 'raising' failed in cnnrun_register_layers: RuntimeError: boom"
+    registry = skipped_with_warning(plugin_manager, re.escape(message + "; plugin 'raising' skipped"))
+    assert "test_scale" not in registry and "conv2d" in registry
+    with pytest.raises(PluginError, match=re.escape(message)):
+        LayerRegistry.from_plugin_manager(plugin_manager, strict=True)
+
+
+def test_strict_mode_of_the_plugin_manager_is_the_default_of_its_registries():
+    pm = make_plugin_manager(load_entrypoints=False, strict=True)
+    pm.register(registers(dict), name="odd-plugin")
+    with pytest.raises(PluginError, match="plugin 'odd-plugin' registered <class 'dict'>"):
+        Registries.from_plugin_manager(pm)
+    with pytest.warns(UserWarning, match="odd-plugin"):
+        assert Registries.from_plugin_manager(pm, strict=False).failures[0].name == "odd-plugin"
+
+
+def test_a_plugin_failing_in_one_hook_is_left_out_of_every_registry(plugin_manager):
+    class HalfBroken:
+        @hookimpl
+        def cnnrun_register_layers(self, register):
+            register(Scale)
+
+        @hookimpl
+        def cnnrun_register_optimizers(self, register):
+            register(Scale)  # not an Optimizer
+
+    plugin_manager.register(HalfBroken(), name="half-broken")
+    registries = skipped_with_warning(plugin_manager, "plugin 'half-broken' registered <class '.*Scale'>, "
+                                      "which is not a Optimizer subclass", build=Registries.from_plugin_manager)
+    assert "test_scale" not in registries.layers and "sgd" in registries.optimizers
+    assert [f.name for f in registries.failures] == ["half-broken"]
+    infos = plugin_infos(plugin_manager, registries)
+    assert "half-broken" not in [i.name for i in infos] and infos[0].name == DEFAULT_PLUGINS[0]
+
+
+def test_check_pending_catches_a_misspelled_hookimpl_and_suggests_the_hook(plugin_manager):
     class Misspelled:
         @hookimpl
         def cnnrun_register_layer(self, register):  # the hook is cnnrun_register_layers
             register(Scale)
 
     plugin_manager.register(Misspelled(), name="misspelled")
-    with pytest.raises(pluggy.PluginValidationError, match="unknown hook 'cnnrun_register_layer'"):
+    with pytest.raises(pluggy.PluginValidationError, match=r"unknown hook 'cnnrun_register_layer' .*"
+                                                           r"\(did you mean 'cnnrun_register_layers'\?\)"):
         plugin_manager.check_pending()
 
 
@@ -217,7 +292,9 @@ def test_strict_mode_makes_a_failed_import_an_error(broken_plugin):
 
 
 @pytest.mark.parametrize("source, error", [
-    ("def cnnrun_register_layer(register):\n    pass\n", "unknown hook 'cnnrun_register_layer'"),
+    ("def cnnrun_register_layer(register):\n    pass\n",
+     "unknown hook 'cnnrun_register_layer' in plugin <module 'cnnrun_badhook' from "),
+    ("def cnnrun_register_layer(register):\n    pass\n", "(did you mean 'cnnrun_register_layers'?)"),
     ("def cnnrun_register_layers(add):\n    pass\n", "Argument(s) {'add'} are declared in the hookimpl but can not be found in the hookspec"),
 ])
 def test_an_installed_plugin_with_a_bad_hook_is_a_warning_and_skipped(tmp_path, monkeypatch, source, error):
@@ -235,15 +312,37 @@ def test_an_installed_plugin_with_a_bad_hook_is_a_warning_and_skipped(tmp_path, 
     sys.modules.pop("cnnrun_badhook", None)
 
 
-def test_a_hook_that_raises_names_the_plugin(plugin_manager):
-    class Raising:
-        @hookimpl
-        def cnnrun_register_layers(self, register):
-            raise RuntimeError("boom")
+@pytest.fixture
+def installed_relu_plugin(tmp_path, monkeypatch):
+    """An installed plugin that registers a second ``relu`` (and a layer type of its own)."""
+    (tmp_path / "cnnrun_relu2.py").write_text(
+        "from cnnrun.engine import Layer, hookimpl\n\n"
+        "class ReLU(Layer):\n    type_name = 'relu'\n\n"
+        "class Mine(Layer):\n    type_name = 'mine'\n\n"
+        "@hookimpl\ndef cnnrun_register_layers(register):\n    register(Mine)\n    register(ReLU)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    install(monkeypatch, importlib.metadata.EntryPoint(name="cnnrun-relu2", value="cnnrun_relu2", group="cnnrun"))
+    yield "layer type 'relu' is registered by two plugins: 'cnnrun.plugins.activations' and 'cnnrun-relu2'"
+    sys.modules.pop("cnnrun_relu2", None)
 
-    plugin_manager.register(Raising(), name="raising")
-    with pytest.raises(PluginError, match="plugin 'raising' failed in cnnrun_register_layers: RuntimeError: boom"):
-        LayerRegistry.from_plugin_manager(plugin_manager)
+
+def test_the_cli_works_on_with_a_plugin_that_registers_a_builtin_type(installed_relu_plugin):
+    from click.testing import CliRunner
+
+    from cnnrun.cli.main import cli
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["plugins"])
+    assert listed.exit_code == 0, listed.output
+    assert f"Warning: {installed_relu_plugin}; plugin 'cnnrun-relu2' skipped" in listed.stderr
+    assert re.search(r"^cnnrun-relu2 +FAILED +" + re.escape(installed_relu_plugin), listed.stdout, re.M)
+    assert "cnnrun.plugins.activations" in listed.stdout and "mine" not in listed.stdout
+    report = json.loads(runner.invoke(cli, ["plugins", "--format", "json"]).stdout)
+    assert report["failed"] == [{"name": "cnnrun-relu2", "error": installed_relu_plugin}]
+    described = runner.invoke(cli, ["describe", str(ROOT / "examples" / "lenet5.json")])
+    assert described.exit_code == 0 and "relu" in described.stdout, described.output
+    strict = runner.invoke(cli, ["--strict-plugins", "describe", str(ROOT / "examples" / "lenet5.json")])
+    assert strict.exit_code == 1 and strict.stderr.strip() == f"Error: {installed_relu_plugin}"
 
 
 def test_load_entrypoints_false_ignores_installed_plugins(broken_plugin):
