@@ -44,7 +44,7 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     removed = {bn for _, bn in pairs}
     buffers = {layer: dict(named) for layer, named in checkpoint.buffers.items() if layer not in removed}
     meta = {"network": net.name, "normalization": checkpoint.meta.get("normalization"),
-            "fused": [list(pair) for pair in pairs]}
+            "fused": [list(pair) for pair in pairs], "plugins": checkpoint.meta.get("plugins")}
     new_config = copy.deepcopy(config)
     if pairs:
         new_config["layers"] = _rewired_layers(config["layers"], net, {bn: layer for layer, bn in pairs})

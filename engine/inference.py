@@ -13,6 +13,7 @@ from .errors import CnnrunError, ConfigError
 from .losses import LOSSES, cross_entropy_from_probabilities
 from .network import Network
 from .plugins import Registries, default_registries
+from .provenance import explains_missing_plugins
 
 LATEST = "latest.npz"
 
@@ -80,6 +81,7 @@ def resolve_checkpoint(path) -> Path:
     return candidate
 
 
+@explains_missing_plugins("checkpoint")
 def load_for_inference(network, checkpoint, registries: Registries | None = None, device: str = "cpu"):
     """``(net, normalization, network_config, base_dir)``: the network of a JSON file (or config dict)
     with a checkpoint's weights, on ``device``, and the input normalization it was trained with."""

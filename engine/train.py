@@ -26,6 +26,7 @@ from .options import choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
 from .progress import Reporter
+from .provenance import explains_missing_plugins, layer_plugins
 from .schedules import check_schedule, lr_at
 
 TRAIN_DEFAULTS = {
@@ -120,6 +121,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.reporter = reporter or Reporter()
         registries = registries or default_registries()
+        self.layer_plugins = layer_plugins(net, registries.layers)  # recorded in every checkpoint
         if len(net.output_shape) != 1:
             raise ConfigError(f"training needs a network output of shape (classes,); the last layer gives "
                               f"{net.output_shape} (add flatten and linear layers)", section="train")
@@ -144,6 +146,7 @@ class Trainer:
                 "rng": {"shuffle": self.shuffle.bit_generator.state,
                         "layers": {n: c.rng.bit_generator.state for n, c in self.net.contexts.items()}},
                 "normalization": self.normalization, "best": self.best, "metrics": metrics}
+        meta["plugins"] = self.layer_plugins
         return Checkpoint(params, buffers, self.optimizer.state_arrays(), meta)
 
     def restore(self, checkpoint: Checkpoint, source: str) -> None:
@@ -223,6 +226,7 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
 
+@explains_missing_plugins("resume")
 def train(network, *, overrides: dict | None = None, out=None, resume=None, reporter: Reporter | None = None,
           registries: Registries | None = None, device: str = "cpu") -> TrainResult:
     """Train a network described by a JSON file path or a config dict.
