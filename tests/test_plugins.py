@@ -467,11 +467,17 @@ def test_the_installed_example_is_found_through_its_entry_point(tmp_path, monkey
 
 # -- the guide ---------------------------------------------------------------------------------
 def test_guide_excerpts_match_the_example_package():
-    """Every code block of docs/plugins.md that starts with ``# <file>`` is a verbatim part of that file."""
+    """Every code block of docs/plugins.md that starts with ``# <file>`` is a verbatim part of that file,
+    after the imports it repeats from the top of the file (so that each snippet shows its imports)."""
     blocks = re.findall(r"```(?:python|toml)\n# ([\w.]+)\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
     assert {file for file, _ in blocks} == {"cnnrun_swish.py", "pyproject.toml"}
     for file, excerpt in blocks:
-        assert excerpt in (EXAMPLE / file).read_text(encoding="utf-8"), f"docs/plugins.md is out of date with {file}"
+        source = (EXAMPLE / file).read_text(encoding="utf-8")
+        imports = re.match(r"(?:(?:import |from )[^\n]*\n|\n)*", excerpt).group(0) if file.endswith(".py") else ""
+        for line in imports.splitlines():
+            assert not line or re.search(rf"^{re.escape(line)}", source, re.M) or \
+                line.startswith("from ") and line.split(" import ")[0] in source, f"{file} has no {line!r}"
+        assert excerpt[len(imports):] in source, f"docs/plugins.md is out of date with {file}"
 
 
 def test_guide_documents_every_hook():

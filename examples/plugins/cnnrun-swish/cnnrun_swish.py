@@ -37,6 +37,11 @@ class Swish(Layer):
         return grad * (s + beta * x * s * (1 - s))
 
 
+def _per_channel(weight, ndim):
+    """``weight`` (C,) shaped to broadcast against a batch (N, C, ...) of ``ndim`` dimensions."""
+    return weight.reshape(-1, *[1] * (ndim - 2))
+
+
 class ChannelScale(Layer):
     """y[n, c, ...] = weight[c] * x[n, c, ...]: one trained scale per channel.
 
@@ -74,11 +79,6 @@ class ChannelScale(Layer):
         x = ctx.saved.x
         ctx.grads["weight"][...] = np.sum(grad * x, axis=(0, *range(2, x.ndim)))
         return grad * _per_channel(ctx.params["weight"], x.ndim)
-
-
-def _per_channel(weight, ndim):
-    """``weight`` (C,) shaped to broadcast against a batch (N, C, ...) of ``ndim`` dimensions."""
-    return weight.reshape(-1, *[1] * (ndim - 2))
 
 
 @hookimpl
