@@ -113,3 +113,14 @@ def test_the_cli_prints_one_line(trained):
     assert result.exit_code == 1
     assert result.stderr.strip() == "Error: " + f"{net_file}: " + MISSING.format(path=run / "latest.npz") + \
         "; `cnnrun plugins` lists what is)"
+
+
+def test_a_fused_checkpoint_keeps_the_record(trained):
+    from cnnrun.engine.fuse import fuse_network
+
+    run, net_file = trained
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(PReLUPlugin(), name="cnnrun-prelu")
+    checkpoint = load_checkpoint(run / "latest.npz")
+    _, fused, _ = fuse_network(NET, checkpoint, registry=Registries.from_plugin_manager(pm).layers)
+    assert fused.meta["plugins"] == checkpoint.meta["plugins"]
