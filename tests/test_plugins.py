@@ -300,6 +300,7 @@ def test_strict_mode_makes_a_failed_import_an_error(broken_plugin):
 def test_an_installed_plugin_with_a_bad_hook_is_a_warning_and_skipped(tmp_path, monkeypatch, source, error):
     (tmp_path / "cnnrun_badhook.py").write_text("from cnnrun.engine import hookimpl\n\n@hookimpl\n" + source)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cnnrun_badhook", raising=False)  # each case imports its own file
     install(monkeypatch, importlib.metadata.EntryPoint(name="cnnrun-badhook", value="cnnrun_badhook",
                                                        group="cnnrun"))
     with pytest.warns(UserWarning, match=r"plugin 'cnnrun-badhook' \(cnnrun_badhook\) failed to load: "
