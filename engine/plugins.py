@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.optimizers",
 )
 ENTRY_POINT_GROUP = "cnnrun"
+HOOK_NAMES = tuple(name for name in vars(hookspecs) if name.startswith("cnnrun_"))
 
 
 @dataclass
@@ -72,9 +73,6 @@ class PluginManager(pluggy.PluginManager):
             unknown = re.match(r"unknown hook '(\w+)'", str(exc))
             hint = did_you_mean(unknown.group(1), HOOK_NAMES) if unknown else ""
             raise pluggy.PluginValidationError(exc.plugin, f"{exc}{hint}") from None
-
-
-HOOK_NAMES = tuple(name for name in vars(hookspecs) if name.startswith("cnnrun_"))
 
 
 def make_plugin_manager(load_entrypoints: bool = True, strict: bool = False) -> PluginManager:
@@ -208,7 +206,7 @@ def collect(pm: PluginManager, registries: list[Registry], strict: bool | None =
     first), so that a duplicate name keeps the first plugin's class. Everything a plugin registers
     is added, or nothing: a plugin that fails is skipped whole, like one that failed to import.
     Returns the skipped plugins."""
-    strict = pm.strict if strict is None else strict
+    strict = getattr(pm, "strict", False) if strict is None else strict
     failures = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
