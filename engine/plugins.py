@@ -1,4 +1,4 @@
-"""The plugin manager and the registry of layer types it collects.
+"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices.
 
 Built-in layers are plugins too (:data:`DEFAULT_PLUGINS`), registered through the same hook as
 third-party packages, which declare an entry point in the group ``cnnrun``.
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError, did_you_mean
+from .errors import CnnrunError, ConfigError, PluginError, did_you_mean
 from .data import DataSource
+from .device import Device, Kernels
 from .layer import Layer
 from .optim import Optimizer
 
@@ -23,11 +24,14 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
     "cnnrun.plugins.pool",
     "cnnrun.plugins.dense",
+    "cnnrun.plugins.reshape",
     "cnnrun.plugins.activations",
     "cnnrun.plugins.norm",
+    "cnnrun.plugins.dropout",
     "cnnrun.plugins.merge",
     "cnnrun.plugins.datasets",
     "cnnrun.plugins.optimizers",
+    "cnnrun.plugins.devices",
 )
 ENTRY_POINT_GROUP = "cnnrun"
 
@@ -49,6 +53,7 @@ class PluginInfo:
     layer_types: list[str] = field(default_factory=list)
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -105,6 +110,7 @@ class Registry:
     kind: str = "type"
     base: type = object
     hook: str = ""
+    key: str = "type_name"  # the class attribute that names it
 
     def __init__(self):
         self.classes: dict[str, type] = {}
@@ -115,9 +121,9 @@ class Registry:
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise PluginError(f"plugin '{plugin}' registered {cls!r}, which is not a "
                               f"{self.base.__name__} subclass")
-        name = cls.type_name
+        name = getattr(cls, self.key, None)
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a type_name")
+            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a {self.key}")
         if name in self.classes:
             raise PluginError(f"{self.kind} '{name}' is registered by two plugins: "
                               f"'{self.providers[name]}' and '{plugin}'")
@@ -151,13 +157,17 @@ class Registry:
 
 
 class LayerRegistry(Registry):
-    """Layer types (``cnnrun_register_layers``)."""
+    """Layer types (``cnnrun_register_layers``), and the devices their networks run on (``devices``:
+    a :class:`DeviceRegistry`, or ``None`` for the default plugins' devices)."""
 
     kind, base, hook = "layer type", Layer, "cnnrun_register_layers"
+    devices: "DeviceRegistry | None" = None
 
-    @property
-    def layers(self) -> dict[str, type[Layer]]:
-        return self.classes
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager, devices: "DeviceRegistry | None" = None):
+        registry = super().from_plugin_manager(pm)
+        registry.devices = devices or DeviceRegistry.from_plugin_manager(pm)
+        return registry
 
 
 class DataSourceRegistry(Registry):
@@ -172,18 +182,95 @@ class OptimizerRegistry(Registry):
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
 
 
+class DeviceRegistry(Registry):
+    """Devices (``cnnrun_register_devices``, by ``name``) and the kernel modules registered for them
+    (``cnnrun_register_kernels``); :meth:`open` gives a device with its kernel table."""
+
+    kind, base, hook, key = "device", Device, "cnnrun_register_devices", "name"
+
+    def __init__(self):
+        super().__init__()
+        self.kernel_modules: dict[str, list[tuple[str, str]]] = {}  # device -> [(module, plugin)]
+
+    def register_kernels(self, device: str, module: str, plugin: str = "<direct>") -> None:
+        """Record that ``module`` (a dotted name; its ``KERNELS`` dict) holds kernels for ``device``."""
+        if not (isinstance(device, str) and device and isinstance(module, str) and module):
+            raise PluginError(f"plugin '{plugin}' registered kernels with register({device!r}, {module!r}); "
+                              f"expected register(device name, module name)")
+        self.kernel_modules.setdefault(device, []).append((module, plugin))
+
+    def names(self) -> list[str]:
+        """Device names, in registration order (the ``--device`` choices)."""
+        return list(self.classes)
+
+    def open(self, name) -> Device:
+        """A working instance of device ``name`` with its kernel table (``device.kernels``)."""
+        if isinstance(name, Device):
+            return name
+        if name not in self.classes:
+            raise CnnrunError(f"unknown device '{name}'; expected one of: {', '.join(self.classes)}")
+        device = self.classes[name].open()
+        device.kernels = self.kernels_for(device)
+        return device
+
+    def kernels_for(self, device: Device) -> Kernels:
+        """The kernels of ``device``: those registered for it, then those of ``device.kernels_from``
+        for the remaining operations; each passed through ``device.wrap_kernel``."""
+        table: dict = {}
+        for source in (device.name, device.kernels_from):
+            found: dict[str, str] = {}
+            for module_name, plugin in self.kernel_modules.get(source, []) if source else ():
+                for operation, function in self._module_kernels(module_name, plugin, source).items():
+                    if operation in found:
+                        raise PluginError(f"kernel '{operation}' for device '{source}' is registered by two "
+                                          f"plugins: '{found[operation]}' and '{plugin}'")
+                    found[operation] = plugin
+                    table.setdefault(operation, function)
+        return Kernels(device.name, {op: device.wrap_kernel(op, fn) for op, fn in table.items()})
+
+    @staticmethod
+    def _module_kernels(module_name: str, plugin: str, device: str) -> dict:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PluginError(f"plugin '{plugin}' registered kernels for device '{device}' in "
+                              f"'{module_name}', which cannot be imported: {exc}") from exc
+        kernels = getattr(module, "KERNELS", None)
+        if not isinstance(kernels, dict) or not all(isinstance(k, str) and callable(f) for k, f in kernels.items()):
+            raise PluginError(f"plugin '{plugin}': kernel module '{module_name}' has no KERNELS dict of "
+                              f"operation name -> function")
+        return kernels
+
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager):
+        """Call every plugin's ``cnnrun_register_devices`` and ``cnnrun_register_kernels``."""
+        registry = super().from_plugin_manager(pm)
+        for impl in pm.hook.cnnrun_register_kernels.get_hookimpls():
+            try:
+                impl.function(register=lambda device, module, _plugin=impl.plugin_name:
+                              registry.register_kernels(device, module, _plugin))
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"plugin '{impl.plugin_name}' failed in cnnrun_register_kernels: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        return registry
+
+
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers."""
+    """Everything the plugins registered: layer types, data sources, optimizers, devices."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
+    devices: DeviceRegistry
 
     @classmethod
     def from_plugin_manager(cls, pm: PluginManager) -> "Registries":
-        return cls(LayerRegistry.from_plugin_manager(pm), DataSourceRegistry.from_plugin_manager(pm),
-                   OptimizerRegistry.from_plugin_manager(pm))
+        devices = DeviceRegistry.from_plugin_manager(pm)
+        return cls(LayerRegistry.from_plugin_manager(pm, devices), DataSourceRegistry.from_plugin_manager(pm),
+                   OptimizerRegistry.from_plugin_manager(pm), devices)
 
 
 def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
@@ -199,7 +286,8 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
             continue
         version = __version__ if name in DEFAULT_PLUGINS else pm.versions.get(name)
         infos.append(PluginInfo(name, version, provided(registries.layers, name),
-                                provided(registries.data_sources, name), provided(registries.optimizers, name)))
+                                provided(registries.data_sources, name), provided(registries.optimizers, name),
+                                provided(registries.devices, name)))
     return infos
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import Network
-from cnnrun.engine.device import to_host
 
 pytestmark = pytest.mark.cuda
 
@@ -38,6 +37,7 @@ def run_on_both(registry, layers, shape, dtype, x=None, batch=2, seed=0):
                 net.backend.fill(array, np.nan)
         y = net.forward(x, training=True)
         grad = rng.standard_normal(y.shape).astype(dtype) if grad is None else grad
+        to_host = net.backend.to_host
         result = {"y": to_host(y), "dx": to_host(net.backward(grad))}
         for layer, arrays in net.grads.items():
             result.update({f"{layer}.{name}": to_host(a) for name, a in arrays.items()})
@@ -101,7 +101,7 @@ def test_matrix_product_over_several_tiles(cuda_backend, monkeypatch, trans_a, t
     cuda._matmul(Context(backend=cuda_backend), "test", cuda_backend.asarray(a, np.float64),
                  cuda_backend.asarray(b, np.float64), out, trans_a, trans_b, accumulate)
     expected = (a.transpose(0, 2, 1) if trans_a else a) @ (b.transpose(0, 2, 1) if trans_b else b)
-    np.testing.assert_allclose(to_host(out), expected + c if accumulate else expected, **TOL["float64"])
+    np.testing.assert_allclose(cuda_backend.to_host(out), expected + c if accumulate else expected, **TOL["float64"])
 
 
 @pytest.mark.parametrize("layer, shape", [

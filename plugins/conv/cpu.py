@@ -39,7 +39,6 @@ products run on one thread (:func:`cnnrun.engine.jit.launch`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -47,10 +46,13 @@ from numba import prange
 
 from cnnrun.engine.errors import CnnrunError
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
+from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 from cnnrun.plugins.products import row_dots, rows_product
 
+from . import winograd
+
 ALGORITHMS = ("im2col", "direct")
-"""The values of the ``algorithm`` argument (``None``: the best for the shape, see :func:`choose_path`)."""
+"""The paths the ``algorithm`` argument can force (``None``: the best for the shape, see :func:`choose_path`)."""
 
 WORKSPACE_BYTES = 192 << 10
 """Each thread works on tiles of output pixels whose rows (outputs and im2col columns) fit in about
@@ -76,23 +78,17 @@ TAP_BLOCK = 16
 """Products run over blocks of this many taps (a multiple of 4), whose input rows stay in L1."""
 
 
-class Geometry(NamedTuple):
-    """Kernel size, stride, padding before (top, left), dilation (each ``(h, w)``) and groups."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-
-
 # -- public wrappers ------------------------------------------------------------------------------
 def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None) -> np.ndarray:
     """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``.
 
-    ``algorithm``: "im2col", "direct" (stride 1 only) or ``None``, the best for the shape (see
-    :func:`choose_path`; depthwise and 1x1 convs always take their own path).
+    ``algorithm`` (the layer's option): "winograd" (:mod:`.winograd`), "im2col", "direct" (stride 1
+    only), or "auto" / ``None``: :func:`resolve_algorithm` (depthwise and 1x1 convs always take their
+    own path).
     """
+    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, out_hw)
+    if algorithm == "winograd":
+        return winograd.conv2d_forward(ctx, x, weight, bias, geom, out_hw)
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
     _forward(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
@@ -102,9 +98,12 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None)
 def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None) -> np.ndarray:
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
+    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, grad.shape[2:])
+    if algorithm == "winograd":
+        return winograd.conv2d_backward(ctx, x, grad, weight, geom, grad_weight, grad_bias)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     path = choose_path(weight.shape, geom, algorithm)
-    _bias_grad(grad, grad_bias)
+    bias_grad(grad, grad_bias)
     _weight(ctx, x, grad, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
     _transpose(ctx, grad, weight, None, dx, geom, path)
@@ -126,11 +125,19 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     path = choose_path(weight.shape, geom, algorithm)
-    _bias_grad(grad, grad_bias)
+    bias_grad(grad, grad_bias)
     _weight(ctx, grad, x, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
     _forward(ctx, grad, weight, None, dx, geom, path)
     return dx
+
+
+def resolve_algorithm(algorithm, channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
+    """conv2d's ``algorithm`` option for this input: "auto" (or ``None``) becomes "winograd" where
+    :func:`.winograd.choose_algorithm` picks it, else ``None`` (:func:`choose_path` chooses)."""
+    if algorithm is None or algorithm == "auto":
+        return winograd.choose_algorithm(channels, out_channels, geom, out_hw)
+    return algorithm
 
 
 def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
@@ -172,7 +179,7 @@ def _forward(ctx, x, w, bias, y, geom, path):
         _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     else:
         groups, taps = geom.groups, w.shape[1] * _taps(geom)
-        packed = _padded_to_4(_grouped(w, groups))  # (G, O/G, taps)
+        packed = _padded_to_4(grouped(w, groups))  # (G, O/G, taps)
         tile = _tile(TAP_BLOCK + packed.shape[1], x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.forward.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         acc = ctx.workspace("conv.forward.acc", (_threads(), packed.shape[1], tile), x.dtype)
@@ -196,7 +203,7 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
     else:
         groups, per_group = geom.groups, w.shape[0] // geom.groups
-        packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+        packed = _padded_to_4(grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
         tile = _tile(TAP_BLOCK + per_group, x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.transpose.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         rows = _channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
@@ -214,7 +221,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, _round_up(per_group, 4), taps), x.dtype)
+    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, round_up(per_group, 4), taps), x.dtype)
     partial.fill(0)
     if path == "direct":
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
@@ -222,7 +229,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
         length = (g.shape[2] - 1) * width + g.shape[3]
         launch(_direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
-               g.shape[2] * width, length, _tile(_round_up(per_group, 4), x.dtype, length))
+               g.shape[2] * width, length, _tile(round_up(per_group, 4), x.dtype, length))
     else:
         tile = _tile(TAP_BLOCK + per_group, x.dtype, g.shape[2] * g.shape[3])
         cols = ctx.workspace("conv.weight.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
@@ -238,7 +245,7 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     height, width, offsets = _planes(w.shape, g.shape, geom)
     spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
     groups, per_group = geom.groups, w.shape[0] // geom.groups
-    packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+    packed = _padded_to_4(grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
     length = (g.shape[2] - 1) * width + g.shape[3]
     tile = _tile(packed.shape[1], x.dtype, length)
     acc = ctx.workspace("conv.transpose.acc", (_threads(), packed.shape[1], tile), x.dtype)
@@ -263,13 +270,13 @@ def _patches(ctx, key, x, w, base, y, geom):
     image = ctx.workspace(key + ".nhwc", (x.shape[0], height, width, x.shape[1]), x.dtype)
     launch(_channels_last, image.size, x, image, *geom.padding)
     groups, per_group, taps = geom.groups, w.shape[0] // geom.groups, w.shape[1] * kh * kw
-    depth = _round_up(taps, 8)
+    depth = round_up(taps, 8)
     packed = np.zeros((groups, per_group, depth), w.dtype)
     packed[:, :, :taps] = w.reshape(groups, per_group, w.shape[1], kh, kw).transpose(0, 1, 3, 4, 2).reshape(
         groups, per_group, taps)
     tile = min(PATCH_TILE, y.shape[2] * y.shape[3])
     patches = ctx.workspace(key + ".patches", (_threads(), tile, depth), x.dtype)
-    acc = ctx.workspace(key + ".acc", (_threads(), _round_up(per_group, 4), tile), x.dtype)
+    acc = ctx.workspace(key + ".acc", (_threads(), round_up(per_group, 4), tile), x.dtype)
     launch(_patch_product, _work(y.shape[0], y.shape[2], y.shape[3], groups, depth, per_group + 8) // 8,
            image, packed, _column_rows(tile, depth), base, y, kh, kw, sh, sw, dh, dw, patches, acc)
 
@@ -279,7 +286,7 @@ def _direct(ctx, key, x, w, base, y, geom):
     cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns."""
     height, width, offsets = _planes(w.shape, y.shape, geom)
     src = _padded(ctx, key + ".x", x, height, width, *geom.padding)
-    packed = _padded_to_4(_grouped(w, geom.groups))
+    packed = _padded_to_4(grouped(w, geom.groups))
     tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
     acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
     launch(_shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
@@ -308,7 +315,7 @@ def _tap_offsets(groups, channels, kh, kw, dh, dw, plane, width) -> np.ndarray:
     to a multiple of 4 taps (read-only)."""
     c = np.arange(groups * channels).reshape(groups, channels, 1, 1) * plane
     taps = (c + np.arange(kh).reshape(kh, 1) * dh * width + np.arange(kw) * dw).reshape(groups, -1)
-    offsets = np.zeros((groups, _round_up(taps.shape[1], 4)), np.int64)
+    offsets = np.zeros((groups, round_up(taps.shape[1], 4)), np.int64)
     offsets[:, :taps.shape[1]] = taps
     offsets.flags.writeable = False
     return offsets
@@ -354,7 +361,7 @@ def _padded(ctx, key, x, height, width, top, left):
 def _padded_to_4(a):
     """``(G, R, K)`` zero-padded to R and K multiples of 4."""
     groups, rows, taps = a.shape
-    packed = np.zeros((groups, _round_up(rows, 4), _round_up(taps, 4)), a.dtype)
+    packed = np.zeros((groups, round_up(rows, 4), round_up(taps, 4)), a.dtype)
     packed[:, :rows, :taps] = a
     return packed
 
@@ -387,27 +394,13 @@ def _threads() -> int:
     return numba.get_num_threads()
 
 
-def _round_up(value, multiple) -> int:
-    return -(-value // multiple) * multiple
-
-
 def _taps(geom) -> int:
     return geom.kernel[0] * geom.kernel[1]
-
-
-def _bias_grad(grad, grad_bias):
-    if grad_bias is not None:
-        np.sum(grad, axis=(0, 2, 3), out=grad_bias)
 
 
 def _base(bias, out):
     """What each channel of ``out`` starts from: the bias, or zeros."""
     return bias if bias is not None else np.zeros(out.shape[1], out.dtype)
-
-
-def _grouped(w, groups):
-    """``(O, C/G, kh, kw)`` as ``(G, O/G, C/G*kh*kw)`` (a view)."""
-    return w.reshape(groups, w.shape[0] // groups, -1)
 
 
 def _args(geom):
@@ -793,3 +786,7 @@ def _depthwise_weight(x, y, partial, sh, sw, ph, pw, dh, dw):
                     for j in range(w0, w1):
                         total += y[n, o, np.uintp(i), np.uintp(j)] * x[n, c, ih, np.uintp(j * sw + left)]
                 partial[n, o, ki, kj] = total
+
+
+KERNELS = {"conv2d_forward": conv2d_forward, "conv2d_backward": conv2d_backward,
+           "conv_transpose2d_forward": conv_transpose2d_forward, "conv_transpose2d_backward": conv_transpose2d_backward}

@@ -25,7 +25,7 @@ from numba import cuda
 
 from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, channel_view, grid
 
-from .cpu import Geometry
+from cnnrun.plugins.common import Geometry, cdiv, grouped
 
 WORKSPACE_BYTES = 64 << 20
 """The general path works on chunks of samples whose columns and rows fit in about this many bytes
@@ -48,19 +48,19 @@ SPLIT_TARGET_BLOCKS = 512
 """Split the inner dimension until the product has about this many (tile, split) jobs."""
 
 
-# -- public wrappers ------------------------------------------------------------------------------
-def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw):
+# -- public wrappers (``algorithm``, the layer's option, picks among CPU paths only) -----------------
+def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None):
     """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``."""
-    y = ctx.backend.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
+    y = cuda.device_array((x.shape[0], weight.shape[0], *out_hw), x.dtype)
     _forward(ctx, x, weight, bias, y, geom)
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias):
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None):
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
     _bias_grad(grad, grad_bias)
-    dx = ctx.backend.empty(x.shape, x.dtype)
+    dx = cuda.device_array(x.shape, x.dtype)
     _grads(ctx, x, grad, weight, geom, grad_weight, x_like=dx)
     return dx
 
@@ -68,7 +68,7 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
 def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw):
     """``conv^T(x, weight) + bias``, of shape ``(N, weight.shape[1] * G, *out_hw)``: x plays the
     output of a conv whose input is the result. PyTorch: ``F.conv_transpose2d``."""
-    y = ctx.backend.empty((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
+    y = cuda.device_array((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
     _transpose(ctx, x, weight, bias, y, geom)
     return y
 
@@ -77,7 +77,7 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
     """The gradient of :func:`conv_transpose2d_forward` with respect to ``x``; overwrites
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     _bias_grad(grad, grad_bias)
-    dx = ctx.backend.empty(x.shape, x.dtype)
+    dx = cuda.device_array(x.shape, x.dtype)
     _grads(ctx, grad, x, weight, geom, grad_weight, g_like=dx)
     return dx
 
@@ -88,7 +88,7 @@ def _forward(ctx, x, w, bias, y, geom):
     if w.shape[1] == 1:
         _launch(_depthwise_forward, y.size)(x, w, bias, y, *geom.stride, *geom.padding, *geom.dilation)
         return
-    wg = _grouped(w, geom.groups)
+    wg = grouped(w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, y, geom):
         _launch(_im2col, x.shape[1] * col.shape[1])(x[n0:n0 + m], col, *_args(geom, y))
         _matmul(ctx, "forward", wg, _split(col, geom.groups), _split(rows, geom.groups))
@@ -100,7 +100,7 @@ def _transpose(ctx, y, w, bias, x, geom):
     if w.shape[1] == 1:
         _launch(_depthwise_transpose, x.size)(y, w, bias, x, *geom.stride, *geom.padding, *geom.dilation)
         return
-    wg = _grouped(w, geom.groups)
+    wg = grouped(w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, y, geom):
         _launch(_rows_from, rows.size)(channel_view(y[n0:n0 + m]), rows)
         _matmul(ctx, "transpose", wg, _split(rows, geom.groups), _split(col, geom.groups), trans_a=True)
@@ -122,7 +122,7 @@ def _grads(ctx, x, g, w, geom, grad_w, x_like=None, g_like=None):
         else:
             _forward(ctx, x, w, None, g_like, geom)
         return
-    wg, gw = _grouped(w, geom.groups), _grouped(grad_w, geom.groups)
+    wg, gw = grouped(w, geom.groups), grouped(grad_w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, g, geom):
         _launch(_im2col, x.shape[1] * col.shape[1])(x[n0:n0 + m], col, *_args(geom, g))
         _launch(_rows_from, rows.size)(channel_view(g[n0:n0 + m]), rows)
@@ -148,8 +148,8 @@ def _matmul(ctx, product, a, b, c, trans_a=False, trans_b=False, accumulate=Fals
     products in a workspace (one per ``product``, so that its shape stays put), then summed into c."""
     groups, rows, cols = c.shape
     depth = a.shape[1] if trans_a else a.shape[2]
-    tiles = groups * _cdiv(rows, SPAN) * _cdiv(cols, SPAN)
-    splits = max(1, min(_cdiv(depth, SPLIT_MIN_DEPTH), SPLIT_TARGET_BLOCKS // tiles))
+    tiles = groups * cdiv(rows, SPAN) * cdiv(cols, SPAN)
+    splits = max(1, min(cdiv(depth, SPLIT_MIN_DEPTH), SPLIT_TARGET_BLOCKS // tiles))
     if splits == 1:
         _gemm[blocks_for(tiles), (TILE, TILE)](a, b, c.reshape(1, groups, rows, cols), trans_a, trans_b,
                                                accumulate)
@@ -163,15 +163,6 @@ def _matmul(ctx, product, a, b, c, trans_a=False, trans_b=False, accumulate=Fals
 def _launch(kernel, n):
     """``kernel`` configured for a grid-stride loop over ``n`` items."""
     return kernel[grid(n)]
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _grouped(w, groups):
-    """``(O, C/G, kh, kw)`` as ``(G, O/G, C/G*kh*kw)`` (a view)."""
-    return w.reshape(groups, w.shape[0] // groups, w.size // w.shape[0])
 
 
 def _split(a, groups):
@@ -453,3 +444,7 @@ def _channel_sums(a, out):
         total = block_sum(scratch, total)
         if cuda.threadIdx.x == 0:
             out[c] = total
+
+
+KERNELS = {"conv2d_forward": conv2d_forward, "conv2d_backward": conv2d_backward,
+           "conv_transpose2d_forward": conv_transpose2d_forward, "conv_transpose2d_backward": conv_transpose2d_backward}

@@ -37,7 +37,7 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
-from .cpu import Geometry
+from cnnrun.plugins.common import Geometry, bias_grad, round_up
 
 BLOCK_BYTES = 4 << 20
 """Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes..."""
@@ -94,8 +94,7 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
-    if grad_bias is not None:
-        np.sum(grad, axis=(0, 2, 3), out=grad_bias)
+    bias_grad(grad, grad_bias)
     groups, (top, left) = geom.groups, geom.padding
     tiles = _tiles(grad.shape[2:])
     rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
@@ -119,13 +118,9 @@ def _tiles(out_hw) -> tuple[int, int]:
     return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
 
 
-def _round_up(value: int) -> int:
-    return -(-value // 4) * 4
-
-
 def _packed_shape(rows: int, cols: int, groups: int) -> tuple[int, int, int, int]:
     """``(16, G, R/G, C/G)`` with both per-group counts rounded up to multiples of 4."""
-    return 16, groups, _round_up(rows // groups), _round_up(cols // groups)
+    return 16, groups, round_up(rows // groups), round_up(cols // groups)
 
 
 def _filter(ctx, key, weight, groups, rotated):
@@ -148,7 +143,7 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     made a multiple of the threads, so that every thread gets the same work.
     """
     in_channels, dtype = x.shape[1], x.dtype
-    v_rows, m_rows = _round_up(in_channels // groups), _round_up(out_channels // groups)
+    v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
     per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
     total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
     rows = max(budget // per_row, -(-MIN_TILES // tiles[1]))

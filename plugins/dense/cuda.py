@@ -98,14 +98,21 @@ def column_sums(a, out) -> None:
     _column_sums[grid(a.shape[1])](a, out)
 
 
-def linear_forward(x, weight, bias, out) -> None:
-    """y = x W^T + b."""
-    matmul(x, weight, out, trans_b=True, bias=bias)
+def linear_forward(ctx, x, weight, bias):
+    """y = x W^T + b (``bias`` may be None)."""
+    y = cuda.device_array((x.shape[0], weight.shape[0]), x.dtype)
+    matmul(x, weight, y, trans_b=True, bias=bias)
+    return y
 
 
-def linear_backward(grad, x, weight, grad_weight, grad_bias, grad_input) -> None:
-    """dW = dy^T x, db = sum_n dy (when ``grad_bias`` is given), dx = dy W."""
+def linear_backward(ctx, x, grad, weight, grad_weight, grad_bias):
+    """dW = dy^T x, db = sum_n dy (when ``grad_bias`` is given); returns dx = dy W."""
     matmul(grad, x, grad_weight, trans_a=True)
     if grad_bias is not None:
         column_sums(grad, grad_bias)
-    matmul(grad, weight, grad_input)
+    dx = cuda.device_array(x.shape, x.dtype)
+    matmul(grad, weight, dx)
+    return dx
+
+
+KERNELS = {"linear_forward": linear_forward, "linear_backward": linear_backward}
