@@ -6,7 +6,6 @@ pool ``(N * C, 1, L)`` planes with a height-1 window, as PyTorch's ``max_pool1d`
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
