@@ -29,7 +29,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.norm",
     "cnnrun.plugins.dropout",
     "cnnrun.plugins.merge",
-    "cnnrun.plugins.datasets",
+    "cnnrun.plugins.data",
     "cnnrun.plugins.optimizers",
     "cnnrun.plugins.devices",
 )

@@ -364,7 +364,7 @@ def test_plugin_infos_lists_the_example_plugin(plugin_manager, swish_registry):
     assert activations.version == cnnrun.__version__
     assert set(ACTIVATIONS) <= set(activations.layer_types)
     assert list(infos)[:len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
-    assert infos["cnnrun.plugins.datasets"].data_sources == ["digits", "idx", "npz"]
+    assert infos["cnnrun.plugins.data"].data_sources == ["digits", "idx", "npz"]
     assert infos["cnnrun.plugins.optimizers"].optimizers == ["adam", "adamw", "sgd"]
 
 
