@@ -35,10 +35,6 @@ class Kernels:
             raise AttributeError(operation)
         raise CnnrunError(f"no kernel '{operation}' on device '{self._device}'")
 
-    def operations(self) -> list[str]:
-        """The operations this table has, sorted."""
-        return sorted(k for k in self.__dict__ if not k.startswith("_"))
-
 
 class Device:
     """Base class of devices. Subclasses set ``name`` (the ``--device`` value) and ``description``

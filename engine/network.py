@@ -38,7 +38,7 @@ class Network:
     """
 
     def __init__(self, name: str, input_shape: Shape, nodes: list[Node], *, dtype="float32",
-                 config: dict | None = None, seed: int = 0, devices=None):
+                 config: dict | None = None, devices=None):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.nodes = nodes
@@ -64,7 +64,7 @@ class Network:
                                             self.buffers.get(node.name, {}), backend=self.backend)
                          for node in nodes}
         self._forward_done = False
-        self.initialize(seed)
+        self.initialize()
 
     # -- construction --------------------------------------------------------------------------
     @classmethod

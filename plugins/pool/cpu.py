@@ -23,6 +23,8 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
+from .window import window
+
 
 def _is_2x2(kernel, stride, padding, in_hw, out_hw) -> bool:
     """True for 2x2 windows, stride 2, no padding, all windows fully inside the input."""
@@ -239,21 +241,8 @@ def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, loo
                             gx[ih, iw] += g
 
 
-@serial_kernel
-def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
-    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
-
-    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
-    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
-    """
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + kh, height + ph)
-    w1 = min(w0 + kw, width + pw)
-    padded_size = (h1 - h0) * (w1 - w0)
-    h0, w0 = max(h0, 0), max(w0, 0)
-    h1, w1 = min(h1, height), min(w1, width)
-    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)
+_window = serial_kernel(window)
+"""The CPU build of :func:`.window.window`."""
 
 
 KERNELS = {f.__name__: f for f in (max_pool_forward, max_pool_backward, avg_pool_forward, avg_pool_backward,

@@ -13,6 +13,8 @@ from numba import cuda
 
 from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, grid
 
+from .window import window
+
 
 def max_pool_forward(x, argmax, kernel, stride, padding):
     """Max over each window of ``x`` ``(P, H, W)``; the output size is ``argmax.shape[1:]``.
@@ -164,21 +166,8 @@ def _covering(i, k, s, pad, out):
     return o0, max(o0, o1)
 
 
-@cuda.jit(device=True)
-def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
-    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
-
-    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
-    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
-    """
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + kh, height + ph)
-    w1 = min(w0 + kw, width + pw)
-    padded_size = (h1 - h0) * (w1 - w0)
-    h0, w0 = max(h0, 0), max(w0, 0)
-    h1, w1 = min(h1, height), min(w1, width)
-    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)
+_window = cuda.jit(device=True)(window)
+"""The CUDA build of :func:`.window.window`."""
 
 
 KERNELS = {f.__name__: f for f in (max_pool_forward, max_pool_backward, avg_pool_forward, avg_pool_backward,
