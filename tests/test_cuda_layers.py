@@ -3,8 +3,9 @@ add, concat), the optimizers, the losses and the backend, on tiny shapes in floa
 
 Without a GPU they run under Numba's CUDA simulator (tests/conftest.py turns it on); on a GPU run
 ``NUMBA_ENABLE_CUDASIM=0 python -m pytest -m cuda``. The ``cuda_backend`` fixture launches 32
-threads per block and at most 2 blocks, so several blocks and the grid-stride loops run (and the
-linear layer's product uses 4 x 4 tiles, several per operand).
+threads per block and at most 2 blocks, so several blocks and the grid-stride loops run (the
+linear layer's products are the conv's tiled product, tested over several tiles in
+tests/test_cuda_conv_pool.py; here a long batch splits the weight gradient's inner dimension).
 """
 
 import numpy as np
@@ -68,9 +69,13 @@ def assert_same_pass(cpu, gpu, x, dtype, training=True, seed=1):
 
 # -- layers ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("bias", [True, False])
-def test_flatten_linear(cuda_backend, registry, dtype, bias):
-    # 5 x 7 inputs, 6 outputs: 2 x 2 output tiles of 4 x 4 and 2 tiles deep, on at most 2 blocks
+@pytest.mark.parametrize("bias, split", [(True, False), (False, False), (True, True)])
+def test_flatten_linear(cuda_backend, registry, monkeypatch, dtype, bias, split):
+    # 5 x 7 inputs, 6 outputs; with ``split`` every product's inner dimension (7, 5, 6) is split in parts
+    if split:
+        from cnnrun.plugins.products import cuda
+
+        monkeypatch.setattr(cuda, "SPLIT_MIN_DEPTH", 2)
     layers = [{"type": "flatten"}, {"type": "linear", "out_features": 6, "bias": bias}]
     cpu, gpu = both_devices(registry, layers, (1, 7), dtype)
     x = np.random.default_rng(2).standard_normal((5, 1, 7)).astype(dtype)

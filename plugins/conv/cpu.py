@@ -30,7 +30,7 @@ gradients). They are computed by these kernels:
 At stride 1 the transpose is the forward product of the output gradient padded by
 ``(k-1)*d - p``, with the rotated filter (``w[o, c, kh-1-ki, kw-1-kj]``, channels swapped).
 :func:`choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
-:mod:`cnnrun.plugins.products`' register-blocked kernels, whose inner loops run over contiguous
+:mod:`cnnrun.plugins.products.cpu`' register-blocked kernels, whose inner loops run over contiguous
 values from index 0, so LLVM vectorizes them (a runtime stride would stop it: hence the stride-1
 kernels). Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
 layer (kept between calls), weight gradients are summed from per-thread partial sums, and small

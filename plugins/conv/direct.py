@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, serial_kernel
-from cnnrun.plugins.products import row_dots, rows_product
+from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 
 @cpu_kernel

@@ -1,6 +1,6 @@
 """The im2col path of the CPU convolutions (Numba): the columns of a tile of output pixels are
 gathered into a per-thread buffer, a block of taps at a time, and multiplied by
-:func:`~cnnrun.plugins.products.rows_product`; the transpose multiplies back into columns and adds
+:func:`~cnnrun.plugins.products.cpu.rows_product`; the transpose multiplies back into columns and adds
 them where they were read (col2im). Any stride. The wrappers in :mod:`.cpu` call these kernels.
 """
 
@@ -11,14 +11,14 @@ import numpy as np
 from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, serial_kernel
-from cnnrun.plugins.products import row_dots, rows_product
+from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 
 @cpu_kernel
 def im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols, acc):
     """y = conv(x, w) + base over tiles of output pixels: per group and block of taps, the tile's
     columns (``rows[k]``: where column k starts in a ``cols`` buffer), then
-    :func:`~cnnrun.plugins.products.rows_product`
+    :func:`~cnnrun.plugins.products.cpu.rows_product`
     with ``packed`` ``(G, O/G, taps)`` (both rounded up to 4)."""
     samples, channels = x.shape[0], x.shape[1]
     out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
@@ -49,7 +49,7 @@ def im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, til
 @cpu_kernel
 def im2col_transpose(g, packed, rows, base, x, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
     """x = conv^T(g, w) + base, one sample per thread: per tile of g's pixels and group, columns =
-    w^T @ g by :func:`~cnnrun.plugins.products.rows_product` with ``packed`` ``(G, taps, O/G)`` (rounded up to 4), added
+    w^T @ g by :func:`~cnnrun.plugins.products.cpu.rows_product` with ``packed`` ``(G, taps, O/G)`` (rounded up to 4), added
     back where im2col reads them."""
     samples, channels = x.shape[0], x.shape[1]
     groups, depth, block = packed.shape[0], packed.shape[1], cols.shape[1]

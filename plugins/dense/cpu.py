@@ -11,7 +11,7 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch
 from cnnrun.plugins.common import round_up
-from cnnrun.plugins.products import row_dots, rows_product
+from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 FEATURE_TILE = 1024
 """The backward products work on runs of this many features (a few rows of them stay in L1)."""
