@@ -12,6 +12,7 @@ import reference_conv as reference
 from cnnrun.engine import ConfigError, Network, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.plugins.conv import winograd
+from cnnrun.plugins.products import cpu as products
 from cnnrun.plugins.common import Geometry
 from cnnrun.plugins.conv.cpu import resolve_algorithm
 
@@ -91,12 +92,12 @@ def test_one_tile_kernels_are_the_matrix_products(rng):
 def test_register_blocked_products(rng):
     a, b = rng.standard_normal((8, 12)), rng.standard_normal((12, 10))
     out = np.full((8, 10), np.nan)
-    winograd._product(a, b, 7, out)  # the first 7 columns
+    products.matrix_product(a, b, 7, out)  # the first 7 columns
     np.testing.assert_allclose(out[:, :7], a @ b[:, :7], rtol=1e-13)
     assert np.isnan(out[:, 7:]).all()
     c = rng.standard_normal((12, 10))
     total = np.ones((8, 12))
-    winograd._dots(b[:8], c, 9, total)  # adds the dot products over the first 9 columns
+    products.matrix_dots(b[:8], c, 9, total)  # adds the dot products over the first 9 columns
     np.testing.assert_allclose(total, 1 + b[:8, :9] @ c[:, :9].T, rtol=1e-13)
 
 
