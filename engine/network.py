@@ -187,8 +187,10 @@ class Network:
         """
         if not self._forward_done:
             raise CnnrunError("backward() needs a forward() first")
-        start = self.nodes[-1].name if start is None else start
-        shape = self._output_shape_of(start)
+        if start is None:
+            start, shape = self.nodes[-1].name, self.nodes[-1].output_shape
+        else:
+            shape = self._output_shape_of(start)
         expected = (self._batch, *shape)
         grad_output = self.backend.asarray(grad_output, self.dtype)
         if tuple(grad_output.shape) != expected:

@@ -217,3 +217,74 @@ def _names(item):
     if isinstance(item, ast.FunctionDef):
         return [item.name]
     return [t.id for t in item.targets if isinstance(t, ast.Name)]
+
+
+# -- capabilities a layer declares -------------------------------------------------------------------
+def test_a_fused_loss_gradient_starts_back_propagation_below_the_last_layer(registries):
+    """softmax declares that cross-entropy on its output gives its input's gradient: the network ending
+    in softmax gets the same loss and parameter gradients as the one without, trained on logits."""
+    fc = {"name": "fc", "type": "linear", "out_features": 4}
+    nets = [Network.from_config({"input": {"shape": [5]}, "layers": layers}, registry=registries.layers,
+                                dtype="float64") for layers in ([fc, {"type": "softmax"}], [fc])]
+    x = np.random.default_rng(1).standard_normal((6, 5))
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    results = []
+    for net in nets:
+        loss = BatchLoss(net, "cross_entropy")
+        value, _, grad, _ = loss(net.forward(x, training=True), labels)
+        dx = loss.backward(net, grad)
+        results.append((value, dx, net.grads["fc"]["weight"].copy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    for with_softmax, without in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_allclose(with_softmax, without, rtol=1e-10, atol=1e-14)
+
+
+class Shift(Layer):
+    """y = x + shift[c]: a plugin layer that folds into an affine producer (``cnnrun fuse``)."""
+
+    type_name = "shift"
+
+    def parameter_shapes(self, shape):
+        return {"shift": (shape[0],)}
+
+    def initialize(self, params, buffers, rng):
+        params["shift"][...] = rng.standard_normal(params["shift"].shape)
+
+    def forward(self, ctx, x):
+        return x + ctx.params["shift"]
+
+    def backward(self, ctx, grad):
+        ctx.grads["shift"][...] = grad.sum(axis=0)
+        return grad
+
+    def folds_into(self, producer):
+        return producer.affine_output_channels
+
+    def fold_parameters(self, producer_params, params, buffers):
+        return {"bias": producer_params["bias"] + params["shift"]}
+
+
+def test_a_plugin_layer_folds_into_the_layer_before_it_by_its_own_rule():
+    from cnnrun.engine.checkpoint import Checkpoint, network_state, restore_network
+    from cnnrun.engine.fuse import fuse_network
+    from cnnrun.engine.plugins import LayerRegistry
+
+    class ShiftPlugin:
+        @hookimpl
+        def cnnrun_register_layers(self, register):
+            register(Shift)
+
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(ShiftPlugin(), name="shift")
+    registry = LayerRegistry.from_plugin_manager(pm)
+    config = {"input": {"shape": [3]}, "layers": [{"name": "fc", "type": "linear", "out_features": 2},
+                                                  {"name": "s", "type": "shift"}, {"type": "relu"},
+                                                  {"type": "shift"}]}  # after relu: not foldable
+    net = Network.from_config(config, registry=registry)
+    net.initialize(3)
+    new_config, fused, pairs = fuse_network(config, Checkpoint(*network_state(net), {}, {}), registry)
+    assert pairs == [("fc", "s")] and [entry["type"] for entry in new_config["layers"]] == ["linear", "relu", "shift"]
+    folded = Network.from_config(new_config, registry=registry)
+    restore_network(folded, fused, "the fused checkpoint")
+    x = np.random.default_rng(4).standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded.forward(x), net.forward(x), rtol=1e-6, atol=1e-6)
