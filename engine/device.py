@@ -7,8 +7,9 @@ does the few array operations the engine needs itself (move, allocate, add, fill
 ``cnnrun_register_kernels``. A layer writes its math once and calls ``ctx.kernels.OPERATION(...)``;
 the table is resolved once, when a network moves to the device (:meth:`Network.to`).
 
-Built-in devices: "cpu" (NumPy arrays) and "cuda" (Numba CUDA device arrays; :mod:`cnnrun.engine.cuda`
-is imported only when the device is opened, so cnnrun imports without a GPU).
+Built-in devices (registered by :mod:`cnnrun.plugins.devices`): "cpu" (NumPy arrays) and "cuda"
+(Numba CUDA device arrays; :mod:`cnnrun.engine.cuda` is imported only when the device is opened, so
+cnnrun imports without a GPU).
 """
 
 from __future__ import annotations
