@@ -1,4 +1,5 @@
-"""What several commands share: the NET argument, the plugin registry, error handling."""
+"""What several commands share: the NET argument, the --device and --checkpoint options, the plugin
+registry, error handling."""
 
 from __future__ import annotations
 
@@ -17,23 +18,59 @@ def format_option(function):
                         show_default=True, help="Print a table for people or JSON for programs.")(function)
 
 
+checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(exists=True),
+                                 help="A checkpoint file, or a run folder (its latest.npz).")
+
+
+class DeviceChoice(click.ParamType):
+    """A registered device's name (``cnnrun_register_devices``): the choices are read from the plugins
+    when an option of this type is parsed or its help is shown, not when cnnrun starts."""
+
+    name = "device"
+
+    def choices(self, ctx: click.Context | None) -> list[str]:
+        if ctx is None:
+            from cnnrun.engine.plugins import default_registries
+            return default_registries().devices.names()
+        return load_plugins(ctx)[1].devices.names()
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{'|'.join(self.choices(ctx))}]"
+
+    def convert(self, value, param, ctx):
+        choices = self.choices(ctx)
+        if value not in choices:
+            self.fail(f"{value!r} is not one of {', '.join(map(repr, choices))}.", param, ctx)
+        return value
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+        return [CompletionItem(name) for name in self.choices(ctx) if name.startswith(incomplete)]
+
+
 def device_option(help_text: str):
-    """``--device cpu|cuda`` (default cpu), with ``help_text`` saying what runs there."""
-    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    """``--device NAME`` (default cpu; the registered devices), with ``help_text`` saying what runs there."""
+    return click.option("--device", type=DeviceChoice(), default="cpu", show_default=True,
                         help=f"{help_text} cuda needs an NVIDIA GPU and `pip install 'cnnrun[cuda]'`.")
 
 
 def load_plugins(ctx: click.Context):
-    """``(plugin_manager, registries)``; a plugin that fails to load is one warning line on stderr."""
+    """``(plugin_manager, registries)``, loaded once per command line; a plugin that fails to load is
+    one warning line on stderr."""
     from cnnrun.engine.plugins import Registries, make_plugin_manager
 
-    strict = bool((ctx.find_root().obj or {}).get("strict_plugins"))
+    root = ctx.find_root()
+    cached = getattr(root, "_cnnrun_plugins", None)
+    if cached is not None:
+        return cached
+    strict = bool((root.obj or {}).get("strict_plugins"))
     with user_errors(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pm = make_plugin_manager(strict=strict)
         registries = Registries.from_plugin_manager(pm)
     for warning in caught:
         click.echo(f"Warning: {warning.message}", err=True)
+    root._cnnrun_plugins = pm, registries
     return pm, registries
 
 

@@ -6,10 +6,7 @@ import json
 
 import click
 
-from .common import device_option, format_option, load_plugins, net_argument, user_errors
-
-checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(exists=True),
-                                 help="A checkpoint file, or a run folder (its latest.npz).")
+from .common import checkpoint_option, device_option, format_option, load_plugins, net_argument, user_errors
 
 
 @click.command("eval")

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import click
 
-from .common import load_plugins, net_argument, user_errors
+from .common import checkpoint_option, load_plugins, net_argument, user_errors
 
 
 @click.command()
 @net_argument
-@click.option("--checkpoint", required=True, type=click.Path(exists=True),
-              help="A checkpoint file, or a run folder (its latest.npz).")
+@checkpoint_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the fused NAME.json and NAME.npz (created if missing).")
 @click.pass_context
 def fuse(ctx: click.Context, net: str, checkpoint: str, out_dir: str) -> None:
-    """Fold every batchnorm that directly follows a conv2d, conv1d or linear layer into that layer
-    (evaluation mode: the outputs stay the same), and write the smaller network and its checkpoint."""
+    """Fold every layer that can be folded into the layer before it (a batchnorm directly after a
+    conv2d, conv1d or linear layer) into that layer (evaluation mode: the outputs stay the same),
+    and write the smaller network and its checkpoint."""
     from cnnrun.engine import Network
     from cnnrun.engine.checkpoint import load_checkpoint, save_checkpoint
     from cnnrun.engine.fuse import fuse_network

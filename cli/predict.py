@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import device_option, load_plugins, net_argument, user_errors
-from .evaluate import checkpoint_option
+from .common import checkpoint_option, device_option, load_plugins, net_argument, user_errors
 
 
 @click.command()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .common import format_option, load_network, net_argument, user_errors
+from .common import device_option, format_option, load_network, net_argument, user_errors
 
 
 @click.command()
@@ -15,8 +15,7 @@ from .common import format_option, load_network, net_argument, user_errors
               help="Samples per timed batch.")
 @click.option("--iterations", "-n", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed forward + backward passes (after one untimed warm-up pass).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where to run the network.")
+@device_option("Where to run the network.")
 @format_option
 @click.pass_context
 def profile(ctx: click.Context, net: str, batch_size: int, iterations: int, device: str, output_format: str) -> None:

@@ -1,8 +1,8 @@
 """The CUDA device: Numba CUDA device arrays, the backend the engine uses, and launch helpers.
 
-Imported only by :func:`cnnrun.engine.device.get_backend` ("cuda") and by the CUDA kernel modules,
-never when cnnrun is imported. :func:`cuda_backend` checks that numba-cuda and a GPU are there and
-raises one :class:`CnnrunError` line saying what to install when they are not.
+Imported only by :meth:`cnnrun.engine.device.CudaDevice.open` and by the CUDA kernel modules, never
+when cnnrun is imported. :func:`cuda_backend` checks that numba-cuda and a GPU are there and raises
+one :class:`CnnrunError` line saying what to install when they are not.
 
 Every kernel uses a grid-stride loop, ``for i in range(cuda.grid(1), n, cuda.gridsize(1))``, so a
 capped grid still covers the whole array. The launch size comes from the environment, read at each
@@ -20,13 +20,14 @@ import os
 import numpy as np
 from numba import cuda
 
+from .device import CudaDevice
 from .errors import CnnrunError
 
 DEFAULT_BLOCK_SIZE = 256
 DEFAULT_MAX_BLOCKS = 65535
 MAX_BLOCK_SIZE = 1024  # CUDA's limit of threads per block; also the size of reduction scratch
 
-_BACKEND = None
+_CHECKED = False  # numba-cuda and a GPU (or the simulator) were found
 
 
 def _env_int(name: str, default: int, high: int | None = None) -> int:
@@ -117,10 +118,8 @@ def _add(out, a, b):
         out[i] = a[i] + b[i]
 
 
-class CudaBackend:
-    """Numba CUDA device arrays in GPU memory (the methods of :class:`~cnnrun.engine.device.CpuBackend`)."""
-
-    name = "cuda"
+class CudaBackend(CudaDevice):
+    """Numba CUDA device arrays in GPU memory (the array operations of :class:`~cnnrun.engine.device.Device`)."""
 
     def asarray(self, x, dtype):
         """``x`` as a C-contiguous device array of ``dtype``: a host array (or list) is copied to the
@@ -166,10 +165,10 @@ class CudaBackend:
 
 
 def cuda_backend() -> CudaBackend:
-    """The CUDA backend, after checking that numba-cuda and a GPU with its driver are there (or that
-    Numba's simulator is on); else one :class:`CnnrunError` line saying what to do."""
-    global _BACKEND
-    if _BACKEND is None:
+    """A CUDA device, after checking (once) that numba-cuda and a GPU with its driver are there (or
+    that Numba's simulator is on); else one :class:`CnnrunError` line saying what to do."""
+    global _CHECKED
+    if not _CHECKED:
         if importlib.util.find_spec("numba_cuda") is None:
             raise CnnrunError("--device cuda needs numba-cuda, which is not installed; "
                               "`pip install 'cnnrun[cuda]'` (and an NVIDIA driver), or use --device cpu")
@@ -177,8 +176,8 @@ def cuda_backend() -> CudaBackend:
             raise CnnrunError(f"no CUDA GPU or driver found (numba-cuda could not initialize CUDA: "
                               f"{_why_unavailable()}); install an NVIDIA driver and "
                               f"`pip install 'cnnrun[cuda]'`, or use --device cpu")
-        _BACKEND = CudaBackend()
-    return _BACKEND
+        _CHECKED = True
+    return CudaBackend()
 
 
 def _why_unavailable() -> str:

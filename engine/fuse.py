@@ -1,12 +1,9 @@
-"""Folding batchnorm into the conv2d, conv1d or linear layer before it, for inference (``cnnrun fuse``).
+"""Folding layers into the layer before them, for inference (``cnnrun fuse``): a graph rewrite.
 
-In evaluation mode a batchnorm is a per-channel affine map, so a layer ``y = w * x + b`` followed by
-it computes the same as one layer with, per output channel c (s = gamma / sqrt(running_var + eps)):
-
-    w'[c] = w[c] * s[c]        b'[c] = (b[c] - running_mean[c]) * s[c] + beta[c]
-
-(b = 0 for a layer without bias; the folded layer gets one). PyTorch: ``fuse_conv_bn_eval``.
-Training the fused network is not the same as training the original (it has no batchnorm left).
+A layer folds into its producer when it says so (:meth:`Layer.folds_into`) and computes the
+producer's new parameters (:meth:`Layer.fold_parameters`): batchnorm folds into a layer declaring
+``affine_output_channels`` (conv2d, conv1d, linear). The folded layer gets ``"bias": true``.
+Training the fused network is not the same as training the original (the folded layers are gone).
 """
 
 from __future__ import annotations
@@ -14,12 +11,8 @@ from __future__ import annotations
 import copy
 from collections import Counter
 
-import numpy as np
-
 from .checkpoint import Checkpoint, restore_network
 from .network import Network
-
-FOLDABLE = ("conv2d", "conv1d", "linear")  # weight (out_channels, ...): output channels on axis 0
 
 
 def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
@@ -27,8 +20,7 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     """``(new_config, new_checkpoint, folded_pairs)``: the network described by ``config`` with its
     trained ``checkpoint``, every foldable batchnorm folded into the layer before it.
 
-    ``folded_pairs`` lists ``(layer, batchnorm)`` names. A batchnorm is folded when its only input is
-    a conv2d, conv1d or linear layer whose output nothing else reads. The new checkpoint keeps the
+    ``folded_pairs`` lists ``(layer, folded layer)`` names (:func:`foldable_pairs`). The new checkpoint keeps the
     input normalization of the old one's meta; the optimizer state is left out. ``source`` names the
     checkpoint in the error raised when it does not fit the network.
     """
@@ -36,11 +28,11 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     restore_network(net, checkpoint, source)
     pairs = foldable_pairs(net)
     params = {layer: dict(named) for layer, named in checkpoint.params.items()}
-    eps = {node.name: getattr(node.layer, "eps", None) for node in net.nodes}
+    by_name = {node.name: node for node in net.nodes}
     for layer, bn in pairs:
-        params[layer]["weight"], params[layer]["bias"] = folded_parameters(
-            checkpoint.params[layer], checkpoint.params[bn], checkpoint.buffers[bn], eps[bn])
-        del params[bn]
+        params[layer].update(by_name[bn].layer.fold_parameters(
+            checkpoint.params[layer], checkpoint.params.get(bn, {}), checkpoint.buffers.get(bn, {})))
+        params.pop(bn, None)
     removed = {bn for _, bn in pairs}
     buffers = {layer: dict(named) for layer, named in checkpoint.buffers.items() if layer not in removed}
     meta = {"network": net.name, "normalization": checkpoint.meta.get("normalization"),
@@ -54,29 +46,16 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
 
 
 def foldable_pairs(net: Network) -> list[tuple[str, str]]:
-    """``(layer, batchnorm)`` for every batchnorm whose only input is a conv2d/conv1d/linear layer read
-    by nothing else."""
+    """``(layer, folded layer)`` for every one-input layer that :meth:`~Layer.folds_into` its input
+    layer, when nothing else reads that layer."""
     readers = Counter(source for node in net.nodes for source in node.inputs)
     by_name = {node.name: node for node in net.nodes}
     pairs = []
     for node in net.nodes:
-        if node.layer.type_name != "batchnorm":
-            continue
-        source = by_name.get(node.inputs[0])  # None for the network input
-        if source is not None and source.layer.type_name in FOLDABLE and readers[source.name] == 1:
+        source = by_name.get(node.inputs[0]) if len(node.inputs) == 1 else None  # None: the network input
+        if source is not None and readers[source.name] == 1 and node.layer.folds_into(source.layer):
             pairs.append((source.name, node.name))
     return pairs
-
-
-def folded_parameters(layer_params: dict, bn_params: dict, bn_buffers: dict, eps: float):
-    """``(weight, bias)`` of the layer with the batchnorm folded in (computed in float64)."""
-    weight = np.asarray(layer_params["weight"])
-    variance = np.asarray(bn_buffers["running_var"], np.float64)
-    scale = np.asarray(bn_params["weight"], np.float64) / np.sqrt(variance + eps)
-    bias = np.asarray(layer_params.get("bias", np.zeros(weight.shape[0])), np.float64)
-    new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-    new_bias = (bias - bn_buffers["running_mean"]) * scale + bn_params["bias"]
-    return new_weight.astype(weight.dtype), new_bias.astype(weight.dtype)
 
 
 def _rewired_layers(layers: list, net: Network, folded_into: dict[str, str]) -> list:

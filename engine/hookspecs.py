@@ -38,3 +38,26 @@ def cnnrun_register_optimizers(register: Callable[[type], None]) -> None:
         :class:`cnnrun.engine.optim.Optimizer`.
     :return: nothing.
     """
+
+
+@hookspec
+def cnnrun_register_devices(register: Callable[[type], None]) -> None:
+    """Register devices (the values of ``--device`` and of :meth:`Network.to`).
+
+    :param register: call ``register(DeviceClass)`` once per device; the class subclasses
+        :class:`cnnrun.engine.device.Device`, its ``name`` is the ``--device`` value, its
+        ``open()`` returns a working instance or raises :class:`cnnrun.engine.CnnrunError`.
+    :return: nothing.
+    """
+
+
+@hookspec
+def cnnrun_register_kernels(register: Callable[[str, str], None]) -> None:
+    """Register kernels: the functions that layers, optimizers and losses call on a device.
+
+    :param register: call ``register(device, module)``: ``device`` is a device name ("cpu",
+        "cuda", or one a plugin registers), ``module`` the dotted name of a module whose ``KERNELS``
+        dict maps operation names (``"swish_forward"``) to functions. The module is imported only
+        when a network moves to that device, so it may import GPU libraries at its top.
+    :return: nothing.
+    """

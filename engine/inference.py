@@ -10,7 +10,6 @@ import numpy as np
 from .checkpoint import load_checkpoint, restore_network
 from .data import Examples, apply_normalization, batches, prepare_data, with_channel_axis
 from .errors import CnnrunError, ConfigError
-from .losses import LOSSES, cross_entropy_from_probabilities
 from .network import Network
 from .plugins import Registries, default_registries
 from .provenance import explains_missing_plugins
@@ -19,42 +18,37 @@ LATEST = "latest.npz"
 
 
 def ends_in_softmax(net: Network) -> bool:
-    return net.nodes[-1].layer.type_name == "softmax"
+    """Whether the network's output is already probabilities (its last layer fuses cross-entropy)."""
+    return "cross_entropy" in net.nodes[-1].layer.fused_loss
 
 
 class BatchLoss:
     """The loss ``loss`` ("cross_entropy" or "mse") of a network's output for a batch of class
-    labels, computed on the network's device.
+    labels, computed by the device's loss kernel.
 
-    A network ending in softmax trained with cross-entropy gets the combined gradient
-    (p - onehot) / N for the softmax input (``skip_last``: back-propagation starts below it).
-    On CUDA (:mod:`cnnrun.engine.losses_cuda`) only the loss and the count of correct rows come
-    back to the host (and the predicted labels, when asked for).
+    A last layer that declares a ``fused_loss`` for ``loss`` (softmax: cross-entropy) gets its loss
+    kernel, whose gradient is for that layer's input: :meth:`backward` then starts below it. On CUDA
+    (:mod:`cnnrun.engine.losses_cuda`) only the loss and the count of correct rows come back to the
+    host (and the predicted labels, when asked for).
     """
 
     def __init__(self, net: Network, loss: str):
-        self.skip_last = loss == "cross_entropy" and ends_in_softmax(net)
-        if net.device == "cpu":
-            self._device_loss = None
-            self._function = cross_entropy_from_probabilities if self.skip_last else LOSSES[loss]
-        else:
-            from .losses_cuda import DeviceLoss
-
-            self._device_loss = DeviceLoss("cross_entropy_from_probabilities" if self.skip_last else loss,
-                                           net.backend)
+        last = net.nodes[-1]
+        kernel = last.layer.fused_loss.get(loss)
+        self._start = last.inputs[0] if kernel is not None and len(last.inputs) == 1 else None
+        self._kernel = getattr(net.backend.kernels, kernel if self._start is not None else loss)
+        self._to_host = net.backend.to_host
 
     def __call__(self, output, labels: np.ndarray, *, gradient: bool = True, predictions: bool = False):
         """``(mean loss, correct rows, gradient or None, predicted labels (host) or None)``.
 
         Overflow is not warned about: a non-finite loss is the caller's to report."""
-        if self._device_loss is not None:
-            loss, correct, grad, predicted = self._device_loss(output, labels, gradient=gradient)
-            return loss, correct, grad, predicted.copy_to_host() if predictions else None
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss, grad = self._function(output, labels)
-        predicted = np.argmax(output, axis=1)
-        return loss, int(np.count_nonzero(predicted == labels)), grad if gradient else None, \
-            predicted if predictions else None
+        loss, correct, grad, predicted = self._kernel(output, labels, gradient)
+        return loss, correct, grad, self._to_host(predicted) if predictions else None
+
+    def backward(self, net: Network, grad):
+        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer)."""
+        return net.backward(grad, start=self._start)
 
 
 def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):

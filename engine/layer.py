@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .device import CPU
 from .errors import ConfigError
 from .options import Configurable, show
 
@@ -24,7 +23,9 @@ class Context:
     """What the engine hands a layer's ``forward`` and ``backward``: one per layer of a network.
 
     - ``params`` / ``buffers``: this layer's arrays (dicts by name), on ``device`` ("cpu": NumPy
-      arrays; "cuda": Numba device arrays); ``backend`` allocates arrays there.
+      arrays; "cuda": Numba device arrays); ``backend`` (the :class:`~cnnrun.engine.device.Device`)
+      allocates arrays there.
+    - ``kernels``: the device's kernel table: ``ctx.kernels.relu_forward(x)``.
     - ``grads``: arrays shaped like ``params``; ``backward`` overwrites them in place.
     - ``training``: True for training-mode forward passes (dropout, batch statistics).
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
@@ -32,11 +33,16 @@ class Context:
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     """
 
-    def __init__(self, params=None, grads=None, buffers=None, *, backend=CPU, rng=None):
+    def __init__(self, params=None, grads=None, buffers=None, *, backend=None, rng=None):
+        if backend is None:
+            from .device import get_backend
+
+            backend = get_backend("cpu")
         self.params: dict[str, np.ndarray] = params if params is not None else {}
         self.grads: dict[str, np.ndarray] = grads if grads is not None else {}
         self.buffers: dict[str, np.ndarray] = buffers if buffers is not None else {}
         self._backend = backend
+        self.kernels = backend.kernels
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.training = False
         self.saved = SimpleNamespace()
@@ -44,12 +50,13 @@ class Context:
 
     @property
     def backend(self):
-        """The device's backend (:mod:`cnnrun.engine.device`)."""
+        """The device (:class:`cnnrun.engine.device.Device`)."""
         return self._backend
 
     @backend.setter
     def backend(self, backend) -> None:
         self._backend = backend
+        self.kernels = backend.kernels
         self._workspaces.clear()
 
     @property
@@ -80,13 +87,29 @@ class Layer(Configurable):
     - ``forward(ctx, *inputs)`` -> output, and ``backward(ctx, grad_output)`` -> the gradient of each
       input (a single array for a one-input layer, else a tuple), writing ``ctx.grads``.
 
-    ``forward``/``backward`` are the CPU implementation. Another device ``D`` is provided by methods
-    ``forward_D``/``backward_D``; :meth:`implementation` finds them.
+    ``forward``/``backward`` are written once for every device: they decide shapes and what to save,
+    and compute through the device's kernels, ``ctx.kernels.OPERATION(...)``. ``kernels`` names the
+    operations they call, so :meth:`Network.to` can refuse a device that lacks one before anything
+    runs. A layer that leaves ``kernels`` at ``None`` computes with NumPy itself and runs on devices
+    whose arrays are NumPy arrays ("cpu") only; ``()`` says it needs no kernel (reshapes only).
+
+    Capabilities a layer can declare:
+
+    - ``fused_loss``: ``{loss: kernel}``: as the last layer, a training ``loss`` is computed by the
+      loss kernel ``kernel`` from this layer's output, whose gradient is the one of this layer's
+      *input* (softmax + cross-entropy), so back-propagation starts below this layer;
+    - ``affine_output_channels``: the output is ``weight[c] . x + bias[c]`` per output channel ``c``
+      (weight axis 0), with a ``bias`` option: a following layer can be folded into it;
+    - :meth:`folds_into` / :meth:`fold_parameters`: this layer folds into the layer before it
+      (``cnnrun fuse``), e.g. batchnorm into a conv.
     """
 
     reserved_keys = RESERVED_KEYS
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
+    kernels: ClassVar[tuple[str, ...] | None] = None
+    fused_loss: ClassVar[dict[str, str]] = {}
+    affine_output_channels: ClassVar[bool] = False
 
     def __init__(self, name: str):
         self.name = name
@@ -146,13 +169,21 @@ class Layer(Configurable):
     def backward(self, ctx: Context, grad_output: np.ndarray):
         raise NotImplementedError(f"{self.type_name} has no backward")
 
-    def implementation(self, device: str):
-        """``(forward, backward)`` for ``device``, or ``None`` if this layer has none there."""
-        if device == "cpu":
-            return self.forward, self.backward
-        forward = getattr(self, f"forward_{device}", None)
-        backward = getattr(self, f"backward_{device}", None)
-        return (forward, backward) if forward and backward else None
+    def missing_kernels(self, device) -> list[str]:
+        """The kernels this layer needs that ``device`` lacks (``["NumPy arrays"]`` for a layer that
+        computes with NumPy, on a device whose arrays are not)."""
+        if self.kernels is None:
+            return [] if device.host_arrays else ["NumPy arrays"]
+        return [op for op in self.kernels if op not in device.kernels]
+
+    # -- capabilities --------------------------------------------------------------------------
+    def folds_into(self, producer: "Layer") -> bool:
+        """Whether this layer can be folded into ``producer``, the layer before it (``cnnrun fuse``)."""
+        return False
+
+    def fold_parameters(self, producer_params: dict, params: dict, buffers: dict) -> dict[str, np.ndarray]:
+        """The producer's new parameters with this layer folded in (host arrays)."""
+        raise NotImplementedError(f"{self.type_name} does not fold into other layers")
 
 
 def uniform_fan_in_(array: np.ndarray, fan_in: int, rng: np.random.Generator) -> None:

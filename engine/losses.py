@@ -2,8 +2,12 @@
 batch and ``grad`` its gradient with respect to the network output (in the output's dtype).
 
 :data:`LOSSES` maps the names a trainer accepts to the functions. A network that ends in a softmax
-uses :func:`cross_entropy_from_probabilities`, whose gradient is taken with respect to the
-softmax's *input* (back-propagation then starts below the softmax).
+uses :func:`cross_entropy_from_probabilities` (the softmax's ``fused_loss``), whose gradient is taken
+with respect to the softmax's *input* (back-propagation then starts below the softmax).
+
+:data:`KERNELS` are the CPU loss kernels the trainer calls through the device (the CUDA ones are
+in :mod:`cnnrun.engine.losses_cuda`): ``kernel(output, labels, gradient)`` ->
+``(mean loss, correct rows, gradient or None, predicted labels)``.
 """
 
 from __future__ import annotations
@@ -84,10 +88,21 @@ def mse(output: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
     return loss, diff
 
 
-def accuracy(output: np.ndarray, labels: np.ndarray) -> float:
-    """The fraction of rows whose largest output is at the label (top-1)."""
-    labels = _check_labels(output, labels)
-    return float(np.mean(np.argmax(output, axis=1) == labels))
-
-
 LOSSES = {"cross_entropy": cross_entropy, "mse": mse}
+
+
+def _batch_loss(function):
+    """The loss kernel of ``function``: loss, gradient (when asked for), top-1 count and predictions."""
+    def kernel(output, labels, gradient=True):
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is the caller's to report
+            loss, grad = function(output, labels)
+        predicted = np.argmax(output, axis=1)
+        return loss, int(np.count_nonzero(predicted == labels)), grad if gradient else None, predicted
+
+    kernel.__doc__ = f"{function.__name__} as a loss kernel."
+    return kernel
+
+
+KERNELS = {name: _batch_loss(function) for name, function in
+           (("cross_entropy", cross_entropy), ("cross_entropy_from_probabilities", cross_entropy_from_probabilities),
+            ("mse", mse))}

@@ -101,28 +101,27 @@ class DeviceLoss:
     in softmax; the gradient is for the softmax input) or "mse" (one-hot targets from the labels).
     """
 
-    def __init__(self, kind: str, backend):
+    def __init__(self, kind: str):
         if kind not in KINDS:
             raise ValueError(f"unknown device loss {kind!r}; expected one of {KINDS}")
         self.kind = kind
-        self.backend = backend
         self._buffers: dict[tuple, object] = {}
 
     def _buffer(self, name: str, shape, dtype):
         key = (name, tuple(shape), np.dtype(dtype).str)
         array = self._buffers.get(key)
         if array is None:
-            array = self._buffers[key] = self.backend.empty(shape, dtype)
+            array = self._buffers[key] = cuda.device_array(shape, np.dtype(dtype))
         return array
 
-    def __call__(self, output, labels, *, gradient: bool = True):
+    def __call__(self, output, labels, gradient: bool = True):
         """``(mean loss, correct rows, gradient or None, predicted labels on the device)`` for the
         device output (N, classes) and the host labels (N,). The gradient array is reused by the
         next call with the same shape."""
         labels = _check_labels(output, labels)
         batch = output.shape[0]
         device_labels = self._buffer("labels", (batch,), np.int64)
-        self.backend.copy_into(device_labels, labels)
+        device_labels.copy_to_device(np.ascontiguousarray(labels, dtype=np.int64))
         grad = self._buffer("grad", output.shape, output.dtype) if gradient else output  # unused without
         row_loss = self._buffer("row_loss", (batch,), np.float64)
         predicted = self._buffer("predicted", (batch,), np.int64)
@@ -140,3 +139,6 @@ class DeviceLoss:
         loss_sum, correct = totals.copy_to_host()
         count = output.size if self.kind == "mse" else batch
         return loss_sum / count, int(correct), (grad if gradient else None), predicted
+
+
+KERNELS = {kind: DeviceLoss(kind) for kind in KINDS}

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from .contract import Contract
-from .device import CPU, get_backend
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
 from .layer import RESERVED_KEYS, Context, Layer, Shape
 from .options import show
@@ -40,13 +39,17 @@ class Network:
     """
 
     def __init__(self, name: str, input_shape: Shape, nodes: list[Node], *, dtype="float32",
-                 config: dict | None = None, seed: int = 0):
+                 config: dict | None = None, devices=None):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.nodes = nodes
         self.dtype = np.dtype(dtype)
         self.config = config
-        self.backend = CPU
+        if devices is None:
+            from .plugins import default_registries
+            devices = default_registries().devices
+        self.devices = devices
+        self.backend = devices.open("cpu")
         self.params: dict[str, dict[str, np.ndarray]] = {}
         self.grads: dict[str, dict[str, np.ndarray]] = {}
         self.buffers: dict[str, dict[str, np.ndarray]] = {}
@@ -59,10 +62,11 @@ class Network:
             if buffers:
                 self.buffers[node.name] = {k: np.zeros(s, self.dtype) for k, s in buffers.items()}
         self.contexts = {node.name: Context(self.params.get(node.name, {}), self.grads.get(node.name, {}),
-                                            self.buffers.get(node.name, {})) for node in nodes}
+                                            self.buffers.get(node.name, {}), backend=self.backend)
+                         for node in nodes}
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
-        self.initialize(seed)
+        self.initialize()
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -106,7 +110,7 @@ class Network:
             raise ConfigError(f"'layers' must be a non-empty list of layer objects; got layers={show(layers)[:60]}",
                               key="layers")
         return cls(name, input_shape, _build_nodes(layers, input_shape, registry),
-                   dtype=dtype, config=config)
+                   dtype=dtype, config=config, devices=getattr(registry, "devices", None))
 
     def initialize(self, seed: int = 0) -> None:
         """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
@@ -128,20 +132,25 @@ class Network:
 
     @property
     def device(self) -> str:
-        """Where the arrays live and the layers run: "cpu" or "cuda"."""
+        """The name of the device where the arrays live and the layers run ("cpu", "cuda", ...)."""
         return self.backend.name
 
-    def to(self, device: str) -> "Network":
-        """Move parameters, gradients and buffers to ``device`` ("cpu" or "cuda"); returns ``self``.
+    def to(self, device) -> "Network":
+        """Move parameters, gradients and buffers to ``device`` (a registered device's name, or an
+        opened :class:`~cnnrun.engine.device.Device`); returns ``self``.
 
-        Every layer must implement the device (``forward_<device>``/``backward_<device>``): a layer
-        that does not is a :class:`CnnrunError` naming it, before anything moves.
+        Every layer's kernels must exist there: a layer whose kernels do not is a
+        :class:`CnnrunError` naming it and them, before anything moves.
         """
-        backend = get_backend(device)
-        missing = [f"'{n.name}' ({n.layer.type_name})" for n in self.nodes if n.layer.implementation(device) is None]
+        backend = self.devices.open(device)
+        device = backend.name
+        missing = [(n, n.layer.missing_kernels(backend)) for n in self.nodes]
+        missing = [(n, ops) for n, ops in missing if ops]
         if missing:
-            raise CnnrunError(f"{self.name}: no {device} implementation for layer(s) {', '.join(missing)}; "
-                              f"run them on another device or add forward_{device}/backward_{device} to their plugin")
+            layers = ", ".join(f"'{n.name}' ({n.layer.type_name})" for n, _ in missing)
+            needs = "; ".join(f"'{n.name}' needs {', '.join(ops)}" for n, ops in missing)
+            raise CnnrunError(f"{self.name}: no {device} implementation for layer(s) {layers}; {needs}; run them "
+                              f"on another device or register {device} kernels for them (cnnrun_register_kernels)")
         for tree in (self.params, self.grads, self.buffers):
             for arrays in tree.values():
                 for key, array in arrays.items():
@@ -166,35 +175,32 @@ class Network:
             ctx = self.contexts[node.name]
             ctx.training = training
             ctx.saved.__dict__.clear()
-            forward, _ = self._implementation(node)
             with timer(node.name, "forward") if timer else nullcontext():
-                values[node.name] = forward(ctx, *(values[i] for i in node.inputs))
+                values[node.name] = node.layer.forward(ctx, *(values[i] for i in node.inputs))
             contract.check_output(node, values[node.name])
         self._forward_done = True
         self._batch = x.shape[0]
         return values[self.nodes[-1].name]
 
-    def backward(self, grad_output, skip_last: bool = False, timer=None):
-        """Back-propagate ``grad_output`` (shaped like the last output); fills ``grads``, returns the
-        gradient with respect to the input.
+    def backward(self, grad_output, timer=None, *, start: str | None = None):
+        """Back-propagate ``grad_output``, the gradient of the output of layer ``start`` (default: the
+        last layer); fills ``grads`` (zero for layers it does not reach), returns the gradient with
+        respect to the input.
 
-        ``skip_last=True`` takes ``grad_output`` as the gradient of the last layer's *input* (the
-        combined softmax + cross-entropy gradient skips the final softmax this way).
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
         if not self._forward_done:
             raise CnnrunError("backward() needs a forward() first")
-        last = self.nodes[-1]
-        if skip_last and len(last.inputs) != 1:
-            raise CnnrunError(f"backward(skip_last=True) needs a last layer with one input; "
-                              f"'{last.name}' has {len(last.inputs)}")
-        shape = last.input_shapes[0] if skip_last else last.output_shape
+        if start is None:
+            start, shape = self.nodes[-1].name, self.nodes[-1].output_shape
+        else:
+            shape = self._output_shape_of(start)
         expected = (self._batch, *shape)
         grad_output = self.backend.asarray(grad_output, self.dtype)
         if tuple(grad_output.shape) != expected:
             raise ShapeError(f"{self.name}: backward expected a gradient of shape {expected}; "
                              f"got {grad_output.shape}")
-        grads = {last.inputs[0]: grad_output} if skip_last else {last.name: grad_output}
+        grads = {start: grad_output}
         contract = self._contract.for_batch(self._batch)
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
@@ -203,9 +209,8 @@ class Network:
                 for array in ctx.grads.values():
                     self.backend.fill(array, 0)
                 continue
-            _, backward = self._implementation(node)
             with timer(node.name, "backward") if timer else nullcontext():
-                input_grads = backward(ctx, grad)
+                input_grads = node.layer.backward(ctx, grad)
             input_grads = contract.check_backward(node, input_grads, ctx.grads)
             for source, g in zip(node.inputs, input_grads):
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
@@ -213,12 +218,13 @@ class Network:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing
 
-    def _implementation(self, node: Node):
-        impl = node.layer.implementation(self.device)
-        if impl is None:
-            raise CnnrunError(f"layer '{node.name}' ({node.layer.type_name}) has no implementation "
-                              f"for device '{self.device}'")
-        return impl
+    def _output_shape_of(self, name: str) -> Shape:
+        if name == INPUT:
+            return self.input_shape
+        for node in self.nodes:
+            if node.name == name:
+                return node.output_shape
+        raise CnnrunError(f"{self.name}: backward(start={name!r}) names no layer")
 
     def _check_input(self, x):
         if not hasattr(x, "shape"):

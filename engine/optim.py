@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from .device import backend_of
 from .errors import CnnrunError, ConfigError
 from .options import Configurable, float_option, show
 
@@ -20,49 +19,68 @@ class Optimizer(Configurable):
     """Base class of optimizers (``train.optimizer`` in a network file).
 
     Subclasses set ``type_name``, take their JSON keys (``lr`` first) as keyword arguments of
-    ``__init__``, name their per-parameter state arrays in ``slots`` and implement :meth:`update`
-    (NumPy arrays) and, to train on a GPU, ``update_cuda`` (the same step on device arrays).
-    ``step`` counts the updates done (1 during the first ``update``). The state lives on the
-    device of the parameters.
+    ``__init__``, name their per-parameter state arrays in ``slots`` and the kernels they call in
+    ``kernels``, and implement :meth:`update` once for every device, through ``kernels`` (the
+    device's table). ``step`` counts the updates done (1 during the first ``update``). The state
+    lives on the optimizer's device (:meth:`to`; the CPU until then).
     """
 
     slots: tuple[str, ...] = ()
+    kernels: tuple[str, ...] = ()
 
     def __init__(self, lr: float):
         self.lr = float_option(lr, "lr", low=0, low_open=True)
         self.step = 0
         self.state: dict[str, dict[str, dict[str, np.ndarray]]] = {}  # layer -> param -> slot -> array
+        self._device = None
         self._scratch: dict[tuple[str, int], np.ndarray] = {}
         self._unchecked = False  # state loaded without the parameters to check it against
 
+    @property
+    def device(self):
+        """The device whose kernels update the parameters (the CPU until :meth:`to` says otherwise)."""
+        if self._device is None:
+            self.to("cpu")
+        return self._device
+
+    def to(self, device) -> "Optimizer":
+        """Update parameters on ``device`` (a name or an opened device: the network's ``backend``)
+        from now on, moving the state there; a :class:`CnnrunError` if a kernel is missing there."""
+        if isinstance(device, str):
+            from .device import get_backend
+            device = get_backend(device)
+        missing = [op for op in self.kernels if op not in device.kernels]
+        if missing:
+            raise CnnrunError(f"optimizer '{self.type_name}' has no {device.name} implementation (no kernel "
+                              f"{', '.join(missing)}); register {device.name} kernels for it or train on "
+                              f"another device")
+        previous, self._device = self._device, device
+        if previous is not None and previous is not device:
+            for slots in (s for names in self.state.values() for s in names.values()):
+                slots.update((k, device.asarray(previous.to_host(a), a.dtype)) for k, a in slots.items())
+        return self
+
     def apply(self, params, grads, lr: float) -> None:
-        """One update of every parameter, in place, with learning rate ``lr``."""
+        """One update of every parameter (arrays on the optimizer's device), in place, with learning
+        rate ``lr``."""
+        device = self.device
         if self._unchecked:
             self.check_state(params)
         self.step += 1
+        kernels, update = device.kernels, self.update
         for layer, arrays in params.items():
+            layer_state = self.state.setdefault(layer, {})
+            layer_grads = grads[layer]
             for name, p in arrays.items():
-                backend = backend_of(p)
-                layer_state = self.state.setdefault(layer, {})
                 state = layer_state.get(name)
                 if state is None:  # first step: zeroed slots
-                    state = layer_state[name] = {slot: backend.zeros(p.shape, p.dtype) for slot in self.slots}
-                elif any(isinstance(a, np.ndarray) != isinstance(p, np.ndarray) for a in state.values()):
-                    state.update((slot, _like(a, p)) for slot, a in state.items())  # the network moved
-                self.implementation(backend.name)(p, grads[layer][name], state, lr)
+                    state = layer_state[name] = {slot: device.zeros(p.shape, p.dtype) for slot in self.slots}
+                update(kernels, p, layer_grads[name], state, lr)
 
-    def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray], lr: float) -> None:
-        """Update ``param`` in place from ``grad`` (left unchanged) and ``state`` (its slots)."""
+    def update(self, kernels, param, grad, state: dict, lr: float) -> None:
+        """Update ``param`` in place from ``grad`` (left unchanged) and ``state`` (its slots), calling
+        the device's ``kernels``."""
         raise NotImplementedError
-
-    def implementation(self, device: str):
-        """The update method for ``device`` (``update`` on the CPU, else ``update_<device>``); a
-        :class:`CnnrunError` if this optimizer has none."""
-        method = self.update if device == "cpu" else getattr(self, f"update_{device}", None)
-        if method is None:
-            raise CnnrunError(f"optimizer '{self.type_name}' has no {device} implementation; add "
-                              f"update_{device} to it or train on another device")
-        return method
 
     def scratch(self, like: np.ndarray, index: int = 0) -> np.ndarray:
         """Scratch array number ``index``, shaped like ``like`` (not zeroed).
@@ -80,7 +98,9 @@ class Optimizer(Configurable):
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The state as flat ``{"layer/param/slot": array}``: on the CPU the arrays themselves, not
         copies; device arrays as host copies."""
-        return {f"{layer}/{name}/{slot}": array if isinstance(array, np.ndarray) else array.copy_to_host()
+        device = self._device
+        host = device is None or device.host_arrays
+        return {f"{layer}/{name}/{slot}": array if host else device.to_host(array)
                 for layer, params in self.state.items()
                 for name, slots in params.items()
                 for slot, array in slots.items()}
@@ -110,7 +130,7 @@ class Optimizer(Configurable):
     def check_state(self, params) -> None:
         """Check loaded state against the parameters: same names and shapes, every slot after step 0.
 
-        Casts the state to each parameter's dtype and moves it to the parameter's device.
+        Casts the state (host arrays, as loaded) to each parameter's dtype on the optimizer's device.
         """
         for layer, names in self.state.items():
             for name, slots in names.items():
@@ -121,7 +141,7 @@ class Optimizer(Configurable):
                     if array.shape != p.shape:
                         raise CnnrunError(f"optimizer state: '{layer}/{name}/{slot}' has shape "
                                           f"{show(array.shape)}, the parameter {show(p.shape)}")
-                    slots[slot] = _like(array, p)
+                    slots[slot] = self.device.asarray(array, p.dtype)
         if self.step > 0:
             for layer, names in params.items():
                 for name in names:
@@ -130,13 +150,6 @@ class Optimizer(Configurable):
                         raise CnnrunError(f"optimizer state: '{layer}/{name}/{missing[0]}' is missing "
                                           f"(state saved at step {self.step})")
         self._unchecked = False
-
-
-def _like(array, param):
-    """``array`` in ``param``'s dtype, on ``param``'s device (unchanged if it already is)."""
-    if isinstance(param, np.ndarray) and not isinstance(array, np.ndarray):
-        array = array.copy_to_host()
-    return backend_of(param).asarray(array, param.dtype)
 
 
 def make_optimizer(config: dict[str, Any], registry) -> Optimizer:

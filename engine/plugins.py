@@ -1,4 +1,4 @@
-"""The plugin manager and the registry of layer types it collects.
+"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices.
 
 Built-in layers are plugins too (:data:`DEFAULT_PLUGINS`), registered through the same hook as
 third-party packages, which declare an entry point in the group ``cnnrun``.
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError, did_you_mean
+from .errors import CnnrunError, ConfigError, PluginError, did_you_mean
 from .data import DataSource
+from .device import Device, Kernels
 from .layer import Layer
 from .optim import Optimizer
 
@@ -24,11 +25,14 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
     "cnnrun.plugins.pool",
     "cnnrun.plugins.dense",
+    "cnnrun.plugins.reshape",
     "cnnrun.plugins.activations",
     "cnnrun.plugins.norm",
+    "cnnrun.plugins.dropout",
     "cnnrun.plugins.merge",
-    "cnnrun.plugins.datasets",
+    "cnnrun.plugins.data",
     "cnnrun.plugins.optimizers",
+    "cnnrun.plugins.devices",
 )
 ENTRY_POINT_GROUP = "cnnrun"
 HOOK_NAMES = tuple(name for name in vars(hookspecs) if name.startswith("cnnrun_"))
@@ -51,6 +55,7 @@ class PluginInfo:
     layer_types: list[str] = field(default_factory=list)
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -141,6 +146,7 @@ class Registry:
     kind: str = "type"
     base: type = object
     hook: str = ""
+    key: str = "type_name"  # the class attribute that names it
 
     def __init__(self):
         self.classes: dict[str, type] = {}
@@ -154,9 +160,9 @@ class Registry:
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise PluginError(f"plugin '{plugin}' registered {cls!r}, which is not a "
                               f"{self.base.__name__} subclass")
-        name = getattr(cls, "type_name", None)
+        name = getattr(cls, self.key, None)
         if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a type_name")
+            raise PluginError(f"plugin '{plugin}' registered {cls.__name__} without a {self.key}")
         if name in self.classes:
             raise PluginError(f"{self.kind} '{name}' is registered by two plugins: "
                               f"'{self.providers[name]}' and '{plugin}'")
@@ -242,13 +248,18 @@ def _registered_by(pm: PluginManager, registry: Registry, plugin, name: str) -> 
 
 
 class LayerRegistry(Registry):
-    """Layer types (``cnnrun_register_layers``)."""
+    """Layer types (``cnnrun_register_layers``), and the devices their networks run on (``devices``:
+    a :class:`DeviceRegistry`, or ``None`` for the default plugins' devices)."""
 
     kind, base, hook = "layer type", Layer, "cnnrun_register_layers"
+    devices: "DeviceRegistry | None" = None
 
-    @property
-    def layers(self) -> dict[str, type[Layer]]:
-        return self.classes
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None,
+                            devices: "DeviceRegistry | None" = None):
+        registry = super().from_plugin_manager(pm, strict)
+        registry.devices = devices or DeviceRegistry.from_plugin_manager(pm, strict)
+        return registry
 
 
 class DataSourceRegistry(Registry):
@@ -263,23 +274,120 @@ class OptimizerRegistry(Registry):
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
 
 
+class DeviceRegistry(Registry):
+    """Devices (``cnnrun_register_devices``, by ``name``) and the kernel modules registered for them
+    (``cnnrun_register_kernels``); :meth:`open` gives a device with its kernel table."""
+
+    kind, base, hook, key = "device", Device, "cnnrun_register_devices", "name"
+
+    def __init__(self):
+        super().__init__()
+        self.kernel_modules: dict[str, list[tuple[str, str]]] = {}  # device -> [(module, plugin)]
+
+    @staticmethod
+    def check_kernels(device, module, plugin: str) -> None:
+        """A :class:`PluginError` unless ``register(device, module)`` names a device and a module
+        (a dotted name; its ``KERNELS`` dict holds the kernels)."""
+        if not (isinstance(device, str) and device and isinstance(module, str) and module):
+            raise PluginError(f"plugin '{plugin}' registered kernels with register({device!r}, {module!r}); "
+                              f"expected register(device name, module name)")
+
+    def register_kernels(self, device: str, module: str, plugin: str = "<direct>") -> None:
+        """Record that ``module`` (a dotted name; its ``KERNELS`` dict) holds kernels for ``device``."""
+        self.check_kernels(device, module, plugin)
+        self.kernel_modules.setdefault(device, []).append((module, plugin))
+
+    def names(self) -> list[str]:
+        """Device names, in registration order (the ``--device`` choices)."""
+        return list(self.classes)
+
+    def open(self, name) -> Device:
+        """A working instance of device ``name`` with its kernel table (``device.kernels``)."""
+        if isinstance(name, Device):
+            return name
+        if name not in self.classes:
+            raise CnnrunError(f"unknown device '{name}'; expected one of: {', '.join(self.classes)}")
+        device = self.classes[name].open()
+        device.kernels = self.kernels_for(device)
+        return device
+
+    def kernels_for(self, device: Device) -> Kernels:
+        """The kernels of ``device``: those registered for it, then those of ``device.kernels_from``
+        for the remaining operations; each passed through ``device.wrap_kernel``."""
+        table: dict = {}
+        for source in (device.name, device.kernels_from):
+            found: dict[str, str] = {}
+            for module_name, plugin in self.kernel_modules.get(source, []) if source else ():
+                for operation, function in self._module_kernels(module_name, plugin, source).items():
+                    if operation in found:
+                        raise PluginError(f"kernel '{operation}' for device '{source}' is registered by two "
+                                          f"plugins: '{found[operation]}' and '{plugin}'")
+                    found[operation] = plugin
+                    table.setdefault(operation, function)
+        return Kernels(device.name, {op: device.wrap_kernel(op, fn) for op, fn in table.items()})
+
+    @staticmethod
+    def _module_kernels(module_name: str, plugin: str, device: str) -> dict:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PluginError(f"plugin '{plugin}' registered kernels for device '{device}' in "
+                              f"'{module_name}', which cannot be imported: {exc}") from exc
+        kernels = getattr(module, "KERNELS", None)
+        if not isinstance(kernels, dict) or not all(isinstance(k, str) and callable(f) for k, f in kernels.items()):
+            raise PluginError(f"plugin '{plugin}': kernel module '{module_name}' has no KERNELS dict of "
+                              f"operation name -> function")
+        return kernels
+
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None):
+        """Call every plugin's ``cnnrun_register_devices`` and ``cnnrun_register_kernels``."""
+        registry = super().from_plugin_manager(pm, strict)
+        registry.collect_kernels(pm, strict)
+        return registry
+
+    def collect_kernels(self, pm: PluginManager, strict: bool | None = None) -> None:
+        """Record every plugin's ``cnnrun_register_kernels``; a plugin whose hook raises or registers
+        something wrong is skipped with a warning (``strict``, default ``pm.strict``: an error)."""
+        strict = getattr(pm, "strict", False) if strict is None else strict
+        for impl in pm.hook.cnnrun_register_kernels.get_hookimpls():
+            staged = []
+            try:
+                impl.function(register=lambda device, module: staged.append((device, module)))
+                for device, module in staged:
+                    self.check_kernels(device, module, impl.plugin_name)
+            except Exception as exc:
+                error = exc if isinstance(exc, PluginError) else PluginError(
+                    f"plugin '{impl.plugin_name}' failed in cnnrun_register_kernels: {_one_line(exc)}")
+                if strict:
+                    raise error from exc
+                warnings.warn(f"{error}; its kernels skipped", stacklevel=2)
+                self.failures.append(PluginFailure(impl.plugin_name, str(error)))
+                continue
+            for device, module in staged:
+                self.kernel_modules.setdefault(device, []).append((module, impl.plugin_name))
+
+
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers, and the plugins
-    skipped because they registered something wrong."""
+    """Everything the plugins registered: layer types, data sources, optimizers, devices, and the
+    plugins skipped because they registered something wrong."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
+    devices: DeviceRegistry
     failures: list[PluginFailure] = field(default_factory=list)
 
     @classmethod
     def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None) -> "Registries":
-        """All three registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
-        one hook is left out of all three."""
-        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry())
-        registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers],
-                                      strict)
+        """All four registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
+        one hook is left out of all four."""
+        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry())
+        registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers,
+                                           registries.devices], strict)
+        registries.devices.collect_kernels(pm, strict)
+        registries.layers.devices = registries.devices
         return registries
 
 
@@ -296,7 +404,8 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
         if plugin is None or name in skipped:
             continue
         infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
-                                provided(registries.data_sources, name), provided(registries.optimizers, name)))
+                                provided(registries.data_sources, name), provided(registries.optimizers, name),
+                                provided(registries.devices, name)))
     return infos
 
 

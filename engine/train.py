@@ -130,7 +130,7 @@ class Trainer:
             validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
-        self.optimizer.implementation(net.device)  # an optimizer without this device fails now
+        self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"])
         check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
@@ -200,7 +200,7 @@ class Trainer:
                     f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g}); training stopped. "
                     f"The last good checkpoint is {self.run_dir / LATEST} (epoch {self.epoch}); "
                     f"try a lower learning rate")
-            self.net.backward(grad, skip_last=self.loss.skip_last)
+            self.loss.backward(self.net, grad)
             self.optimizer.apply(self.net.params, self.net.grads, lr)
             total_loss += loss * len(y)
             correct += batch_correct

@@ -110,3 +110,5 @@ def test_plugins_lists_builtin_layer_types():
     assert {"conv2d", "conv1d", "conv_transpose2d", "maxpool2d", "avgpool2d", "maxpool1d", "avgpool1d",
             "global_avgpool", "flatten", "linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax",
             "dropout", "batchnorm", "add", "concat"} <= types
+    assert "cnnrun.plugins.devices" in result.output and "devices: cpu, cuda" in result.output
+    assert {d for p in report["plugins"] for d in p["devices"]} >= {"cpu", "cuda"}

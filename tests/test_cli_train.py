@@ -74,7 +74,7 @@ def test_eval_and_predict(tmp_path, net_file):
     confusion = np.array(report["confusion_matrix"])
     assert confusion.sum() == 359 and np.trace(confusion) / 359 == pytest.approx(report["accuracy"])
 
-    data = np.load(Path(cnnrun.plugins.__file__).parent / "digits.npz")
+    data = np.load(Path(cnnrun.plugins.__file__).parent / "data" / "digits.npz")
     x, y = data["x"][:50].astype(np.float32) / 16, data["y"][:50]
     np.savez(tmp_path / "test.npz", x=x, y=y)
     report = json.loads(run("eval", net_file, "--checkpoint", out, "--data", tmp_path / "test.npz",

@@ -148,23 +148,35 @@ def test_the_check_follows_the_batch_size(broken_registry):
 
 
 class BrokenOnCuda(Broken):
-    """The CUDA implementation returns float64 for a float32 network (or, with bug="grad_shape", a
+    """Its CUDA kernels return float64 for a float32 network (or, with bug="grad_shape", a
     wrong-shaped input gradient)."""
 
     type_name = "broken_cuda"
+    kernels = ("broken_forward", "broken_backward")
 
-    def forward_cuda(self, ctx, x):
-        from numba import cuda
+    def forward(self, ctx, x):
+        return ctx.kernels.broken_forward(x, self.bug)
 
-        host = x.copy_to_host() * 2
-        return cuda.to_device(host.astype(np.float64) if self.bug == "output_dtype" else host)
+    def backward(self, ctx, grad):
+        return ctx.kernels.broken_backward(grad, ctx.grads["weight"], self.bug)
 
-    def backward_cuda(self, ctx, grad):
-        from numba import cuda
 
-        host = grad.copy_to_host() * 2
-        ctx.grads["weight"].copy_to_device(np.zeros(1, np.float32))
-        return cuda.to_device(np.ascontiguousarray(host[:, :1]) if self.bug == "grad_shape" else host)
+def broken_forward(x, bug):
+    from numba import cuda
+
+    host = x.copy_to_host() * 2
+    return cuda.to_device(host.astype(np.float64) if bug == "output_dtype" else host)
+
+
+def broken_backward(grad, weight_grad, bug):
+    from numba import cuda
+
+    host = grad.copy_to_host() * 2
+    weight_grad.copy_to_device(np.zeros(1, np.float32))
+    return cuda.to_device(np.ascontiguousarray(host[:, :1]) if bug == "grad_shape" else host)
+
+
+KERNELS = {"broken_forward": broken_forward, "broken_backward": broken_backward}  # this module: cuda kernels
 
 
 @pytest.mark.cuda
@@ -173,8 +185,10 @@ class BrokenOnCuda(Broken):
     ("grad_shape", "backward returned an array of shape (2, 1, 3) and dtype float32 as the gradient of its input"),
 ])
 def test_cuda_device_arrays_are_checked(plugin_manager, cuda_backend, bug, message):
-    plugin_manager.register(type("P", (), {"cnnrun_register_layers": hookimpl(
-        lambda self, register: register(BrokenOnCuda))})(), name="broken-cuda")
+    plugin_manager.register(type("P", (), {
+        "cnnrun_register_layers": hookimpl(lambda self, register: register(BrokenOnCuda)),
+        "cnnrun_register_kernels": hookimpl(lambda self, register: register("cuda", __name__))})(),
+        name="broken-cuda")
     registry = LayerRegistry.from_plugin_manager(plugin_manager)
     net = Network.from_config({"input": {"shape": [2, 3]}, "layers": [{"name": "g", "type": "broken_cuda",
                                                                         "bug": bug}]}, registry=registry)

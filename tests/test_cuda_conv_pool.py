@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import Network
-from cnnrun.engine.device import to_host
 
 pytestmark = pytest.mark.cuda
 
@@ -38,6 +37,7 @@ def run_on_both(registry, layers, shape, dtype, x=None, batch=2, seed=0):
                 net.backend.fill(array, np.nan)
         y = net.forward(x, training=True)
         grad = rng.standard_normal(y.shape).astype(dtype) if grad is None else grad
+        to_host = net.backend.to_host
         result = {"y": to_host(y), "dx": to_host(net.backward(grad))}
         for layer, arrays in net.grads.items():
             result.update({f"{layer}.{name}": to_host(a) for name, a in arrays.items()})
@@ -89,7 +89,7 @@ def test_matrix_product_over_several_tiles(cuda_backend, monkeypatch, trans_a, t
     """The grouped tiled product on 2 x 2 tiles of 64 x 64 per group, two steps of the inner
     dimension; then transposed the other way, split in three along the inner dimension, added to c."""
     from cnnrun.engine.layer import Context
-    from cnnrun.plugins.conv import cuda
+    from cnnrun.plugins.products import cuda
 
     monkeypatch.setattr(cuda, "SPLIT_MIN_DEPTH", split)
     rng = np.random.default_rng(2)
@@ -98,10 +98,10 @@ def test_matrix_product_over_several_tiles(cuda_backend, monkeypatch, trans_a, t
     b = rng.standard_normal((groups, cols, depth) if trans_b else (groups, depth, cols))
     c = rng.standard_normal((groups, rows, cols))
     out = cuda_backend.asarray(c, np.float64)
-    cuda._matmul(Context(backend=cuda_backend), "test", cuda_backend.asarray(a, np.float64),
+    cuda.matmul(Context(backend=cuda_backend), "test", cuda_backend.asarray(a, np.float64),
                  cuda_backend.asarray(b, np.float64), out, trans_a, trans_b, accumulate)
     expected = (a.transpose(0, 2, 1) if trans_a else a) @ (b.transpose(0, 2, 1) if trans_b else b)
-    np.testing.assert_allclose(to_host(out), expected + c if accumulate else expected, **TOL["float64"])
+    np.testing.assert_allclose(cuda_backend.to_host(out), expected + c if accumulate else expected, **TOL["float64"])
 
 
 @pytest.mark.parametrize("layer, shape", [
@@ -112,9 +112,10 @@ def test_sample_chunks_and_split_products(cuda_backend, registry, monkeypatch, l
     """A one-sample workspace makes the general path run chunk by chunk (the weight gradient then
     accumulates), and a short split length splits the matrix products' inner dimension."""
     from cnnrun.plugins.conv import cuda
+    from cnnrun.plugins.products import cuda as products
 
     monkeypatch.setattr(cuda, "WORKSPACE_BYTES", 1)
-    monkeypatch.setattr(cuda, "SPLIT_MIN_DEPTH", 8)
+    monkeypatch.setattr(products, "SPLIT_MIN_DEPTH", 8)
     cpu, gpu = run_on_both(registry, [{"name": "conv", **layer}], shape, "float64")
     assert_agree(cpu, gpu, "float64")
 

@@ -3,15 +3,15 @@ add, concat), the optimizers, the losses and the backend, on tiny shapes in floa
 
 Without a GPU they run under Numba's CUDA simulator (tests/conftest.py turns it on); on a GPU run
 ``NUMBA_ENABLE_CUDASIM=0 python -m pytest -m cuda``. The ``cuda_backend`` fixture launches 32
-threads per block and at most 2 blocks, so several blocks and the grid-stride loops run (and the
-linear layer's product uses 4 x 4 tiles, several per operand).
+threads per block and at most 2 blocks, so several blocks and the grid-stride loops run (the
+linear layer's products are the conv's tiled product, tested over several tiles in
+tests/test_cuda_conv_pool.py; here a long batch splits the weight gradient's inner dimension).
 """
 
 import numpy as np
 import pytest
 
 from cnnrun.engine import CnnrunError, Layer, Network
-from cnnrun.engine.device import backend_of, to_host
 from cnnrun.engine.losses import cross_entropy, cross_entropy_from_probabilities, mse
 from cnnrun.engine.optim import make_optimizer
 from cnnrun.engine.plugins import Registries, make_plugin_manager
@@ -24,6 +24,15 @@ def registries():
     return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 DTYPES = ("float32", "float64")
+
+
+def on_cuda(array) -> bool:
+    return not isinstance(array, np.ndarray) and hasattr(array, "copy_to_host")
+
+
+def to_host(array) -> np.ndarray:
+    return array.copy_to_host() if on_cuda(array) else np.array(array)
+
 TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-12, atol=1e-13)}
 
 
@@ -47,7 +56,7 @@ def assert_same_pass(cpu, gpu, x, dtype, training=True, seed=1):
     tol = TOL[dtype]
     y_cpu = cpu.forward(x, training=training)
     y_gpu = gpu.forward(x, training=training)
-    assert backend_of(y_gpu).name == "cuda" and y_gpu.dtype == dtype
+    assert on_cuda(y_gpu) and y_gpu.dtype == dtype
     np.testing.assert_allclose(to_host(y_gpu), y_cpu, **tol)
     grad = np.random.default_rng(seed).standard_normal(y_cpu.shape).astype(dtype)
     np.testing.assert_allclose(to_host(gpu.backward(grad)), cpu.backward(grad), **tol)
@@ -60,9 +69,13 @@ def assert_same_pass(cpu, gpu, x, dtype, training=True, seed=1):
 
 # -- layers ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("bias", [True, False])
-def test_flatten_linear(cuda_backend, registry, dtype, bias):
-    # 5 x 7 inputs, 6 outputs: 2 x 2 output tiles of 4 x 4 and 2 tiles deep, on at most 2 blocks
+@pytest.mark.parametrize("bias, split", [(True, False), (False, False), (True, True)])
+def test_flatten_linear(cuda_backend, registry, monkeypatch, dtype, bias, split):
+    # 5 x 7 inputs, 6 outputs; with ``split`` every product's inner dimension (7, 5, 6) is split in parts
+    if split:
+        from cnnrun.plugins.products import cuda
+
+        monkeypatch.setattr(cuda, "SPLIT_MIN_DEPTH", 2)
     layers = [{"type": "flatten"}, {"type": "linear", "out_features": 6, "bias": bias}]
     cpu, gpu = both_devices(registry, layers, (1, 7), dtype)
     x = np.random.default_rng(2).standard_normal((5, 1, 7)).astype(dtype)
@@ -163,6 +176,7 @@ def test_optimizers(cuda_backend, registries, dtype, config):
     params = {"fc": {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}}
     on_gpu = {"fc": {k: cuda_backend.asarray(a, dtype) for k, a in params["fc"].items()}}
     cpu, gpu = (make_optimizer(config, registries.optimizers) for _ in range(2))
+    gpu.to(cuda_backend)
     for step, lr in enumerate((0.1, 0.05, 0.02)):
         grads = {"fc": {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}}
         cpu.apply(params, grads, lr)
@@ -177,13 +191,13 @@ def test_optimizers(cuda_backend, registries, dtype, config):
 
 
 def test_optimizer_state_follows_the_parameters(cuda_backend, registries):
-    """State loaded from a checkpoint lands on the parameters' device; an optimizer whose network
-    moved to the GPU after some steps takes its state along."""
+    """State loaded from a checkpoint lands on the optimizer's device; an optimizer moved to the GPU
+    after some steps (as its network) takes its state along, and back."""
     config = {"type": "sgd", "lr": 0.1, "momentum": 0.9}
     grad = np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3)
 
     def step(optimizer, weight):
-        grads = {"fc": {"weight": backend_of(weight).asarray(grad, np.float32)}}
+        grads = {"fc": {"weight": optimizer.device.asarray(grad, np.float32)}}
         optimizer.apply({"fc": {"weight": weight}}, grads, 0.1)
 
     reference, carried = (make_optimizer(config, registries.optimizers) for _ in range(2))
@@ -192,20 +206,30 @@ def test_optimizer_state_follows_the_parameters(cuda_backend, registries):
     step(carried, carried_weight)
     loaded_weight = cuda_backend.asarray(on_host, np.float32)
     carried_weight = cuda_backend.asarray(carried_weight, np.float32)
-    loaded = make_optimizer(config, registries.optimizers)
+    carried.to(cuda_backend)
+    loaded = make_optimizer(config, registries.optimizers).to(cuda_backend)
     loaded.load_state_arrays(reference.state_arrays(), reference.step, {"fc": {"weight": loaded_weight}})
     for optimizer, weight in ((reference, on_host), (loaded, loaded_weight), (carried, carried_weight)):
         step(optimizer, weight)
     for optimizer, weight in ((loaded, loaded_weight), (carried, carried_weight)):
-        assert backend_of(optimizer.state["fc"]["weight"]["momentum_buffer"]).name == "cuda"
+        assert on_cuda(optimizer.state["fc"]["weight"]["momentum_buffer"])
         np.testing.assert_allclose(to_host(weight), on_host, rtol=1e-6)
+    carried.to("cpu")
+    assert isinstance(carried.state["fc"]["weight"]["momentum_buffer"], np.ndarray)
+    np.testing.assert_allclose(carried.state["fc"]["weight"]["momentum_buffer"],
+                               reference.state["fc"]["weight"]["momentum_buffer"], rtol=1e-6)
 
 
 def test_optimizer_without_cuda_is_a_clear_error(cuda_backend, registries):
-    optimizer = make_optimizer({"type": "sgd", "lr": 0.1}, registries.optimizers)
-    optimizer.update_cuda = None  # as a plugin optimizer that only has update()
-    with pytest.raises(CnnrunError, match="optimizer 'sgd' has no cuda implementation; add update_cuda"):
-        optimizer.implementation("cuda")
+    from cnnrun.engine.optim import Optimizer
+
+    class Lion(Optimizer):  # as a plugin optimizer with CPU kernels only
+        type_name = "lion"
+        kernels = ("lion_update",)
+
+    with pytest.raises(CnnrunError, match=r"optimizer 'lion' has no cuda implementation \(no kernel lion_update\); "
+                                          r"register cuda kernels for it or train on another device"):
+        Lion(0.1).to(cuda_backend)
 
 
 # -- losses ----------------------------------------------------------------------------------------
@@ -227,7 +251,7 @@ def test_losses(cuda_backend, dtype, kind):
     function = {"cross_entropy": cross_entropy, "mse": mse,
                 "cross_entropy_from_probabilities": cross_entropy_from_probabilities}[kind]
     loss, grad = function(output, labels)
-    device_loss = DeviceLoss(kind, cuda_backend)
+    device_loss = DeviceLoss(kind)
     value, correct, device_grad, predicted = device_loss(cuda_backend.asarray(output, dtype), labels)
     np.testing.assert_allclose(value, loss, rtol=1e-12 if dtype == "float64" else 1e-6)
     np.testing.assert_allclose(to_host(device_grad), grad, **TOL[dtype])
@@ -241,7 +265,7 @@ def test_loss_checks_labels_on_the_host(cuda_backend):
     from cnnrun.engine.losses_cuda import DeviceLoss
 
     with pytest.raises(CnnrunError, match="label 7 is out of range for 4 classes"):
-        DeviceLoss("cross_entropy", cuda_backend)(cuda_backend.zeros((2, 4), np.float32), np.array([0, 7]))
+        DeviceLoss("cross_entropy")(cuda_backend.zeros((2, 4), np.float32), np.array([0, 7]))
 
 
 # -- the backend and the network -------------------------------------------------------------------
@@ -280,7 +304,7 @@ def test_missing_numba_cuda_is_one_line(monkeypatch):
     from cnnrun.engine import cuda
     from cnnrun.engine.device import get_backend
 
-    monkeypatch.setattr(cuda, "_BACKEND", None)
+    monkeypatch.setattr(cuda, "_CHECKED", False)
     monkeypatch.setattr(cuda.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CnnrunError, match=r"^--device cuda needs numba-cuda, which is not installed; "
                                           r"`pip install 'cnnrun\[cuda\]'` \(and an NVIDIA driver\), or use --device cpu$"):

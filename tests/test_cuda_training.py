@@ -156,7 +156,7 @@ def test_every_command_checks_the_device_first(net_file, tmp_path, monkeypatch, 
     is told that CUDA is unavailable; the subprocess above has it truly so)."""
     from cnnrun.engine import cuda as engine_cuda
 
-    monkeypatch.setattr(engine_cuda, "_BACKEND", None)
+    monkeypatch.setattr(engine_cuda, "_CHECKED", False)
     monkeypatch.setattr(engine_cuda.cuda, "is_available", lambda: False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x.npz").write_bytes(b"")  # predict checks that INPUT exists before anything else

@@ -11,7 +11,7 @@ from cnnrun.engine import ConfigError, ShapeError
 from cnnrun.engine.data import (Examples, apply_normalization, batches, channel_statistics,
                                 prepare_data, stratified_split)
 from cnnrun.engine.plugins import DataSourceRegistry
-from cnnrun.plugins.datasets import resize_bilinear
+from cnnrun.plugins.data.datasets import resize_bilinear
 
 
 @pytest.fixture

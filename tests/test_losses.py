@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import Context, ShapeError
-from cnnrun.engine.losses import (LOSSES, accuracy, cross_entropy, cross_entropy_from_probabilities,
+from cnnrun.engine.losses import (KERNELS, LOSSES, cross_entropy, cross_entropy_from_probabilities,
                                   mse)
 from cnnrun.plugins.activations import Softmax
 
@@ -154,11 +154,18 @@ def test_mse_does_not_touch_its_inputs():
     np.testing.assert_array_equal(output, [[1.0, 2.0]])
 
 
-def test_accuracy():
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_loss_kernels_count_the_top_1_rows(name):
+    """The CPU loss kernels: the loss and gradient of their function, the rows whose largest output
+    is at the label, the predicted labels; no gradient when not asked for."""
     output = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
-    assert accuracy(output, np.array([1, 1, 1])) == pytest.approx(2 / 3)
-    assert accuracy(output, np.array([1, 0, 1])) == 1.0
-    assert type(accuracy(output, np.array([0, 1, 0]))) is float
+    function = {**LOSSES, "cross_entropy_from_probabilities": cross_entropy_from_probabilities}[name]
+    loss, correct, grad, predicted = KERNELS[name](output, np.array([1, 1, 1]))
+    expected_loss, expected_grad = function(output, np.array([1, 1, 1]))
+    assert (loss, correct, type(correct)) == (expected_loss, 2, int)
+    np.testing.assert_array_equal(grad, expected_grad)
+    np.testing.assert_array_equal(predicted, [1, 0, 1])
+    assert KERNELS[name](output, np.array([1, 0, 1]), False)[1:3] == (3, None)
 
 
 def test_losses_by_name():
@@ -179,7 +186,7 @@ def test_losses_by_name():
     (lambda: mse(np.zeros((2, 3)), np.zeros((3, 2))),
      r"mse target must have the output's shape \(2, 3\) or be integer labels; got shape \(3, 2\)"),
     (lambda: mse(np.zeros((2, 3)), np.array([0, 5])), "label 5 is out of range for 3 classes"),
-    (lambda: accuracy(np.zeros((2, 3)), np.array([[0], [1]])), r"labels must be 2 integers"),
+    (lambda: KERNELS["cross_entropy"](np.zeros((2, 3)), np.array([[0], [1]])), r"labels must be 2 integers"),
 ])
 def test_errors_name_the_value(call, message):
     with pytest.raises(ShapeError, match=message):

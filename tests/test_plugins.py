@@ -17,7 +17,7 @@ import pluggy
 import pytest
 
 import cnnrun
-from cnnrun.engine import ConfigError, Layer, LayerRegistry, Network, PluginError, hookimpl, hookspecs
+from cnnrun.engine import CnnrunError, ConfigError, Layer, LayerRegistry, Network, PluginError, hookimpl, hookspecs
 from cnnrun.engine import make_plugin_manager
 from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
 from cnnrun.engine.plugins import DEFAULT_PLUGINS, PluginFailure, PluginInfo, Registries, plugin_infos
@@ -87,14 +87,14 @@ def registers(*objects):
 def test_activation_layers_are_registered_by_their_module(registry):
     for type_name in ACTIVATIONS:
         assert registry.providers[type_name] == "cnnrun.plugins.activations"
-        assert registry.get(type_name).__module__ == "cnnrun.plugins.activations"
+        assert registry.get(type_name).__module__.startswith("cnnrun.plugins.activations.")
 
 
 def test_every_builtin_layer_type_comes_from_a_default_plugin(registry):
-    assert registry.layers
+    assert registry.classes
     for type_name, provider in registry.providers.items():
         assert provider in DEFAULT_PLUGINS
-        assert registry.layers[type_name].__module__.startswith(provider)
+        assert registry.classes[type_name].__module__.startswith(provider)
 
 
 def test_builtins_go_through_the_hook_like_any_plugin(plugin_manager):
@@ -169,7 +169,7 @@ def test_a_plugin_taking_a_builtin_type_name_is_skipped_and_the_builtin_kept(plu
     plugin_manager.register(registers(MyReLU), name="my-relu")
     registry = skipped_with_warning(plugin_manager, re.escape(
         "layer type 'relu' is registered by two plugins: 'cnnrun.plugins.activations' and 'my-relu'"))
-    assert registry.get("relu").__module__ == "cnnrun.plugins.activations"
+    assert registry.providers["relu"] == "cnnrun.plugins.activations" and registry.get("relu") is not MyReLU
     net = Network.from_config({"input": {"shape": [2]}, "layers": [{"type": "relu"}]}, registry=registry)
     np.testing.assert_array_equal(net.forward(np.array([[-1.0, 2.0]])), [[0.0, 2.0]])
 
@@ -357,7 +357,8 @@ def swish_module(monkeypatch):
     """The example plugin's module, imported from its source tree."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
     yield importlib.import_module("cnnrun_swish")
-    sys.modules.pop("cnnrun_swish", None)
+    for name in ("cnnrun_swish", "cnnrun_swish_cpu", "cnnrun_swish_cuda"):
+        sys.modules.pop(name, None)
 
 
 @pytest.fixture
@@ -404,6 +405,34 @@ def test_example_layer_gradients(swish_registry, layer, input_shape):
     check_layer_gradients(layer, input_shape, registry=swish_registry)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype, tol", [("float32", dict(rtol=2e-6, atol=1e-6)), ("float64", dict(rtol=1e-13, atol=1e-14))])
+def test_example_swish_runs_on_cuda_through_its_kernels(swish_registry, cuda_backend, dtype, tol):
+    """The plugin's CUDA kernels (Numba's simulator without a GPU; 32 threads x 2 blocks, so the
+    grid-stride loop runs) give the CPU kernels' output and input gradient."""
+    config = {"input": {"shape": [2, 3, 5]}, "layers": [{"type": "swish", "beta": 1.5}]}
+    cpu = Network.from_config(config, registry=swish_registry, dtype=dtype)
+    gpu = Network.from_config(config, registry=swish_registry, dtype=dtype).to("cuda")
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 2, 3, 5)) * 4).astype(dtype)  # 90 values
+    x[0, 0, 0, :3] = [0.0, 60.0, -60.0]
+    y = gpu.forward(x, training=True)
+    assert gpu.device == "cuda" and not isinstance(y, np.ndarray)
+    np.testing.assert_allclose(gpu.backend.to_host(y), cpu.forward(x, training=True), **tol)
+    grad = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_allclose(gpu.backend.to_host(gpu.backward(grad)), cpu.backward(grad), **tol)
+
+
+@pytest.mark.cuda
+def test_example_numpy_layer_is_refused_on_cuda(swish_registry, cuda_backend):
+    net = Network.from_config({"name": "tiny", "input": {"shape": [2, 3]},
+                               "layers": [{"type": "swish"}, {"type": "channel_scale"}]}, registry=swish_registry)
+    with pytest.raises(CnnrunError, match=r"^tiny: no cuda implementation for layer\(s\) 'channel_scale_1' "
+                                          r"\(channel_scale\); 'channel_scale_1' needs NumPy arrays; "):
+        net.to("cuda")
+    assert net.device == "cpu"
+
+
 @pytest.mark.parametrize("layer, message", [
     ({"type": "swish", "beta": 0}, "layer 'swish_1' (swish): beta must be in (0, "),
     ({"type": "swish", "alpha": 1}, "layer 'swish_1' (swish): unknown key 'alpha'; swish accepts: beta"),
@@ -435,7 +464,7 @@ def test_plugin_infos_lists_the_example_plugin(plugin_manager, swish_registry):
     assert activations.version == cnnrun.__version__
     assert set(ACTIVATIONS) <= set(activations.layer_types)
     assert list(infos)[:len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
-    assert infos["cnnrun.plugins.datasets"].data_sources == ["digits", "idx", "npz"]
+    assert infos["cnnrun.plugins.data"].data_sources == ["digits", "idx", "npz"]
     assert infos["cnnrun.plugins.optimizers"].optimizers == ["adam", "adamw", "sgd"]
 
 
@@ -471,7 +500,7 @@ def test_guide_excerpts_match_the_example_package():
     """Every code block of docs/plugins.md that starts with ``# <file>`` is a verbatim part of that file,
     after the imports it repeats from the top of the file (so that each snippet shows its imports)."""
     blocks = re.findall(r"```(?:python|toml)\n# ([\w.]+)\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.S)
-    assert {file for file, _ in blocks} == {"cnnrun_swish.py", "pyproject.toml"}
+    assert {file for file, _ in blocks} == {"cnnrun_swish.py", "cnnrun_swish_cpu.py", "pyproject.toml"}
     for file, excerpt in blocks:
         source = (EXAMPLE / file).read_text(encoding="utf-8")
         imports = re.match(r"(?:(?:import |from )[^\n]*\n|\n)*", excerpt).group(0) if file.endswith(".py") else ""

@@ -72,7 +72,7 @@ def test_the_checkpoint_records_the_plugin_of_each_layer_type(trained):
     run, _ = trained
     for name in ("latest.npz", "best.npz"):
         assert load_checkpoint(run / name).meta["plugins"] == {
-            "flatten": {"plugin": "cnnrun.plugins.dense", "version": cnnrun.__version__},
+            "flatten": {"plugin": "cnnrun.plugins.reshape", "version": cnnrun.__version__},
             "linear": {"plugin": "cnnrun.plugins.dense", "version": cnnrun.__version__},
             "prelu": {"plugin": "cnnrun-prelu", "version": "0.2"}}
 

@@ -12,7 +12,9 @@ import reference_conv as reference
 from cnnrun.engine import ConfigError, Network, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.plugins.conv import winograd
-from cnnrun.plugins.conv.cpu import Geometry
+from cnnrun.plugins.products import cpu as products
+from cnnrun.plugins.common import Geometry
+from cnnrun.plugins.conv.cpu import resolve_algorithm
 
 
 def _net(registry, layer, shape, dtype="float64"):
@@ -90,12 +92,12 @@ def test_one_tile_kernels_are_the_matrix_products(rng):
 def test_register_blocked_products(rng):
     a, b = rng.standard_normal((8, 12)), rng.standard_normal((12, 10))
     out = np.full((8, 10), np.nan)
-    winograd._product(a, b, 7, out)  # the first 7 columns
+    products.matrix_product(a, b, 7, out)  # the first 7 columns
     np.testing.assert_allclose(out[:, :7], a @ b[:, :7], rtol=1e-13)
     assert np.isnan(out[:, 7:]).all()
     c = rng.standard_normal((12, 10))
     total = np.ones((8, 12))
-    winograd._dots(b[:8], c, 9, total)  # adds the dot products over the first 9 columns
+    products.matrix_dots(b[:8], c, 9, total)  # adds the dot products over the first 9 columns
     np.testing.assert_allclose(total, 1 + b[:8, :9] @ c[:, :9].T, rtol=1e-13)
 
 
@@ -304,11 +306,17 @@ def test_auto_picks_winograd_where_it_pays(channels, out_channels, geom, out_hw,
     assert winograd.choose_algorithm(channels, out_channels, geom, out_hw) == expected
 
 
+def algorithm_for(layer, input_shape):
+    """The CPU algorithm ``layer`` runs on ``input_shape`` (no batch)."""
+    return resolve_algorithm(layer.algorithm, input_shape[0], layer.out_channels, layer._geometry(input_shape[1:]),
+                             layer.output_shape(input_shape)[1:])
+
+
 def test_auto_resolves_per_input_shape(registry):
     big = _net(registry, {"out_channels": 64, "kernel_size": 3, "padding": 1}, (64, 16, 16)).nodes[0].layer
-    assert big.algorithm_for((64, 16, 16)) == "winograd"
-    assert big.algorithm_for((64, 7, 9)) is None
+    assert algorithm_for(big, (64, 16, 16)) == "winograd"
+    assert algorithm_for(big, (64, 7, 9)) is None
     small = _net(registry, {"out_channels": 4, "kernel_size": 3, "padding": 1}, (3, 16, 16)).nodes[0].layer
-    assert small.algorithm_for((3, 16, 16)) is None
+    assert algorithm_for(small, (3, 16, 16)) is None
     fixed = _net(registry, {"out_channels": 4, "kernel_size": 3, "algorithm": "im2col"}, (3, 16, 16)).nodes[0].layer
-    assert fixed.algorithm_for((3, 16, 16)) == "im2col"
+    assert algorithm_for(fixed, (3, 16, 16)) == "im2col"

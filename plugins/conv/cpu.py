@@ -1,4 +1,5 @@
-"""CPU kernels of the convolution family (Numba), and the wrappers the layers call.
+"""The CPU kernels of the convolution family: the wrappers the layers call (``KERNELS``), and the
+products by path, whose Numba kernels are in :mod:`.depthwise`, :mod:`.direct` and :mod:`.im2col`.
 
 Everything is 2-D (conv1d runs as ``(N, C, 1, L)``): ``y = conv(x, w)`` with x ``(N, C, H, W)``,
 w ``(O, C/G, kh, kw)``, y ``(N, O, OH, OW)`` and, for ``o`` in group ``g``,
@@ -29,7 +30,7 @@ gradients). They are computed by these kernels:
 At stride 1 the transpose is the forward product of the output gradient padded by
 ``(k-1)*d - p``, with the rotated filter (``w[o, c, kh-1-ki, kw-1-kj]``, channels swapped).
 :func:`choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
-:mod:`cnnrun.plugins.products`' register-blocked kernels, whose inner loops run over contiguous
+:mod:`cnnrun.plugins.products.cpu`' register-blocked kernels, whose inner loops run over contiguous
 values from index 0, so LLVM vectorizes them (a runtime stride would stop it: hence the stride-1
 kernels). Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
 layer (kept between calls), weight gradients are summed from per-thread partial sums, and small
@@ -39,18 +40,21 @@ products run on one thread (:func:`cnnrun.engine.jit.launch`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import prange
 
 from cnnrun.engine.errors import CnnrunError
-from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
-from cnnrun.plugins.products import row_dots, rows_product
+from cnnrun.engine.jit import launch
+from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
+
+from . import winograd
+from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
+from .direct import channels_last, direct_weight, patch_product, shifted_product, shifted_transpose
+from .im2col import im2col_forward, im2col_transpose, im2col_weight
 
 ALGORITHMS = ("im2col", "direct")
-"""The values of the ``algorithm`` argument (``None``: the best for the shape, see :func:`choose_path`)."""
+"""The paths the ``algorithm`` argument can force (``None``: the best for the shape, see :func:`choose_path`)."""
 
 WORKSPACE_BYTES = 192 << 10
 """Each thread works on tiles of output pixels whose rows (outputs and im2col columns) fit in about
@@ -76,23 +80,17 @@ TAP_BLOCK = 16
 """Products run over blocks of this many taps (a multiple of 4), whose input rows stay in L1."""
 
 
-class Geometry(NamedTuple):
-    """Kernel size, stride, padding before (top, left), dilation (each ``(h, w)``) and groups."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-
-
 # -- public wrappers ------------------------------------------------------------------------------
 def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None) -> np.ndarray:
     """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``.
 
-    ``algorithm``: "im2col", "direct" (stride 1 only) or ``None``, the best for the shape (see
-    :func:`choose_path`; depthwise and 1x1 convs always take their own path).
+    ``algorithm`` (the layer's option): "winograd" (:mod:`.winograd`), "im2col", "direct" (stride 1
+    only), or "auto" / ``None``: :func:`resolve_algorithm` (depthwise and 1x1 convs always take their
+    own path).
     """
+    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, out_hw)
+    if algorithm == "winograd":
+        return winograd.conv2d_forward(ctx, x, weight, bias, geom, out_hw)
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
     _forward(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
@@ -102,9 +100,12 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None)
 def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None) -> np.ndarray:
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
+    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, grad.shape[2:])
+    if algorithm == "winograd":
+        return winograd.conv2d_backward(ctx, x, grad, weight, geom, grad_weight, grad_bias)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     path = choose_path(weight.shape, geom, algorithm)
-    _bias_grad(grad, grad_bias)
+    bias_grad(grad, grad_bias)
     _weight(ctx, x, grad, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
     _transpose(ctx, grad, weight, None, dx, geom, path)
@@ -126,11 +127,19 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     path = choose_path(weight.shape, geom, algorithm)
-    _bias_grad(grad, grad_bias)
+    bias_grad(grad, grad_bias)
     _weight(ctx, grad, x, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
     _forward(ctx, grad, weight, None, dx, geom, path)
     return dx
+
+
+def resolve_algorithm(algorithm, channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
+    """conv2d's ``algorithm`` option for this input: "auto" (or ``None``) becomes "winograd" where
+    :func:`.winograd.choose_algorithm` picks it, else ``None`` (:func:`choose_path` chooses)."""
+    if algorithm is None or algorithm == "auto":
+        return winograd.choose_algorithm(channels, out_channels, geom, out_hw)
+    return algorithm
 
 
 def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
@@ -164,7 +173,7 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
 def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
     if path == "depthwise":
-        launch(_depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
+        launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
     elif path != "im2col" and _many_taps(w, geom):
         _patches(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
@@ -172,18 +181,18 @@ def _forward(ctx, x, w, bias, y, geom, path):
         _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     else:
         groups, taps = geom.groups, w.shape[1] * _taps(geom)
-        packed = _padded_to_4(_grouped(w, groups))  # (G, O/G, taps)
+        packed = _padded_to_4(grouped(w, groups))  # (G, O/G, taps)
         tile = _tile(TAP_BLOCK + packed.shape[1], x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.forward.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         acc = ctx.workspace("conv.forward.acc", (_threads(), packed.shape[1], tile), x.dtype)
-        launch(_im2col_forward, _work(y.shape[0], y.shape[2], y.shape[3], taps, groups, packed.shape[1] + 8) // 8,
+        launch(im2col_forward, _work(y.shape[0], y.shape[2], y.shape[3], taps, groups, packed.shape[1] + 8) // 8,
                x, packed, _column_rows(TAP_BLOCK, tile), _base(bias, y), y, *_args(geom), tile, cols, acc)
 
 
 def _transpose(ctx, y, w, bias, x, geom, path):
     """x = conv^T(y, w) + bias: each y value times w added back where conv read it."""
     if path == "depthwise":
-        launch(_depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
+        launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
     elif path == "direct" and (w.shape[1] >= PATCH_MIN_ROWS or tuple(geom.kernel) == (1, 1)):
         # the conv of y padded by (k-1)*d - p with the rotated, transposed filter
@@ -196,12 +205,12 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
     else:
         groups, per_group = geom.groups, w.shape[0] // geom.groups
-        packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+        packed = _padded_to_4(grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
         tile = _tile(TAP_BLOCK + per_group, x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.transpose.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         rows = _channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
         work = _work(y.shape[0], y.shape[2], y.shape[3], packed.shape[1], groups, packed.shape[2] + 8) // 8
-        launch(_im2col_transpose, work, y, packed, rows, _base(bias, x), x, *_args(geom), tile, cols)
+        launch(im2col_transpose, work, y, packed, rows, _base(bias, x), x, *_args(geom), tile, cols)
 
 
 def _weight(ctx, x, g, geom, grad_w, path):
@@ -209,24 +218,24 @@ def _weight(ctx, x, g, geom, grad_w, path):
     n, out_channels, kh, kw = x.shape[0], grad_w.shape[0], *geom.kernel
     if path == "depthwise":
         partial = ctx.workspace("conv.weight.partial", (n, out_channels, kh, kw), x.dtype)
-        launch(_depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
+        launch(depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
         np.sum(partial, axis=0, out=grad_w.reshape(out_channels, kh, kw))
         return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, _round_up(per_group, 4), taps), x.dtype)
+    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, round_up(per_group, 4), taps), x.dtype)
     partial.fill(0)
     if path == "direct":
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
         src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
         length = (g.shape[2] - 1) * width + g.shape[3]
-        launch(_direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
-               g.shape[2] * width, length, _tile(_round_up(per_group, 4), x.dtype, length))
+        launch(direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
+               g.shape[2] * width, length, _tile(round_up(per_group, 4), x.dtype, length))
     else:
         tile = _tile(TAP_BLOCK + per_group, x.dtype, g.shape[2] * g.shape[3])
         cols = ctx.workspace("conv.weight.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
-        launch(_im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
+        launch(im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
                x, g, partial, _column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
     np.sum(partial[:, :, :per_group], axis=0, out=grad_w.reshape(groups, per_group, taps))
 
@@ -238,14 +247,14 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     height, width, offsets = _planes(w.shape, g.shape, geom)
     spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
     groups, per_group = geom.groups, w.shape[0] // geom.groups
-    packed = _padded_to_4(_grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
+    packed = _padded_to_4(grouped(w, groups).transpose(0, 2, 1))  # (G, taps, O/G)
     length = (g.shape[2] - 1) * width + g.shape[3]
     tile = _tile(packed.shape[1], x.dtype, length)
     acc = ctx.workspace("conv.transpose.acc", (_threads(), packed.shape[1], tile), x.dtype)
     planes = ctx.workspace("conv.transpose.planes", (x.shape[0], x.shape[1], height, width), x.dtype)
     planes.fill(0)
     channels = _channel_rows(groups, per_group, packed.shape[2], g.shape[2] * width)
-    launch(_shifted_transpose, _work(x.shape[0], length, *packed.shape) // 8, spread, packed, channels, offsets,
+    launch(shifted_transpose, _work(x.shape[0], length, *packed.shape) // 8, spread, packed, channels, offsets,
            planes.reshape(x.shape[0], -1), length, w.shape[1] * _taps(geom), tile, acc)
     (top, left), (h, w_) = geom.padding, x.shape[2:]
     rows, cols = min(h, height - top), min(w_, width - left)  # rows and columns past them: base only
@@ -261,16 +270,16 @@ def _patches(ctx, key, x, w, base, y, geom):
     (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
     height, width = (y.shape[2] - 1) * sh + (kh - 1) * dh + 1, (y.shape[3] - 1) * sw + (kw - 1) * dw + 1
     image = ctx.workspace(key + ".nhwc", (x.shape[0], height, width, x.shape[1]), x.dtype)
-    launch(_channels_last, image.size, x, image, *geom.padding)
+    launch(channels_last, image.size, x, image, *geom.padding)
     groups, per_group, taps = geom.groups, w.shape[0] // geom.groups, w.shape[1] * kh * kw
-    depth = _round_up(taps, 8)
+    depth = round_up(taps, 8)
     packed = np.zeros((groups, per_group, depth), w.dtype)
     packed[:, :, :taps] = w.reshape(groups, per_group, w.shape[1], kh, kw).transpose(0, 1, 3, 4, 2).reshape(
         groups, per_group, taps)
     tile = min(PATCH_TILE, y.shape[2] * y.shape[3])
     patches = ctx.workspace(key + ".patches", (_threads(), tile, depth), x.dtype)
-    acc = ctx.workspace(key + ".acc", (_threads(), _round_up(per_group, 4), tile), x.dtype)
-    launch(_patch_product, _work(y.shape[0], y.shape[2], y.shape[3], groups, depth, per_group + 8) // 8,
+    acc = ctx.workspace(key + ".acc", (_threads(), round_up(per_group, 4), tile), x.dtype)
+    launch(patch_product, _work(y.shape[0], y.shape[2], y.shape[3], groups, depth, per_group + 8) // 8,
            image, packed, _column_rows(tile, depth), base, y, kh, kw, sh, sw, dh, dw, patches, acc)
 
 
@@ -279,10 +288,10 @@ def _direct(ctx, key, x, w, base, y, geom):
     cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns."""
     height, width, offsets = _planes(w.shape, y.shape, geom)
     src = _padded(ctx, key + ".x", x, height, width, *geom.padding)
-    packed = _padded_to_4(_grouped(w, geom.groups))
+    packed = _padded_to_4(grouped(w, geom.groups))
     tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
     acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
-    launch(_shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
+    launch(shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
            src, packed, offsets, base, y, width, tile, TAP_BLOCK, acc)
 
 
@@ -308,7 +317,7 @@ def _tap_offsets(groups, channels, kh, kw, dh, dw, plane, width) -> np.ndarray:
     to a multiple of 4 taps (read-only)."""
     c = np.arange(groups * channels).reshape(groups, channels, 1, 1) * plane
     taps = (c + np.arange(kh).reshape(kh, 1) * dh * width + np.arange(kw) * dw).reshape(groups, -1)
-    offsets = np.zeros((groups, _round_up(taps.shape[1], 4)), np.int64)
+    offsets = np.zeros((groups, round_up(taps.shape[1], 4)), np.int64)
     offsets[:, :taps.shape[1]] = taps
     offsets.flags.writeable = False
     return offsets
@@ -354,7 +363,7 @@ def _padded(ctx, key, x, height, width, top, left):
 def _padded_to_4(a):
     """``(G, R, K)`` zero-padded to R and K multiples of 4."""
     groups, rows, taps = a.shape
-    packed = np.zeros((groups, _round_up(rows, 4), _round_up(taps, 4)), a.dtype)
+    packed = np.zeros((groups, round_up(rows, 4), round_up(taps, 4)), a.dtype)
     packed[:, :rows, :taps] = a
     return packed
 
@@ -387,17 +396,8 @@ def _threads() -> int:
     return numba.get_num_threads()
 
 
-def _round_up(value, multiple) -> int:
-    return -(-value // multiple) * multiple
-
-
 def _taps(geom) -> int:
     return geom.kernel[0] * geom.kernel[1]
-
-
-def _bias_grad(grad, grad_bias):
-    if grad_bias is not None:
-        np.sum(grad, axis=(0, 2, 3), out=grad_bias)
 
 
 def _base(bias, out):
@@ -405,391 +405,10 @@ def _base(bias, out):
     return bias if bias is not None else np.zeros(out.shape[1], out.dtype)
 
 
-def _grouped(w, groups):
-    """``(O, C/G, kh, kw)`` as ``(G, O/G, C/G*kh*kw)`` (a view)."""
-    return w.reshape(groups, w.shape[0] // groups, -1)
-
-
 def _args(geom):
     return (*geom.kernel, *geom.stride, *geom.padding, *geom.dilation)
 
 
-# -- direct (stride 1) ----------------------------------------------------------------------------
-@cpu_kernel
-def _shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
-    """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
-    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps."""
-    samples, channels, out_h, out_w = y.shape
-    groups, depth = packed.shape[0], packed.shape[2]
-    per_group = channels // groups
-    length = (out_h - 1) * width + out_w
-    tiles = (length + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, length - q0)
-        out = acc[numba.get_thread_id()]
-        for g in range(groups):
-            out[:, :m] = 0
-            for k0 in range(0, depth, block):
-                rows_product(packed[g, :, k0:k0 + block], src[n], offsets[g, k0:k0 + block], q0, m, out)
-            _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
+KERNELS = {"conv2d_forward": conv2d_forward, "conv2d_backward": conv2d_backward,
+           "conv_transpose2d_forward": conv_transpose2d_forward, "conv_transpose2d_backward": conv_transpose2d_backward}
 
-
-@serial_kernel
-def _rows_to_planes(out, count, yn, first, base, q0, m, width):
-    """yn[first + o, i, j] = out[o, i*width + j - q0] + base[first + o] for o < count and the pixels
-    (i, j < OW) of the run [q0, q0 + m)."""
-    out_w = yn.shape[2]
-    i0, i1 = q0 // width, (q0 + m - 1) // width
-    for o in range(count):
-        b = base[first + o]
-        for i in range(i0, i1 + 1):
-            j0, j1 = max(q0 - i * width, 0), min(q0 + m - i * width, out_w)
-            if j0 < j1:
-                row, values = yn[first + o, i, j0:j1], out[o, i * width + j0 - q0:i * width + j1 - q0]
-                for t in range(j1 - j0):
-                    row[t] = values[t] + b
-
-
-@cpu_kernel
-def _direct_weight(spread, src, offsets, partial, plane, length, tile):
-    """partial[thread, g, o, k] += sum_q spread[n, (g*R + o)*plane + q] * src[n, offsets[g, k] + q]
-    for q < length, every sample n (R = output channels per group; ``spread`` is the output
-    gradient at the padded width, zero in the columns j >= OW)."""
-    samples = spread.shape[0]
-    groups = partial.shape[1]
-    per_group = spread.shape[1] // (plane * groups)
-    tiles = (length + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, length - q0)
-        part = partial[numba.get_thread_id()]
-        for g in range(groups):
-            row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
-                     part[g, :, 0:part.shape[2]])
-
-
-@cpu_kernel
-def _shifted_transpose(spread, packed, rows, offsets, planes, length, taps, tile, acc):
-    """planes[n, offsets[g, k] + q] += sum_o packed[g, k, o] * spread[n, rows[g, o] + q] for q < length
-    and the ``taps`` taps k of every group g: the adjoint of :func:`_shifted_product`, one sample per
-    thread (the shifted runs of one sample's tiles overlap)."""
-    samples = spread.shape[0]
-    groups = packed.shape[0]
-    for n in prange(samples):
-        out = acc[numba.get_thread_id()]
-        for q0 in range(0, length, tile):
-            m = min(tile, length - q0)
-            for g in range(groups):
-                out[:, :m] = 0
-                rows_product(packed[g, :, 0:packed.shape[2]], spread[n], rows[g], q0, m, out)
-                for k in range(taps):
-                    start = offsets[g, k] + q0
-                    target, values = planes[n, start:start + m], out[k]
-                    for t in range(m):
-                        target[t] += values[t]
-
-
-# -- channels-last patches -----------------------------------------------------------------------
-@cpu_kernel
-def _channels_last(x, out, top, left):
-    """out[n, r, s, c] = x[n, c, r - top, s - left] inside x, else 0 (a negative top/left crops x)."""
-    samples, channels, height, width = x.shape
-    rows, cols = out.shape[1], out.shape[2]
-    for nr in prange(samples * rows):
-        n = nr // rows
-        r = nr - n * rows
-        line = out[n, r]
-        h = r - top
-        if h < 0 or h >= height:
-            line[:, :] = 0
-            continue
-        for s in range(cols):
-            w = s - left
-            pixel = line[s]
-            if 0 <= w < width:
-                for c in range(channels):
-                    pixel[c] = x[n, c, h, w]
-            else:
-                pixel[:] = 0
-
-
-@cpu_kernel
-def _patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patches, acc):
-    """y[n, g*R + o, i, j] = base + packed[g, o] . patch(n, g, i, j): the patch is image[n]
-    ``(Hp, Wp, C)`` at rows i*sh + ki*dh, columns j*sw + kj*dw and group g's channels, in (ki, kj, c)
-    order, zero-padded like ``packed``'s rows; ``offsets[p]`` = p * depth (a patch row's start)."""
-    samples, channels, out_h, out_w = y.shape
-    groups, per_group, depth = packed.shape
-    width, in_channels = image.shape[2], image.shape[3]
-    per_in = in_channels // groups
-    taps = per_in * kh * kw
-    merged = dw == 1 and groups == 1  # the kw taps of a kernel row are one run of kw*C values
-    run, runs = (kw * per_in, 1) if merged else (per_in, kw)
-    pixels = out_h * out_w
-    tile = patches.shape[1]
-    tiles = (pixels + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
-        thread = numba.get_thread_id()
-        patch, out = patches[thread], acc[thread, :, :m]
-        flat = patch.reshape(patch.size)
-        planes = y[n].reshape(channels, pixels)
-        for g in range(groups):
-            for p in range(m):
-                i = (q0 + p) // out_w
-                j = q0 + p - i * out_w
-                row = patch[p]
-                at = 0
-                for ki in range(kh):
-                    line = image[n, i * sh + ki * dh].reshape(width * in_channels)
-                    for kj in range(runs):
-                        start = (j * sw + kj * dw) * in_channels + g * per_in
-                        source, target = line[start:start + run], row[at:at + run]
-                        for t in range(run):
-                            target[t] = source[t]
-                        at += run
-                row[taps:] = 0
-            out[:, :] = 0
-            row_dots(packed.reshape(packed.size), g * per_group * depth, depth, per_group, flat, offsets, np.int64(0),
-                     depth, out)
-            for o in range(per_group):
-                b = base[g * per_group + o]
-                target, values = planes[g * per_group + o, q0:q0 + m], out[o]
-                for t in range(m):
-                    target[t] = values[t] + b
-
-
-# -- im2col (any stride) --------------------------------------------------------------------------
-@cpu_kernel
-def _im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols, acc):
-    """y = conv(x, w) + base over tiles of output pixels: per group and block of taps, the tile's
-    columns (``rows[k]``: where column k starts in a ``cols`` buffer), then
-    :func:`~cnnrun.plugins.products.rows_product`
-    with ``packed`` ``(G, O/G, taps)`` (both rounded up to 4)."""
-    samples, channels = x.shape[0], x.shape[1]
-    out_channels, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    groups, depth, block = packed.shape[0], packed.shape[2], cols.shape[1]
-    per_in, per_out = channels // groups, out_channels // groups
-    pixels = out_h * out_w
-    tiles = (pixels + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
-        thread = numba.get_thread_id()
-        col, out = cols[thread], acc[thread]
-        planes = y[n].reshape(out_channels, pixels)
-        for g in range(groups):
-            out[:, :m] = 0
-            for k0 in range(0, depth, block):
-                count = min(block, depth - k0)
-                _fill_columns(x[n], g * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
-                rows_product(packed[g, :, k0:k0 + count], col.reshape(col.size), rows, np.int64(0), m, out)
-            for o in range(per_out):
-                b = base[g * per_out + o]
-                row, values = planes[g * per_out + o, q0:q0 + m], out[o]
-                for t in range(m):
-                    row[t] = values[t] + b
-
-
-@cpu_kernel
-def _im2col_transpose(g, packed, rows, base, x, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
-    """x = conv^T(g, w) + base, one sample per thread: per tile of g's pixels and group, columns =
-    w^T @ g by :func:`~cnnrun.plugins.products.rows_product` with ``packed`` ``(G, taps, O/G)`` (rounded up to 4), added
-    back where im2col reads them."""
-    samples, channels = x.shape[0], x.shape[1]
-    groups, depth, block = packed.shape[0], packed.shape[1], cols.shape[1]
-    per_in = channels // groups
-    taps = per_in * kh * kw
-    out_w = g.shape[3]
-    pixels = g.shape[2] * out_w
-    for n in prange(samples):
-        col = cols[numba.get_thread_id()]
-        xn = x[n]
-        for c in range(channels):
-            xn[c] = base[c]
-        flat = g[n].reshape(g.shape[1] * pixels)
-        for q0 in range(0, pixels, tile):
-            m = min(tile, pixels - q0)
-            for grp in range(groups):
-                for k0 in range(0, depth, block):
-                    col[:, :m] = 0
-                    rows_product(packed[grp, k0:k0 + block, 0:packed.shape[2]], flat, rows[grp], q0, m, col)
-                    _add_columns(col, xn, grp * per_in, k0, min(block, taps - k0), q0, m, kh, kw, sh, sw, ph, pw,
-                                 dh, dw, out_w)
-
-
-@cpu_kernel
-def _im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
-    """partial[thread, grp, o, k] += the dot of g's row o (of group grp) with im2col row k, over
-    tiles of output pixels of every sample."""
-    samples, channels = x.shape[0], x.shape[1]
-    groups, taps, block = partial.shape[1], partial.shape[3], cols.shape[1]
-    per_in, per_out = channels // groups, g.shape[1] // groups
-    out_w = g.shape[3]
-    pixels = g.shape[2] * out_w
-    tiles = (pixels + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
-        thread = numba.get_thread_id()
-        col, part = cols[thread], partial[thread]
-        flat = g[n].reshape(g.shape[1] * pixels)
-        for grp in range(groups):
-            for k0 in range(0, taps, block):
-                count = min(block, taps - k0)
-                _fill_columns(x[n], grp * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
-                row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows,
-                         np.int64(0), m, part[grp, :, k0:k0 + count])
-
-
-# Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and
-# the loops vectorize (about 4x faster). Only values known to be >= 0 are cast.
-@serial_kernel
-def _span(offset, stride, size, count):
-    """The range [lo, hi) of i < count with 0 <= i*stride + offset < size."""
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    hi = (size - 1 - offset) // stride + 1
-    lo = min(lo, count)
-    hi = max(min(hi, count), lo)
-    return lo, hi
-
-
-
-@serial_kernel
-def _fill_columns(xn, first, channels, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
-    """col[r, t] = xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] (0 outside) for the taps
-    k0 + r = (c*kh + ki)*kw + kj, r < count (0 past the last tap), and the pixels q0 + t = i*OW + j, t < m."""
-    height, width = xn.shape[1], xn.shape[2]
-    i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
-    for r in range(count):
-        row = col[r]
-        tap = k0 + r
-        if tap >= channels * kh * kw:
-            row[:m] = 0
-            continue
-        plane = xn[first + tap // (kh * kw)]
-        ki, kj = (tap // kw) % kh, tap % kw
-        top = ki * dh - ph
-        left = kj * dw - pw
-        w0, w1 = _span(left, sw, width, out_w)
-        for i in range(i0, i1 + 1):
-            ja, jb = max(q0 - i * out_w, 0), min(q0 + m - i * out_w, out_w)
-            at = i * out_w - q0
-            ih = i * sh + top
-            lo, hi = jb, jb
-            if 0 <= ih < height:
-                lo = min(max(w0, ja), jb)
-                hi = max(min(w1, jb), lo)
-            for j in range(ja, lo):
-                row[np.uintp(at + j)] = 0
-            for j in range(lo, hi):
-                row[np.uintp(at + j)] = plane[np.uintp(ih), np.uintp(j * sw + left)]
-            for j in range(hi, jb):
-                row[np.uintp(at + j)] = 0
-
-
-@serial_kernel
-def _add_columns(col, xn, first, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
-    """xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] += col[r, t] inside xn for the taps
-    k0 + r = (c*kh + ki)*kw + kj, r < count, and the pixels q0 + t = i*OW + j, t < m (col2im)."""
-    height, width = xn.shape[1], xn.shape[2]
-    i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
-    for r in range(count):
-        row = col[r]
-        tap = k0 + r
-        plane = xn[first + tap // (kh * kw)]
-        ki, kj = (tap // kw) % kh, tap % kw
-        top = ki * dh - ph
-        left = kj * dw - pw
-        w0, w1 = _span(left, sw, width, out_w)
-        for i in range(i0, i1 + 1):
-            ih = i * sh + top
-            if 0 <= ih < height:
-                at = i * out_w - q0
-                lo = max(w0, q0 - i * out_w)
-                hi = min(w1, q0 + m - i * out_w)
-                for j in range(lo, hi):
-                    plane[np.uintp(ih), np.uintp(j * sw + left)] += row[np.uintp(at + j)]
-
-
-@cpu_kernel
-def _depthwise_forward(x, w, base, y, sh, sw, ph, pw, dh, dw):
-    """y = conv(x, w) + base when each output channel o reads the single input channel o // (O/C)."""
-    m, channels, height, width = x.shape
-    out_channels, _, kh, kw = w.shape
-    oh_n, ow_n = y.shape[2], y.shape[3]
-    multiplier = out_channels // channels
-    for no in prange(m * out_channels):
-        n = no // out_channels
-        o = no - n * out_channels
-        c = o // multiplier
-        y[n, o] = base[o]
-        for ki in range(kh):
-            top = ki * dh - ph
-            h0, h1 = _span(top, sh, height, oh_n)
-            for kj in range(kw):
-                left = kj * dw - pw
-                w0, w1 = _span(left, sw, width, ow_n)
-                weight = w[o, 0, ki, kj]
-                for i in range(h0, h1):
-                    ih = np.uintp(i * sh + top)
-                    for j in range(w0, w1):
-                        y[n, o, np.uintp(i), np.uintp(j)] += weight * x[n, c, ih, np.uintp(j * sw + left)]
-
-
-@cpu_kernel
-def _depthwise_transpose(y, w, base, x, sh, sw, ph, pw, dh, dw):
-    """x = conv^T(y, w) + base for a depthwise w; parallel over (sample, input channel), race-free."""
-    m, channels, height, width = x.shape
-    out_channels, _, kh, kw = w.shape
-    oh_n, ow_n = y.shape[2], y.shape[3]
-    multiplier = out_channels // channels
-    for nc in prange(m * channels):
-        n = nc // channels
-        c = nc - n * channels
-        x[n, c] = base[c]
-        for o in range(c * multiplier, (c + 1) * multiplier):
-            for ki in range(kh):
-                top = ki * dh - ph
-                h0, h1 = _span(top, sh, height, oh_n)
-                for kj in range(kw):
-                    left = kj * dw - pw
-                    w0, w1 = _span(left, sw, width, ow_n)
-                    weight = w[o, 0, ki, kj]
-                    for i in range(h0, h1):
-                        ih = np.uintp(i * sh + top)
-                        for j in range(w0, w1):
-                            x[n, c, ih, np.uintp(j * sw + left)] += weight * y[n, o, np.uintp(i), np.uintp(j)]
-
-
-@cpu_kernel
-def _depthwise_weight(x, y, partial, sh, sw, ph, pw, dh, dw):
-    """partial[n, o, ki, kj] = sum_{i, j} y[n, o, i, j] * x[n, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]:
-    one sample's share of the weight gradient, summed over n by the caller."""
-    m, channels, height, width = x.shape
-    out_channels, kh, kw = partial.shape[1], partial.shape[2], partial.shape[3]
-    oh_n, ow_n = y.shape[2], y.shape[3]
-    multiplier = out_channels // channels
-    for no in prange(m * out_channels):
-        n = no // out_channels
-        o = no - n * out_channels
-        c = o // multiplier
-        for ki in range(kh):
-            top = ki * dh - ph
-            h0, h1 = _span(top, sh, height, oh_n)
-            for kj in range(kw):
-                left = kj * dw - pw
-                w0, w1 = _span(left, sw, width, ow_n)
-                total = 0.0
-                for i in range(h0, h1):
-                    ih = np.uintp(i * sh + top)
-                    for j in range(w0, w1):
-                        total += y[n, o, np.uintp(i), np.uintp(j)] * x[n, c, ih, np.uintp(j * sw + left)]
-                partial[n, o, ki, kj] = total

@@ -25,42 +25,27 @@ from numba import cuda
 
 from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, channel_view, grid
 
-from .cpu import Geometry
+from cnnrun.plugins.common import Geometry, grouped
+from cnnrun.plugins.products.cuda import matmul, sum_parts
 
 WORKSPACE_BYTES = 64 << 20
 """The general path works on chunks of samples whose columns and rows fit in about this many bytes
 (each layer keeps its own workspaces; 64 MiB already gives a product of hundreds of tiles)."""
 
-TILE = 16
-"""Threads per side of a matrix-product block (16 x 16 = 256 threads, whatever the block size)."""
-WORK = 4
-"""Outputs per thread per side: a block computes a SPAN x SPAN tile of the product."""
-SPAN = TILE * WORK
-DEPTH = 16
-"""The slice of the inner dimension staged in shared memory per step."""
-LOADS = SPAN * DEPTH // (TILE * TILE)
-"""Elements of each operand's tile that one thread loads per step."""
-A_TILE, B_TILE = (SPAN, DEPTH + 1), (DEPTH, SPAN + 1)
-"""Shared-memory tiles of the operands; the extra column keeps transposed stores free of bank conflicts."""
-SPLIT_MIN_DEPTH = 512
-"""A split of the inner dimension is at least this long (it pays for writing a partial product)."""
-SPLIT_TARGET_BLOCKS = 512
-"""Split the inner dimension until the product has about this many (tile, split) jobs."""
 
-
-# -- public wrappers ------------------------------------------------------------------------------
-def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw):
+# -- public wrappers (``algorithm``, the layer's option, picks among CPU paths only) -----------------
+def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None):
     """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``."""
-    y = ctx.backend.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
+    y = cuda.device_array((x.shape[0], weight.shape[0], *out_hw), x.dtype)
     _forward(ctx, x, weight, bias, y, geom)
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias):
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None):
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
     _bias_grad(grad, grad_bias)
-    dx = ctx.backend.empty(x.shape, x.dtype)
+    dx = cuda.device_array(x.shape, x.dtype)
     _grads(ctx, x, grad, weight, geom, grad_weight, x_like=dx)
     return dx
 
@@ -68,7 +53,7 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
 def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw):
     """``conv^T(x, weight) + bias``, of shape ``(N, weight.shape[1] * G, *out_hw)``: x plays the
     output of a conv whose input is the result. PyTorch: ``F.conv_transpose2d``."""
-    y = ctx.backend.empty((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
+    y = cuda.device_array((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
     _transpose(ctx, x, weight, bias, y, geom)
     return y
 
@@ -77,7 +62,7 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
     """The gradient of :func:`conv_transpose2d_forward` with respect to ``x``; overwrites
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     _bias_grad(grad, grad_bias)
-    dx = ctx.backend.empty(x.shape, x.dtype)
+    dx = cuda.device_array(x.shape, x.dtype)
     _grads(ctx, grad, x, weight, geom, grad_weight, g_like=dx)
     return dx
 
@@ -88,10 +73,10 @@ def _forward(ctx, x, w, bias, y, geom):
     if w.shape[1] == 1:
         _launch(_depthwise_forward, y.size)(x, w, bias, y, *geom.stride, *geom.padding, *geom.dilation)
         return
-    wg = _grouped(w, geom.groups)
+    wg = grouped(w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, y, geom):
         _launch(_im2col, x.shape[1] * col.shape[1])(x[n0:n0 + m], col, *_args(geom, y))
-        _matmul(ctx, "forward", wg, _split(col, geom.groups), _split(rows, geom.groups))
+        matmul(ctx, "conv.forward", wg, _split(col, geom.groups), _split(rows, geom.groups))
         _launch(_rows_to, rows.size)(rows, bias, channel_view(y[n0:n0 + m]))
 
 
@@ -100,10 +85,10 @@ def _transpose(ctx, y, w, bias, x, geom):
     if w.shape[1] == 1:
         _launch(_depthwise_transpose, x.size)(y, w, bias, x, *geom.stride, *geom.padding, *geom.dilation)
         return
-    wg = _grouped(w, geom.groups)
+    wg = grouped(w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, y, geom):
         _launch(_rows_from, rows.size)(channel_view(y[n0:n0 + m]), rows)
-        _matmul(ctx, "transpose", wg, _split(rows, geom.groups), _split(col, geom.groups), trans_a=True)
+        matmul(ctx, "conv.transpose", wg, _split(rows, geom.groups), _split(col, geom.groups), trans_a=True)
         _launch(_col2im, x[n0:n0 + m].size)(col, bias, x[n0:n0 + m], *_args(geom, y))
 
 
@@ -115,24 +100,24 @@ def _grads(ctx, x, g, w, geom, grad_w, x_like=None, g_like=None):
         o, _, kh, kw = grad_w.shape
         partial = ctx.workspace("conv.depthwise_parts", (x.shape[0], o, kh, kw), x.dtype)
         _launch(_depthwise_weight, partial.size)(x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
-        _launch(_sum_parts, grad_w.size)(partial.reshape(x.shape[0], grad_w.size), grad_w.reshape(grad_w.size),
+        _launch(sum_parts, grad_w.size)(partial.reshape(x.shape[0], grad_w.size), grad_w.reshape(grad_w.size),
                                          False)
         if x_like is not None:
             _transpose(ctx, g, w, None, x_like, geom)
         else:
             _forward(ctx, x, w, None, g_like, geom)
         return
-    wg, gw = _grouped(w, geom.groups), _grouped(grad_w, geom.groups)
+    wg, gw = grouped(w, geom.groups), grouped(grad_w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, g, geom):
         _launch(_im2col, x.shape[1] * col.shape[1])(x[n0:n0 + m], col, *_args(geom, g))
         _launch(_rows_from, rows.size)(channel_view(g[n0:n0 + m]), rows)
         cols, rows_g = _split(col, geom.groups), _split(rows, geom.groups)
-        _matmul(ctx, "weight", rows_g, cols, gw, trans_b=True, accumulate=n0 > 0)
+        matmul(ctx, "conv.weight", rows_g, cols, gw, trans_b=True, accumulate=n0 > 0)
         if x_like is not None:
-            _matmul(ctx, "transpose", wg, rows_g, cols, trans_a=True)
+            matmul(ctx, "conv.transpose", wg, rows_g, cols, trans_a=True)
             _launch(_col2im, x_like[n0:n0 + m].size)(col, None, x_like[n0:n0 + m], *_args(geom, g))
         else:
-            _matmul(ctx, "forward", wg, cols, rows_g)
+            matmul(ctx, "conv.forward", wg, cols, rows_g)
             _launch(_rows_to, rows.size)(rows, None, channel_view(g_like[n0:n0 + m]))
 
 
@@ -142,36 +127,10 @@ def _bias_grad(grad, grad_bias):
         _channel_sums[blocks_for(grad_bias.size), block_size()](channel_view(grad), grad_bias)
 
 
-def _matmul(ctx, product, a, b, c, trans_a=False, trans_b=False, accumulate=False):
-    """``c[g] = op(a[g]) @ op(b[g])`` for each group g (``c[g] +=`` when ``accumulate``); ``op``
-    transposes. A long inner dimension with few output tiles is split across blocks into partial
-    products in a workspace (one per ``product``, so that its shape stays put), then summed into c."""
-    groups, rows, cols = c.shape
-    depth = a.shape[1] if trans_a else a.shape[2]
-    tiles = groups * _cdiv(rows, SPAN) * _cdiv(cols, SPAN)
-    splits = max(1, min(_cdiv(depth, SPLIT_MIN_DEPTH), SPLIT_TARGET_BLOCKS // tiles))
-    if splits == 1:
-        _gemm[blocks_for(tiles), (TILE, TILE)](a, b, c.reshape(1, groups, rows, cols), trans_a, trans_b,
-                                               accumulate)
-        return
-    parts = ctx.workspace(f"conv.{product}_parts", (splits, groups, rows, cols), c.dtype)
-    _gemm[blocks_for(tiles * splits), (TILE, TILE)](a, b, parts, trans_a, trans_b, False)
-    _launch(_sum_parts, c.size)(parts.reshape(splits, c.size), c.reshape(c.size), accumulate)
-
-
 # -- helpers of the wrappers ----------------------------------------------------------------------
 def _launch(kernel, n):
     """``kernel`` configured for a grid-stride loop over ``n`` items."""
     return kernel[grid(n)]
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _grouped(w, groups):
-    """``(O, C/G, kh, kw)`` as ``(G, O/G, C/G*kh*kw)`` (a view)."""
-    return w.reshape(groups, w.shape[0] // groups, w.size // w.shape[0])
 
 
 def _split(a, groups):
@@ -199,94 +158,6 @@ def _chunks(ctx, x, y, geom):
 
 
 # -- kernels --------------------------------------------------------------------------------------
-@cuda.jit(cache=True)
-def _gemm(a, b, c, trans_a, trans_b, accumulate):
-    """``c[s, g] (+)= op(a[g]) @ op(b[g])`` over split ``s`` of the inner dimension (of
-    ``c.shape[0]`` equal splits). ``op(a[g])`` is ``(R, K)``: ``a[g]`` itself, or ``a[g]`` ``(K, R)``
-    transposed when ``trans_a``; ``op(b[g])`` ``(K, M)`` likewise.
-
-    A 16 x 16 block computes a 64 x 64 tile, each thread a 4 x 4 grid of outputs strided by 16 (so
-    stores are coalesced); 64 x 16 slices of op(a) and 16 x 64 of op(b) are staged in shared memory,
-    read along the operand's contiguous axis whether or not it is transposed. Blocks loop
-    grid-stride over (split, group, tile).
-    """
-    tile_a = cuda.shared.array(A_TILE, a.dtype)
-    tile_b = cuda.shared.array(B_TILE, b.dtype)
-    acc = cuda.local.array((WORK, WORK), c.dtype)
-    zero = c.dtype.type(0)
-    splits, groups, rows, cols = c.shape
-    depth = a.shape[1] if trans_a else a.shape[2]
-    per_split = -(-depth // splits)  # ceil(depth / splits), then rounded up to whole steps
-    per_split = -(-per_split // DEPTH) * DEPTH
-    tiles_r, tiles_c = -(-rows // SPAN), -(-cols // SPAN)
-    ty, tx = cuda.threadIdx.y, cuda.threadIdx.x
-    thread = ty * TILE + tx
-    for job in range(cuda.blockIdx.x, splits * groups * tiles_r * tiles_c, cuda.gridDim.x):
-        tile, tc = divmod(job, tiles_c)
-        tile, tr = divmod(tile, tiles_r)
-        s, g = divmod(tile, groups)
-        r0, c0 = tr * SPAN, tc * SPAN
-        k_begin = s * per_split
-        k_end = min(k_begin + per_split, depth)
-        for i in range(WORK):
-            for j in range(WORK):
-                acc[i, j] = zero
-        busy = r0 + ty < rows and c0 + tx < cols  # else none of this thread's outputs exist
-        for k0 in range(k_begin, k_end, DEPTH):
-            for e in range(LOADS):
-                at = e * TILE * TILE + thread
-                value = zero
-                if trans_a:  # a[g] is (K, R): consecutive threads read consecutive r
-                    k, r = divmod(at, SPAN)
-                    if k0 + k < k_end and r0 + r < rows:
-                        value = a[g, k0 + k, r0 + r]
-                else:
-                    r, k = divmod(at, DEPTH)
-                    if r0 + r < rows and k0 + k < k_end:
-                        value = a[g, r0 + r, k0 + k]
-                tile_a[r, k] = value
-                value = zero
-                if trans_b:  # b[g] is (M, K)
-                    j, k = divmod(at, DEPTH)
-                    if c0 + j < cols and k0 + k < k_end:
-                        value = b[g, c0 + j, k0 + k]
-                else:
-                    k, j = divmod(at, SPAN)
-                    if k0 + k < k_end and c0 + j < cols:
-                        value = b[g, k0 + k, c0 + j]
-                tile_b[k, j] = value
-            cuda.syncthreads()
-            if busy:
-                for k in range(min(DEPTH, k_end - k0)):
-                    for i in range(WORK):
-                        left = tile_a[ty + i * TILE, k]
-                        for j in range(WORK):
-                            acc[i, j] += left * tile_b[k, tx + j * TILE]
-            cuda.syncthreads()
-        for i in range(WORK):
-            r = r0 + ty + i * TILE
-            for j in range(WORK):
-                col = c0 + tx + j * TILE
-                if r < rows and col < cols:
-                    if accumulate:
-                        c[s, g, r, col] += acc[i, j]
-                    else:
-                        c[s, g, r, col] = acc[i, j]
-
-
-@cuda.jit(cache=True)
-def _sum_parts(parts, c, accumulate):
-    """``c[i] (+)= sum_s parts[s, i]``: the splits of a product added up."""
-    for i in range(cuda.grid(1), c.shape[0], cuda.gridsize(1)):
-        total = parts[0, i]
-        for s in range(1, parts.shape[0]):
-            total += parts[s, i]
-        if accumulate:
-            c[i] += total
-        else:
-            c[i] = total
-
-
 @cuda.jit(cache=True)
 def _im2col(x, col, kh, kw, sh, sw, ph, pw, dh, dw, oh_n, ow_n):
     """col[(c*kh + ki)*kw + kj, n*OH*OW + i*OW + j] = x[n, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]
@@ -419,7 +290,7 @@ def _depthwise_transpose(y, w, bias, x, sh, sw, ph, pw, dh, dw):
 def _depthwise_weight(x, y, partial, sh, sw, ph, pw, dh, dw):
     """partial[n, o, ki, kj] = sum_{i, j} y[n, o, i, j] * x[n, c, i*sh - ph + ki*dh, j*sw - pw + kj*dw]
     with c = o // (O/C): one sample's share of the weight gradient, one thread each (summed over n
-    by :func:`_sum_parts`)."""
+    by :func:`~cnnrun.plugins.products.cuda.sum_parts`)."""
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_channels, kh, kw = partial.shape[1], partial.shape[2], partial.shape[3]
     oh_n, ow_n = y.shape[2], y.shape[3]
@@ -453,3 +324,7 @@ def _channel_sums(a, out):
         total = block_sum(scratch, total)
         if cuda.threadIdx.x == 0:
             out[c] = total
+
+
+KERNELS = {"conv2d_forward": conv2d_forward, "conv2d_backward": conv2d_backward,
+           "conv_transpose2d_forward": conv_transpose2d_forward, "conv_transpose2d_backward": conv_transpose2d_backward}

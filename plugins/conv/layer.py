@@ -1,19 +1,18 @@
-"""The convolution layers: options, shapes, parameters, init and MACs; the kernels are in :mod:`.cpu`
-(:mod:`.winograd`) and, imported only on "cuda", :mod:`.cuda`."""
+"""The convolution layers: options, shapes, parameters, init and MACs, and their math once; the
+kernels come from the device (:mod:`.cpu` with :mod:`.winograd`, :mod:`.cuda`)."""
 
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import ClassVar
 
 from cnnrun.engine import Layer
 from cnnrun.engine.layer import uniform_fan_in_
 from cnnrun.engine.options import bool_option, choice_option, int_option, int_tuple, show
 
+from cnnrun.plugins.common import Geometry
+
 from . import winograd
-from .cpu import (Geometry, conv2d_backward, conv2d_forward, conv_transpose2d_backward,
-                  conv_transpose2d_forward)
 
 
 class _Conv(Layer):
@@ -22,6 +21,8 @@ class _Conv(Layer):
     spatial: ClassVar[int] = 2
     layout: ClassVar[str] = "(C, H, W)"
     algorithms: ClassVar[tuple[str, ...]] = ("auto", "im2col", "direct", "winograd")
+    kernels = ("conv2d_forward", "conv2d_backward")
+    affine_output_channels = True
 
     def __init__(self, name, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, algorithm="auto"):
@@ -95,44 +96,19 @@ class _Conv(Layer):
                             self.groups)
         return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups)
 
-    def algorithm_for(self, input_shape) -> str | None:
-        """The algorithm that runs on ``input_shape`` (no batch): the option; for "auto" "winograd"
-        where :func:`.winograd.choose_algorithm` picks it, else ``None`` (:mod:`.cpu` chooses)."""
-        if self.algorithm != "auto":
-            return self.algorithm
-        return winograd.choose_algorithm(input_shape[0], self.out_channels, self._geometry(input_shape[1:]),
-                                         self.output_shape(input_shape)[1:])
-
     def forward(self, ctx, x):
         ctx.saved.x = x
         out = self.output_shape(x.shape[1:])
-        forward, _ = _kernels(self.algorithm_for(x.shape[1:]))
-        y = forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
-                    self._geometry(x.shape[2:]), (1, *out[1:])[-2:])  # (OH, OW); conv1d (1, L)
+        y = ctx.kernels.conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
+                                       self._geometry(x.shape[2:]), (1, *out[1:])[-2:],  # (OH, OW); conv1d (1, L)
+                                       self.algorithm)
         return y.reshape(x.shape[0], *out)
 
     def backward(self, ctx, grad):
         x = ctx.saved.x
-        _, backward = _kernels(self.algorithm_for(x.shape[1:]))
-        dx = backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                      self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
-        return dx.reshape(x.shape)
-
-    def forward_cuda(self, ctx, x):
-        from . import cuda  # numba-cuda is imported only when a network runs on cuda
-
-        ctx.saved.x = x
-        out = self.output_shape(x.shape[1:])
-        y = cuda.conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
-                                self._geometry(x.shape[2:]), (1, *out[1:])[-2:])
-        return y.reshape(x.shape[0], *out)
-
-    def backward_cuda(self, ctx, grad):
-        from . import cuda
-
-        x = ctx.saved.x
-        dx = cuda.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                                  self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]), ctx.grads.get("bias"))
+        dx = ctx.kernels.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
+                                         self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]),
+                                         ctx.grads.get("bias"), self.algorithm)
         return dx.reshape(x.shape)
 
 
@@ -174,6 +150,7 @@ class ConvTranspose2d(Layer):
     """
 
     type_name = "conv_transpose2d"
+    kernels = ("conv_transpose2d_forward", "conv_transpose2d_backward")
 
     def __init__(self, name, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  dilation=1, groups=1, bias=True):
@@ -223,26 +200,12 @@ class ConvTranspose2d(Layer):
     def forward(self, ctx, x):
         ctx.saved.x = x
         out = self.output_shape(x.shape[1:])
-        return conv_transpose2d_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"),
-                                        self._geometry(), out[1:])
+        return ctx.kernels.conv_transpose2d_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"),
+                                                    self._geometry(), out[1:])
 
     def backward(self, ctx, grad):
-        return conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
-                                         ctx.grads["weight"], ctx.grads.get("bias"))
-
-    def forward_cuda(self, ctx, x):
-        from . import cuda  # numba-cuda is imported only when a network runs on cuda
-
-        ctx.saved.x = x
-        out = self.output_shape(x.shape[1:])
-        return cuda.conv_transpose2d_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"),
-                                             self._geometry(), out[1:])
-
-    def backward_cuda(self, ctx, grad):
-        from . import cuda
-
-        return cuda.conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
-                                              ctx.grads["weight"], ctx.grads.get("bias"))
+        return ctx.kernels.conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
+                                                     ctx.grads["weight"], ctx.grads.get("bias"))
 
 
 def _check_groups(layer, in_channels, input_shape):
@@ -250,13 +213,6 @@ def _check_groups(layer, in_channels, input_shape):
         if channels % layer.groups:
             raise layer.error(f"{what} ({channels}) must be divisible by groups ({layer.groups}); "
                               f"input shape {input_shape}", key="groups")
-
-
-def _kernels(algorithm):
-    """``(forward, backward)`` of conv2d by ``algorithm`` ("winograd", "im2col", "direct" or ``None``)."""
-    if algorithm == "winograd":
-        return winograd.conv2d_forward, winograd.conv2d_backward
-    return partial(conv2d_forward, algorithm=algorithm), partial(conv2d_backward, algorithm=algorithm)
 
 
 def _as2d(a):

@@ -37,7 +37,8 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
-from .cpu import Geometry
+from cnnrun.plugins.common import Geometry, bias_grad, round_up
+from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
 
 BLOCK_BYTES = 4 << 20
 """Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes..."""
@@ -94,8 +95,7 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
     ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
-    if grad_bias is not None:
-        np.sum(grad, axis=(0, 2, 3), out=grad_bias)
+    bias_grad(grad, grad_bias)
     groups, (top, left) = geom.groups, geom.padding
     tiles = _tiles(grad.shape[2:])
     rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
@@ -119,13 +119,9 @@ def _tiles(out_hw) -> tuple[int, int]:
     return -(-out_hw[0] // 2), -(-out_hw[1] // 2)
 
 
-def _round_up(value: int) -> int:
-    return -(-value // 4) * 4
-
-
 def _packed_shape(rows: int, cols: int, groups: int) -> tuple[int, int, int, int]:
     """``(16, G, R/G, C/G)`` with both per-group counts rounded up to multiples of 4."""
-    return 16, groups, _round_up(rows // groups), _round_up(cols // groups)
+    return 16, groups, round_up(rows // groups), round_up(cols // groups)
 
 
 def _filter(ctx, key, weight, groups, rotated):
@@ -148,7 +144,7 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     made a multiple of the threads, so that every thread gets the same work.
     """
     in_channels, dtype = x.shape[1], x.dtype
-    v_rows, m_rows = _round_up(in_channels // groups), _round_up(out_channels // groups)
+    v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
     per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
     total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
     rows = max(budget // per_row, -(-MIN_TILES // tiles[1]))
@@ -206,7 +202,7 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_
             _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
         for k in range(16):
             for g in range(groups):
-                _product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
+                matrix_product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
         for o in range(out_channels):
             g = o // per_out
             _output_block(mm, g, o - g * per_out, base[o], y, o, r0, r1, tiles_h, tiles_w)
@@ -236,7 +232,7 @@ def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_a
             _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy, zero)
         for k in range(16):
             for g in range(groups):
-                _dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
+                matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
 
 
 @serial_kernel
@@ -352,66 +348,6 @@ def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w, rows, zer
                 out1[t] = row[q] + row[q + 1]
                 out2[t] = row[q] - row[q + 1]
                 out3[t] = -row[q + 1]
-
-
-@serial_kernel
-def _product(a, b, count, out):
-    """out[i, t] = sum_k a[i, k] * b[k, t] for t < count; ``a`` ``(R, K)``, R and K multiples of 4.
-
-    Four rows of ``out`` take four terms per pass over the run, so each output is loaded and stored
-    once per 16 multiply-adds while the 16 coefficients wait in registers.
-    """
-    rows, depth = a.shape
-    for i in range(0, rows, 4):
-        out0, out1, out2, out3 = out[i, :count], out[i + 1, :count], out[i + 2, :count], out[i + 3, :count]
-        out0[:] = 0
-        out1[:] = 0
-        out2[:] = 0
-        out3[:] = 0
-        for k in range(0, depth, 4):
-            b0, b1, b2, b3 = b[k, :count], b[k + 1, :count], b[k + 2, :count], b[k + 3, :count]
-            w = a[i:i + 4, k:k + 4]
-            w00, w01, w02, w03 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
-            w10, w11, w12, w13 = w[1, 0], w[1, 1], w[1, 2], w[1, 3]
-            w20, w21, w22, w23 = w[2, 0], w[2, 1], w[2, 2], w[2, 3]
-            w30, w31, w32, w33 = w[3, 0], w[3, 1], w[3, 2], w[3, 3]
-            for t in range(count):
-                v0, v1, v2, v3 = b0[t], b1[t], b2[t], b3[t]
-                out0[t] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
-                out1[t] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
-                out2[t] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
-                out3[t] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
-
-
-@serial_kernel
-def _dots(a, b, count, out):
-    """out[i, k] += sum_{t < count} a[i, t] * b[k, t]; ``out`` ``(R, K)``, R and K multiples of 4,
-    in blocks of 4 x 2 dot products that accumulate in registers."""
-    rows, depth = out.shape
-    zero = out.dtype.type(0)
-    for i in range(0, rows, 4):
-        a0, a1, a2, a3 = a[i, :count], a[i + 1, :count], a[i + 2, :count], a[i + 3, :count]
-        for k in range(0, depth, 2):
-            b0, b1 = b[k, :count], b[k + 1, :count]
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
-            for t in range(count):
-                v0, v1 = b0[t], b1[t]
-                c00 += a0[t] * v0
-                c01 += a0[t] * v1
-                c10 += a1[t] * v0
-                c11 += a1[t] * v1
-                c20 += a2[t] * v0
-                c21 += a2[t] * v1
-                c30 += a3[t] * v0
-                c31 += a3[t] * v1
-            out[i, k] += c00
-            out[i, k + 1] += c01
-            out[i + 1, k] += c10
-            out[i + 1, k + 1] += c11
-            out[i + 2, k] += c20
-            out[i + 2, k + 1] += c21
-            out[i + 3, k] += c30
-            out[i + 3, k + 1] += c31
 
 
 @cpu_kernel

@@ -23,6 +23,8 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
+from .window import window
+
 
 def _is_2x2(kernel, stride, padding, in_hw, out_hw) -> bool:
     """True for 2x2 windows, stride 2, no padding, all windows fully inside the input."""
@@ -36,6 +38,7 @@ def max_pool_forward(x, argmax, kernel, stride, padding) -> np.ndarray:
     ``argmax`` (``int32``, filled here) receives the flat index ``ih * W + iw`` of each maximum: the
     first one in row-major window order; NaN wins (PyTorch: ``val > max || isnan(val)``).
     """
+    x = np.ascontiguousarray(x)
     y = np.empty(argmax.shape, x.dtype)
     fast = _is_2x2(kernel, stride, padding, x.shape[1:], y.shape[1:])
     launch(_max_forward, x.size + 2 * y.size, x, y, argmax, *kernel, *stride, *padding, fast)
@@ -44,6 +47,7 @@ def max_pool_forward(x, argmax, kernel, stride, padding) -> np.ndarray:
 
 def max_pool_backward(grad_y, argmax, kernel, stride, padding, in_hw) -> np.ndarray:
     """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its window's argmax."""
+    grad_y = np.ascontiguousarray(grad_y)
     grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
     fast = _is_2x2(kernel, stride, padding, in_hw, grad_y.shape[1:])
     launch(_max_backward, grad_x.size + 2 * grad_y.size, grad_y, argmax, grad_x, fast)
@@ -52,6 +56,7 @@ def max_pool_backward(grad_y, argmax, kernel, stride, padding, in_hw) -> np.ndar
 
 def avg_pool_forward(x, out_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
     """Mean over each window of ``x`` ``(P, H, W)``, with PyTorch's divisor (see ``_window``)."""
+    x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], *out_hw), x.dtype)
     loop = _avg_loop(kernel, stride, padding, x.shape[1:], out_hw)
     launch(_avg_forward, x.size + y.size, x, y, *kernel, *stride, *padding, count_include_pad, loop)
@@ -60,11 +65,23 @@ def avg_pool_forward(x, out_hw, kernel, stride, padding, count_include_pad) -> n
 
 def avg_pool_backward(grad_y, in_hw, kernel, stride, padding, count_include_pad) -> np.ndarray:
     """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
+    grad_y = np.ascontiguousarray(grad_y)
     grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
     loop = _avg_loop(kernel, stride, padding, in_hw, grad_y.shape[1:])
     launch(_avg_backward, grad_x.size + grad_y.size, grad_y, grad_x, *kernel, *stride, *padding,
            count_include_pad, loop)
     return grad_x
+
+
+def global_avg_pool_forward(x) -> np.ndarray:
+    """``y[p] = mean(x[p])`` for planes ``x`` ``(P, H, W)``; ``y`` is ``(P,)``."""
+    hw = x.shape[1:]
+    return avg_pool_forward(x, (1, 1), hw, hw, (0, 0), True).reshape(x.shape[0])
+
+
+def global_avg_pool_backward(grad_y, in_hw) -> np.ndarray:
+    """``grad_x[p] = grad_y[p] / (H * W)`` everywhere, for ``grad_y`` ``(P,)``; ``grad_x`` is ``(P, H, W)``."""
+    return avg_pool_backward(grad_y.reshape(grad_y.shape[0], 1, 1), in_hw, in_hw, in_hw, (0, 0), True)
 
 
 GENERAL, TWO_BY_TWO, WHOLE_PLANE = 0, 1, 2
@@ -224,18 +241,9 @@ def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, loo
                             gx[ih, iw] += g
 
 
-@serial_kernel
-def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
-    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
+_window = serial_kernel(window)
+"""The CPU build of :func:`.window.window`."""
 
-    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
-    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
-    """
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + kh, height + ph)
-    w1 = min(w0 + kw, width + pw)
-    padded_size = (h1 - h0) * (w1 - w0)
-    h0, w0 = max(h0, 0), max(w0, 0)
-    h1, w1 = min(h1, height), min(w1, width)
-    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)
+
+KERNELS = {f.__name__: f for f in (max_pool_forward, max_pool_backward, avg_pool_forward, avg_pool_backward,
+                                   global_avg_pool_forward, global_avg_pool_backward)}

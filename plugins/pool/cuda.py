@@ -13,58 +13,53 @@ from numba import cuda
 
 from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, grid
 
-
-def planes(x):
-    """A batch ``(N, C, H, W)`` or ``(N, C, L)`` as planes ``(N * C, H, W)`` or ``(N * C, 1, L)`` (a view)."""
-    n, c, *size = x.shape
-    height, width = size if len(size) == 2 else (1, size[0])
-    return x.reshape(n * c, height, width)
+from .window import window
 
 
-def max_pool_forward(ctx, x, argmax, kernel, stride, padding):
+def max_pool_forward(x, argmax, kernel, stride, padding):
     """Max over each window of ``x`` ``(P, H, W)``; the output size is ``argmax.shape[1:]``.
 
     ``argmax`` (``int32``, filled here) receives the flat index ``ih * W + iw`` of each maximum: the
     first one in row-major window order; NaN wins (PyTorch: ``val > max || isnan(val)``).
     """
-    y = ctx.backend.empty(argmax.shape, x.dtype)
+    y = cuda.device_array(argmax.shape, x.dtype)
     _max_forward[grid(y.size)](x, y, argmax, *kernel, *stride, *padding)
     return y
 
 
-def max_pool_backward(ctx, grad_y, argmax, kernel, stride, padding, in_hw):
+def max_pool_backward(grad_y, argmax, kernel, stride, padding, in_hw):
     """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its window's argmax."""
-    grad_x = ctx.backend.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    grad_x = cuda.device_array((grad_y.shape[0], *in_hw), grad_y.dtype)
     _max_backward[grid(grad_x.size)](grad_y, argmax, grad_x, *kernel, *stride, *padding)
     return grad_x
 
 
-def avg_pool_forward(ctx, x, out_hw, kernel, stride, padding, count_include_pad):
+def avg_pool_forward(x, out_hw, kernel, stride, padding, count_include_pad):
     """Mean over each window of ``x`` ``(P, H, W)``, with PyTorch's divisor (see ``_window``)."""
-    y = ctx.backend.empty((x.shape[0], *out_hw), x.dtype)
+    y = cuda.device_array((x.shape[0], *out_hw), x.dtype)
     _avg_forward[grid(y.size)](x, y, *kernel, *stride, *padding, count_include_pad)
     return y
 
 
-def avg_pool_backward(ctx, grad_y, in_hw, kernel, stride, padding, count_include_pad):
+def avg_pool_backward(grad_y, in_hw, kernel, stride, padding, count_include_pad):
     """The input gradient ``(P, H, W)``: each ``grad_y`` value / divisor added over its window."""
-    grad_x = ctx.backend.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    grad_x = cuda.device_array((grad_y.shape[0], *in_hw), grad_y.dtype)
     _avg_backward[grid(grad_x.size)](grad_y, grad_x, *kernel, *stride, *padding, count_include_pad)
     return grad_x
 
 
-def global_avg_forward(ctx, x):
-    """``y[p] = mean(x[p])`` for planes ``x`` ``(P, S)``; ``y`` is ``(P,)``."""
-    y = ctx.backend.empty((x.shape[0],), x.dtype)
-    _plane_means[blocks_for(x.shape[0]), block_size()](x, y)
+def global_avg_pool_forward(x):
+    """``y[p] = mean(x[p])`` for planes ``x`` ``(P, H, W)``; ``y`` is ``(P,)``."""
+    y = cuda.device_array((x.shape[0],), x.dtype)
+    _plane_means[blocks_for(x.shape[0]), block_size()](x.reshape(x.shape[0], x.size // x.shape[0]), y)
     return y
 
 
-def global_avg_backward(ctx, grad_y, size):
-    """``grad_x[p, s] = grad_y[p] / size`` for ``grad_y`` ``(P,)``; ``grad_x`` is ``(P, size)``."""
-    grad_x = ctx.backend.empty((grad_y.shape[0], size), grad_y.dtype)
+def global_avg_pool_backward(grad_y, in_hw):
+    """``grad_x[p] = grad_y[p] / (H * W)`` everywhere, for ``grad_y`` ``(P,)``; ``grad_x`` is ``(P, H, W)``."""
+    grad_x = cuda.device_array((grad_y.shape[0], in_hw[0] * in_hw[1]), grad_y.dtype)
     _spread[grid(grad_x.size)](grad_y, grad_x)
-    return grad_x
+    return grad_x.reshape(grad_y.shape[0], *in_hw)
 
 
 @cuda.jit(cache=True)
@@ -171,18 +166,9 @@ def _covering(i, k, s, pad, out):
     return o0, max(o0, o1)
 
 
-@cuda.jit(device=True)
-def _window(oh, ow, height, width, kh, kw, sh, sw, ph, pw, count_include_pad):
-    """Rows ``[h0, h1)``, columns ``[w0, w1)`` of window ``(oh, ow)`` in the input, and its divisor.
+_window = cuda.jit(device=True)(window)
+"""The CUDA build of :func:`.window.window`."""
 
-    PyTorch's rule: the window is first cut at the end of the padding (a ceil-mode window can reach
-    past it); that size is the divisor with ``count_include_pad``, else the size cut to the input.
-    """
-    h0 = oh * sh - ph
-    w0 = ow * sw - pw
-    h1 = min(h0 + kh, height + ph)
-    w1 = min(w0 + kw, width + pw)
-    padded_size = (h1 - h0) * (w1 - w0)
-    h0, w0 = max(h0, 0), max(w0, 0)
-    h1, w1 = min(h1, height), min(w1, width)
-    return h0, h1, w0, w1, padded_size if count_include_pad else (h1 - h0) * (w1 - w0)
+
+KERNELS = {f.__name__: f for f in (max_pool_forward, max_pool_backward, avg_pool_forward, avg_pool_backward,
+                                   global_avg_pool_forward, global_avg_pool_backward)}

@@ -1,21 +1,17 @@
 """Pooling layers: max and average over sliding windows (1-D and 2-D), and global average pooling.
 
-The kernels (:mod:`.cpu`; :mod:`.cuda`, imported only on "cuda") work on planes ``(N * C, H, W)``;
-1-D layers pool ``(N * C, 1, L)`` planes with a height-1 window, as PyTorch's ``max_pool1d`` /
-``avg_pool1d`` do.
+The kernels (the device's: :mod:`.cpu`, :mod:`.cuda`) work on planes ``(N * C, H, W)``; 1-D layers
+pool ``(N * C, 1, L)`` planes with a height-1 window, as PyTorch's ``max_pool1d`` / ``avg_pool1d`` do.
 """
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
 
 from cnnrun.engine import Layer
 from cnnrun.engine.options import bool_option, int_tuple, show
-
-from .cpu import avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward
 
 
 def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
@@ -27,13 +23,14 @@ def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bo
     return out
 
 
-def as_planes(x: np.ndarray) -> np.ndarray:
-    """A batch ``(N, C, H, W)`` or ``(N, C, L)`` as contiguous planes ``(N * C, H, W)`` or ``(N * C, 1, L)``."""
-    height = x.shape[2] if x.ndim == 4 else 1
-    return np.ascontiguousarray(x).reshape(x.shape[0] * x.shape[1], height, x.shape[-1])
+def as_planes(x):
+    """A batch ``(N, C, H, W)`` or ``(N, C, L)`` as planes ``(N * C, H, W)`` or ``(N * C, 1, L)`` (a reshape)."""
+    n, c, *size = x.shape
+    height, width = size if len(size) == 2 else (1, size[0])
+    return x.reshape(n * c, height, width)
 
 
-def from_planes(y: np.ndarray, batch_shape) -> np.ndarray:
+def from_planes(y, batch_shape):
     """Planes ``(N * C, OH, OW)`` back to ``(N, C, OH, OW)``, or to ``(N, C, OW)`` for a 1-D batch."""
     return y.reshape(*batch_shape[:2], *y.shape[3 - (len(batch_shape) - 2):])
 
@@ -72,62 +69,37 @@ class _WindowPool(Layer):
 
 
 class _MaxPool(_WindowPool):
+    kernels = ("max_pool_forward", "max_pool_backward")
+
     def forward(self, ctx, x):
         planes = as_planes(x)
         argmax = ctx.workspace("argmax", (planes.shape[0], *self._output_hw(planes.shape[1:])), np.int32)
-        y = max_pool_forward(planes, argmax, *self.window)
+        y = ctx.kernels.max_pool_forward(planes, argmax, *self.window)
         ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, planes.shape[1:]
         return from_planes(y, x.shape)
 
     def backward(self, ctx, grad):
-        grad_x = max_pool_backward(as_planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
-        return grad_x.reshape(ctx.saved.in_shape)
-
-    def forward_cuda(self, ctx, x):
-        from . import cuda  # numba-cuda is imported only when a network runs on cuda
-
-        planes = cuda.planes(x)
-        argmax = ctx.workspace("argmax", (planes.shape[0], *self._output_hw(planes.shape[1:])), np.int32)
-        y = cuda.max_pool_forward(ctx, planes, argmax, *self.window)
-        ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, planes.shape[1:]
-        return from_planes(y, x.shape)
-
-    def backward_cuda(self, ctx, grad):
-        from . import cuda
-
-        grad_x = cuda.max_pool_backward(ctx, cuda.planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
+        grad_x = ctx.kernels.max_pool_backward(as_planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
         return grad_x.reshape(ctx.saved.in_shape)
 
 
 class _AvgPool(_WindowPool):
+    kernels = ("avg_pool_forward", "avg_pool_backward")
+
     def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__(name, kernel_size, stride, padding, ceil_mode)
         self.count_include_pad = bool_option(count_include_pad, "count_include_pad")
 
     def forward(self, ctx, x):
         planes = as_planes(x)
-        y = avg_pool_forward(planes, self._output_hw(planes.shape[1:]), *self.window, self.count_include_pad)
+        y = ctx.kernels.avg_pool_forward(planes, self._output_hw(planes.shape[1:]), *self.window,
+                                         self.count_include_pad)
         ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
         return from_planes(y, x.shape)
 
     def backward(self, ctx, grad):
-        grad_x = avg_pool_backward(as_planes(grad), ctx.saved.in_hw, *self.window, self.count_include_pad)
-        return grad_x.reshape(ctx.saved.in_shape)
-
-    def forward_cuda(self, ctx, x):
-        from . import cuda  # numba-cuda is imported only when a network runs on cuda
-
-        planes = cuda.planes(x)
-        y = cuda.avg_pool_forward(ctx, planes, self._output_hw(planes.shape[1:]), *self.window,
-                                  self.count_include_pad)
-        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
-        return from_planes(y, x.shape)
-
-    def backward_cuda(self, ctx, grad):
-        from . import cuda
-
-        grad_x = cuda.avg_pool_backward(ctx, cuda.planes(grad), ctx.saved.in_hw, *self.window,
-                                        self.count_include_pad)
+        grad_x = ctx.kernels.avg_pool_backward(as_planes(grad), ctx.saved.in_hw, *self.window,
+                                               self.count_include_pad)
         return grad_x.reshape(ctx.saved.in_shape)
 
 
@@ -185,6 +157,7 @@ class GlobalAvgPool(Layer):
     """
 
     type_name = "global_avgpool"
+    kernels = ("global_avg_pool_forward", "global_avg_pool_backward")
 
     def output_shape(self, shape):
         if len(shape) not in (2, 3):
@@ -193,25 +166,10 @@ class GlobalAvgPool(Layer):
 
     def forward(self, ctx, x):
         planes = as_planes(x)
-        hw = planes.shape[1:]
-        y = avg_pool_forward(planes, (1, 1), hw, hw, (0, 0), True)
-        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, hw
-        return from_planes(y, x.shape)
-
-    def backward(self, ctx, grad):
-        hw = ctx.saved.in_hw
-        return avg_pool_backward(as_planes(grad), hw, hw, hw, (0, 0), True).reshape(ctx.saved.in_shape)
-
-    def forward_cuda(self, ctx, x):
-        from . import cuda  # numba-cuda is imported only when a network runs on cuda
-
-        ctx.saved.in_shape = x.shape
-        y = cuda.global_avg_forward(ctx, x.reshape(x.shape[0] * x.shape[1], -1))
+        ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
+        y = ctx.kernels.global_avg_pool_forward(planes)
         return y.reshape(*x.shape[:2], *(1,) * (len(x.shape) - 2))
 
-    def backward_cuda(self, ctx, grad):
-        from . import cuda
-
-        shape = ctx.saved.in_shape
-        grad_x = cuda.global_avg_backward(ctx, grad.reshape(grad.size), math.prod(shape[2:]))
-        return grad_x.reshape(shape)
+    def backward(self, ctx, grad):
+        grad_x = ctx.kernels.global_avg_pool_backward(grad.reshape(grad.size), ctx.saved.in_hw)
+        return grad_x.reshape(ctx.saved.in_shape)

@@ -1,7 +1,9 @@
 """An example cnnrun plugin: the swish activation and a trained per-channel scale.
 
 cnnrun finds it through the entry point declared in pyproject.toml (group ``cnnrun``) once it is
-installed (``pip install -e .``); docs/plugins.md walks through it.
+installed (``pip install -e .``); docs/plugins.md walks through it. ``swish`` computes through
+kernels, on the CPU (:mod:`cnnrun_swish_cpu`) and on CUDA GPUs (:mod:`cnnrun_swish_cuda`);
+``channel_scale`` computes with NumPy itself, so it runs on the CPU only.
 """
 
 from __future__ import annotations
@@ -20,21 +22,19 @@ class Swish(Layer):
     """
 
     type_name = "swish"
+    kernels = ("swish_forward", "swish_backward")
 
     def __init__(self, name, beta=1.0):
         super().__init__(name)
         self.beta = float_option(beta, "beta", low=0, low_open=True)
 
     def forward(self, ctx, x):
-        beta = x.dtype.type(self.beta)
-        s = np.exp(-np.logaddexp(x.dtype.type(0), -beta * x))  # sigmoid(beta * x), no overflow
+        y, s = ctx.kernels.swish_forward(x, self.beta)
         ctx.saved.x, ctx.saved.s = x, s
-        return x * s
+        return y
 
     def backward(self, ctx, grad):
-        x, s = ctx.saved.x, ctx.saved.s
-        beta = x.dtype.type(self.beta)
-        return grad * (s + beta * x * s * (1 - s))
+        return ctx.kernels.swish_backward(ctx.saved.x, ctx.saved.s, grad, self.beta)
 
 
 def _per_channel(weight, ndim):
@@ -85,3 +85,9 @@ class ChannelScale(Layer):
 def cnnrun_register_layers(register):
     register(Swish)
     register(ChannelScale)
+
+
+@hookimpl
+def cnnrun_register_kernels(register):
+    register("cpu", "cnnrun_swish_cpu")
+    register("cuda", "cnnrun_swish_cuda")

@@ -1,7 +1,7 @@
 """CUDA kernels of the activations: element-wise, and softmax over the channel axis.
 
 Element-wise kernels take flat (1-D) views; softmax takes (N, C, S) views, one thread per (n, s)
-pair looping over the C channels. Outputs are arguments (the layer allocates them).
+pair looping over the C channels. The public functions allocate and return the outputs.
 """
 
 from __future__ import annotations
@@ -99,50 +99,61 @@ def _softmax_backward(y, grad, dx):
             dx[n, c, s] = y[n, c, s] * (grad[n, c, s] - dot)
 
 
-def _elementwise(kernel, *arrays) -> None:
-    """Launch an element-wise kernel over flat views of the device arrays (scalars pass through)."""
-    size = arrays[0].size
-    if size:
-        kernel[grid(size)](*(flat(a) if is_device_array(a) else a for a in arrays))
+def _elementwise(kernel, shape_of, *arrays):
+    """Launch an element-wise kernel over flat views of the device arrays (scalars pass through),
+    writing a fresh output shaped like ``shape_of``; returns it."""
+    out = cuda.device_array(shape_of.shape, shape_of.dtype)
+    if out.size:
+        kernel[grid(out.size)](*(flat(a) if is_device_array(a) else a for a in arrays), flat(out))
+    return out
 
 
-def relu_forward(x, y):
-    _elementwise(_relu_forward, x, y)
+def relu_forward(x):
+    return _elementwise(_relu_forward, x, x)
 
 
-def relu_backward(x, grad, dx):
-    _elementwise(_relu_backward, x, grad, dx)
+def relu_backward(x, grad):
+    return _elementwise(_relu_backward, grad, x, grad)
 
 
-def leaky_relu_forward(x, slope, y):
-    _elementwise(_leaky_relu_forward, x, x.dtype.type(slope), y)
+def leaky_relu_forward(x, slope):
+    return _elementwise(_leaky_relu_forward, x, x, x.dtype.type(slope))
 
 
-def leaky_relu_backward(x, grad, slope, dx):
-    _elementwise(_leaky_relu_backward, x, grad, grad.dtype.type(slope), dx)
+def leaky_relu_backward(x, grad, slope):
+    return _elementwise(_leaky_relu_backward, grad, x, grad, grad.dtype.type(slope))
 
 
-def sigmoid_forward(x, y):
-    _elementwise(_sigmoid_forward, x, y)
+def sigmoid_forward(x):
+    return _elementwise(_sigmoid_forward, x, x)
 
 
-def sigmoid_backward(y, grad, dx):
-    _elementwise(_sigmoid_backward, y, grad, dx)
+def sigmoid_backward(y, grad):
+    return _elementwise(_sigmoid_backward, grad, y, grad)
 
 
-def tanh_forward(x, y):
-    _elementwise(_tanh_forward, x, y)
+def tanh_forward(x):
+    return _elementwise(_tanh_forward, x, x)
 
 
-def tanh_backward(y, grad, dx):
-    _elementwise(_tanh_backward, y, grad, dx)
+def tanh_backward(y, grad):
+    return _elementwise(_tanh_backward, grad, y, grad)
 
 
-def softmax_forward(x, y):
+def softmax_forward(x):
+    y = cuda.device_array(x.shape, x.dtype)
     view = channel_view(x)
     _softmax_forward[grid(view.shape[0] * view.shape[2])](view, channel_view(y))
+    return y
 
 
-def softmax_backward(y, grad, dx):
+def softmax_backward(y, grad):
+    dx = cuda.device_array(grad.shape, grad.dtype)
     view = channel_view(y)
     _softmax_backward[grid(view.shape[0] * view.shape[2])](view, channel_view(grad), channel_view(dx))
+    return dx
+
+
+KERNELS = {f.__name__: f for f in (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,
+                                   sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward,
+                                   softmax_forward, softmax_backward)}

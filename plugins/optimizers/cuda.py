@@ -1,6 +1,6 @@
 """CUDA kernels of the built-in optimizers: one element-wise update per parameter, in place.
 
-The formulas are those of :mod:`cnnrun.plugins.optimizers`. Scalars arrive already in the
+The formulas are those of :mod:`.cpu`. Scalars arrive already in the
 parameter's dtype (as NumPy casts Python floats against float32 arrays), so float32 parameters are
 updated in float32 arithmetic as on the CPU.
 """
@@ -66,3 +66,6 @@ def adam_update(optimizer, param, grad, state, lr) -> None:
                             t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(lr / (1 - beta1 ** step)),
                             t(math.sqrt(1 - beta2 ** step)), t(optimizer.eps), t(optimizer.weight_decay),
                             t(1 - lr * optimizer.weight_decay), decoupled)
+
+
+KERNELS = {"sgd_update": sgd_update, "adam_update": adam_update}

@@ -1,16 +1,12 @@
 """The built-in optimizers: sgd, adam, adamw (PyTorch's ``torch.optim`` update rules).
 
-Each updates parameters in place with the learning rate the trainer passes (the schedule's); the
-temporaries are :meth:`Optimizer.scratch` arrays, so a step allocates nothing after the first.
-``update_cuda`` does the same step on the GPU (:mod:`cnnrun.plugins.optimizers_cuda`).
+Each updates parameters in place with the learning rate the trainer passes (the schedule's),
+through the device's kernels ``sgd_update`` and ``adam_update`` (:mod:`.cpu`, :mod:`.cuda`).
 """
 
 from __future__ import annotations
 
-import math
 from numbers import Real
-
-import numpy as np
 
 from cnnrun.engine import ConfigError, hookimpl
 from cnnrun.engine.optim import Optimizer
@@ -27,6 +23,7 @@ class SGD(Optimizer):
 
     type_name = "sgd"
     slots = ("momentum_buffer",)  # only with momentum
+    kernels = ("sgd_update",)
 
     def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
@@ -40,26 +37,8 @@ class SGD(Optimizer):
         if not self.momentum:
             self.slots = ()
 
-    def update(self, param, grad, state, lr):
-        g = grad
-        if self.weight_decay:
-            g = np.multiply(param, self.weight_decay, out=self.scratch(param, 0))
-            g += grad
-        tmp = self.scratch(param, 1)
-        if self.momentum:
-            buf = state["momentum_buffer"]
-            if self.step == 1:
-                np.copyto(buf, g)
-            else:
-                buf *= self.momentum
-                buf += np.multiply(g, 1 - self.dampening, out=tmp)
-            g = np.add(g, np.multiply(buf, self.momentum, out=tmp), out=tmp) if self.nesterov else buf
-        param -= np.multiply(g, lr, out=tmp)
-
-    def update_cuda(self, param, grad, state, lr):
-        from . import optimizers_cuda
-
-        optimizers_cuda.sgd_update(self, param, grad, state, lr)
+    def update(self, kernels, param, grad, state, lr):
+        kernels.sgd_update(self, param, grad, state, lr)
 
 
 class Adam(Optimizer):
@@ -71,6 +50,7 @@ class Adam(Optimizer):
 
     type_name = "adam"
     slots = ("exp_avg", "exp_avg_sq")
+    kernels = ("adam_update",)
     decoupled = False
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
@@ -79,34 +59,8 @@ class Adam(Optimizer):
         self.eps = float_option(eps, "eps", low=0, low_open=True)
         self.weight_decay = float_option(weight_decay, "weight_decay", low=0)
 
-    def update(self, param, grad, state, lr):
-        beta1, beta2 = self.betas
-        g = grad
-        if self.weight_decay and self.decoupled:
-            param *= 1 - lr * self.weight_decay
-        elif self.weight_decay:
-            g = np.multiply(param, self.weight_decay, out=self.scratch(param, 0))
-            g += grad
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        tmp = self.scratch(param, 1)
-        m *= beta1
-        m += np.multiply(g, 1 - beta1, out=tmp)
-        v *= beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - beta2
-        v += tmp
-        step_size = lr / (1 - beta1 ** self.step)
-        np.sqrt(v, out=tmp)
-        tmp /= math.sqrt(1 - beta2 ** self.step)
-        tmp += self.eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= step_size
-        param -= tmp
-
-    def update_cuda(self, param, grad, state, lr):
-        from . import optimizers_cuda
-
-        optimizers_cuda.adam_update(self, param, grad, state, lr)
+    def update(self, kernels, param, grad, state, lr):
+        kernels.adam_update(self, param, grad, state, lr)
 
 
 class AdamW(Adam):
@@ -136,3 +90,9 @@ def _betas(value) -> tuple[float, float]:
 def cnnrun_register_optimizers(register):
     for optimizer in (SGD, Adam, AdamW):
         register(optimizer)
+
+
+@hookimpl
+def cnnrun_register_kernels(register):
+    register("cpu", "cnnrun.plugins.optimizers.cpu")
+    register("cuda", "cnnrun.plugins.optimizers.cuda")

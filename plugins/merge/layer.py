@@ -1,11 +1,9 @@
-"""Layers that merge several inputs: element-wise sum and channel concatenation (NumPy; the CUDA
-kernels are in :mod:`cnnrun.plugins.merge_cuda`)."""
+"""Layers that merge several inputs: element-wise sum and channel concatenation (kernels in
+:mod:`.cpu` and :mod:`.cuda`)."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from cnnrun.engine import Layer, hookimpl
+from cnnrun.engine import Layer
 
 
 def _shapes(shapes) -> str:
@@ -18,6 +16,7 @@ class Add(Layer):
     """
 
     type_name = "add"
+    kernels = ("add_forward",)
     min_inputs = 2
     max_inputs = None
 
@@ -29,24 +28,10 @@ class Add(Layer):
 
     def forward(self, ctx, *inputs):
         ctx.saved.count = len(inputs)
-        y = inputs[0] + inputs[1]
-        for x in inputs[2:]:
-            y += x
-        return y
+        return ctx.kernels.add_forward(inputs)
 
     def backward(self, ctx, grad):
         return (grad,) * ctx.saved.count
-
-    def forward_cuda(self, ctx, *inputs):
-        from . import merge_cuda
-
-        ctx.saved.count = len(inputs)
-        y = ctx.backend.add(inputs[0], inputs[1])
-        for x in inputs[2:]:
-            merge_cuda.add_into(y, x)
-        return y
-
-    backward_cuda = backward
 
 
 class Concat(Layer):
@@ -55,6 +40,7 @@ class Concat(Layer):
     """
 
     type_name = "concat"
+    kernels = ("concat_forward", "concat_backward")
     min_inputs = 2
     max_inputs = None
 
@@ -66,30 +52,8 @@ class Concat(Layer):
         return (sum(s[0] for s in shapes), *first[1:])
 
     def forward(self, ctx, *inputs):
-        ctx.saved.splits = np.cumsum([x.shape[1] for x in inputs[:-1]])
-        return np.concatenate(inputs, axis=1)
+        ctx.saved.channels = [x.shape[1] for x in inputs]
+        return ctx.kernels.concat_forward(inputs)
 
     def backward(self, ctx, grad):
-        return tuple(np.ascontiguousarray(g) for g in np.split(grad, ctx.saved.splits, axis=1))
-
-    def forward_cuda(self, ctx, *inputs):
-        from . import merge_cuda
-
-        ctx.saved.shapes = [x.shape for x in inputs]
-        shape = (inputs[0].shape[0], sum(x.shape[1] for x in inputs), *inputs[0].shape[2:])
-        y = ctx.backend.empty(shape, inputs[0].dtype)
-        merge_cuda.concat_forward(inputs, y)
-        return y
-
-    def backward_cuda(self, ctx, grad):
-        from . import merge_cuda
-
-        grads = tuple(ctx.backend.empty(shape, grad.dtype) for shape in ctx.saved.shapes)
-        merge_cuda.concat_backward(grad, grads)
-        return grads
-
-
-@hookimpl
-def cnnrun_register_layers(register):
-    for layer in (Add, Concat):
-        register(layer)
+        return ctx.kernels.concat_backward(grad, ctx.saved.channels)

@@ -1,13 +1,15 @@
-"""Register-blocked matrix products for the CPU kernels of conv and linear layers (Numba).
+"""Register-blocked matrix products for the CPU kernels of conv (Winograd too) and linear layers (Numba).
 
 The rows of the second operand are runs of one flat array, given by their start ``offsets``: rows
 of a matrix (offsets ``k * stride``), columns of an im2col buffer, or shifted views of padded
-image planes (a direct convolution, without im2col). Both kernels are serial: callers split the
+image planes (a direct convolution, without im2col). All the kernels are serial: callers split the
 work over threads.
 
 - :func:`rows_product` ``out += a @ rows``: four output rows take four rows of input per pass over
   a run of pixels, so each output is loaded and stored once per 16 multiply-adds.
 - :func:`row_dots` ``out += a_rows . b_rows``: blocks of 4 x 3 dot products over a run, in registers.
+- :func:`matrix_product` and :func:`matrix_dots`: the same two products on plain row-major 2-D
+  operands (Winograd's 16 products per tile position), with 4 x 4 and 4 x 2 register blocks.
 
 Their inner loops index contiguous runs from 0, so LLVM vectorizes them (``fastmath`` lets it
 reassociate the sums). Callers pass the same array layouts and no literal constants (``np.int64(0)``
@@ -109,3 +111,63 @@ def row_dots(a, a_start, a_stride, rows, b, offsets, shift, m, out):
             out[i + 1, k] += c10
             out[i + 2, k] += c20
             out[i + 3, k] += c30
+
+
+@serial_kernel
+def matrix_product(a, b, count, out):
+    """out[i, t] = sum_k a[i, k] * b[k, t] for t < count; ``a`` ``(R, K)``, R and K multiples of 4.
+
+    Four rows of ``out`` take four terms per pass over the run, so each output is loaded and stored
+    once per 16 multiply-adds while the 16 coefficients wait in registers.
+    """
+    rows, depth = a.shape
+    for i in range(0, rows, 4):
+        out0, out1, out2, out3 = out[i, :count], out[i + 1, :count], out[i + 2, :count], out[i + 3, :count]
+        out0[:] = 0
+        out1[:] = 0
+        out2[:] = 0
+        out3[:] = 0
+        for k in range(0, depth, 4):
+            b0, b1, b2, b3 = b[k, :count], b[k + 1, :count], b[k + 2, :count], b[k + 3, :count]
+            w = a[i:i + 4, k:k + 4]
+            w00, w01, w02, w03 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
+            w10, w11, w12, w13 = w[1, 0], w[1, 1], w[1, 2], w[1, 3]
+            w20, w21, w22, w23 = w[2, 0], w[2, 1], w[2, 2], w[2, 3]
+            w30, w31, w32, w33 = w[3, 0], w[3, 1], w[3, 2], w[3, 3]
+            for t in range(count):
+                v0, v1, v2, v3 = b0[t], b1[t], b2[t], b3[t]
+                out0[t] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+                out1[t] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+                out2[t] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+                out3[t] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+
+
+@serial_kernel
+def matrix_dots(a, b, count, out):
+    """out[i, k] += sum_{t < count} a[i, t] * b[k, t]; ``out`` ``(R, K)``, R and K multiples of 4,
+    in blocks of 4 x 2 dot products that accumulate in registers."""
+    rows, depth = out.shape
+    zero = out.dtype.type(0)
+    for i in range(0, rows, 4):
+        a0, a1, a2, a3 = a[i, :count], a[i + 1, :count], a[i + 2, :count], a[i + 3, :count]
+        for k in range(0, depth, 2):
+            b0, b1 = b[k, :count], b[k + 1, :count]
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+            for t in range(count):
+                v0, v1 = b0[t], b1[t]
+                c00 += a0[t] * v0
+                c01 += a0[t] * v1
+                c10 += a1[t] * v0
+                c11 += a1[t] * v1
+                c20 += a2[t] * v0
+                c21 += a2[t] * v1
+                c30 += a3[t] * v0
+                c31 += a3[t] * v1
+            out[i, k] += c00
+            out[i, k + 1] += c01
+            out[i + 1, k] += c10
+            out[i + 1, k + 1] += c11
+            out[i + 2, k] += c20
+            out[i + 2, k + 1] += c21
+            out[i + 3, k] += c30
+            out[i + 3, k + 1] += c31

@@ -1,13 +1,9 @@
-"""CUDA kernels of batch normalization and dropout.
+"""CUDA kernels of batch normalization.
 
 Batchnorm views its input as (N, C, S) and reduces per channel on the device in two launches, with
 no block-wide synchronization: first ``lanes`` threads per channel each sum every lanes-th of the
 channel's n = N * S values (in float64) into a (C, lanes) scratch array, then one thread per channel
 adds its lanes and finishes the statistic. Element-wise kernels then normalize or form the gradient.
-
-Dropout draws its mask on the device: xoroshiro128+ generators (``numba.cuda.random``), one per
-thread, seeded from a seed that the layer draws from ``ctx.rng`` at every training forward, so a
-seed gives the same masks (for the same launch size) and nothing is copied from the host.
 """
 
 from __future__ import annotations
@@ -16,15 +12,12 @@ import math
 
 import numpy as np
 from numba import cuda
-from numba.cuda.random import init_xoroshiro128p_state, xoroshiro128p_dtype, xoroshiro128p_uniform_float64
 
-from cnnrun.engine.cuda import channel_view, flat, grid
+from cnnrun.engine.cuda import channel_view, grid
 
-RNG_STATE = xoroshiro128p_dtype
 MAX_LANES = 1024  # partial sums per channel
 
 
-# -- batchnorm ---------------------------------------------------------------------------------------
 @cuda.jit
 def _channel_partials(x, center, squared, partial):
     """partial[c, l] = sum over the channel's values number l, l + lanes, ... of x, or of
@@ -137,13 +130,17 @@ def lanes(x) -> int:
     return min(x.size // x.shape[1], MAX_LANES)
 
 
-def batchnorm_forward(x, weight, bias, running_mean, running_var, eps, momentum, training,
-                      mean, inv_std, xhat, y, partial) -> None:
-    """Normalize ``x`` with the batch statistics (``training``, updating the running ones) or the
-    running statistics. Writes the float64 (C,) ``mean`` and ``inv_std``, and ``xhat``, for
-    backward; ``partial``: float64 (C, :func:`lanes`) scratch."""
+def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, training):
+    """``(y, xhat, inv_std)``: normalize ``x`` with the batch statistics (``training``, updating the
+    running ones) or the running statistics; ``inv_std`` float64 (C,)."""
+    channels = x.shape[1]
+    xhat = ctx.workspace("xhat", x.shape, x.dtype)
+    mean = ctx.workspace("mean", (channels,), np.float64)
+    inv_std = ctx.workspace("inv_std", (channels,), np.float64)
+    partial = ctx.workspace("partial", (channels, lanes(x)), np.float64)
+    y = cuda.device_array(x.shape, x.dtype)
     x3 = channel_view(x)
-    channels, n = x3.shape[1], x3.shape[0] * x3.shape[2]
+    n = x3.shape[0] * x3.shape[2]
     if training:
         jobs = grid(partial.size)
         _channel_partials[jobs](x3, mean, False, partial)
@@ -153,61 +150,21 @@ def batchnorm_forward(x, weight, bias, running_mean, running_var, eps, momentum,
     else:
         _running_statistics[grid(channels)](eps, running_mean, running_var, mean, inv_std)
     _normalize[grid(x.size)](x3, mean, inv_std, weight, bias, channel_view(xhat), channel_view(y))
+    return y, xhat, inv_std
 
 
-def batchnorm_backward(grad, xhat, weight, inv_std, training, grad_weight, grad_bias, dgamma, dbeta,
-                       partial, dx) -> None:
-    """Parameter gradients into ``grad_weight`` / ``grad_bias`` and the input gradient into ``dx``
-    (``dgamma``, ``dbeta``: float64 (C,) scratch; ``partial``: float64 (2, C, :func:`lanes`))."""
+def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, grad_bias):
+    """Parameter gradients into ``grad_weight`` / ``grad_bias``; returns the input gradient."""
+    channels = grad.shape[1]
+    dgamma = ctx.workspace("dgamma", (channels,), np.float64)
+    dbeta = ctx.workspace("dbeta", (channels,), np.float64)
+    partial = ctx.workspace("grad_partial", (2, channels, lanes(grad)), np.float64)
+    dx = cuda.device_array(grad.shape, grad.dtype)
     g3, xhat3 = channel_view(grad), channel_view(xhat)
     _gradient_partials[grid(partial.shape[1] * partial.shape[2])](g3, xhat3, partial)
     _finish_gradients[grid(g3.shape[1])](partial, grad_weight, grad_bias, dgamma, dbeta)
     _input_gradient[grid(grad.size)](g3, xhat3, weight, inv_std, dgamma, dbeta, training, channel_view(dx))
+    return dx
 
 
-# -- dropout -----------------------------------------------------------------------------------------
-@cuda.jit(device=True)
-def _seed_generator(states, index, seed):
-    """Generator ``index`` from two SplitMix64 outputs of seed + 2 * index (and + 1)."""
-    init_xoroshiro128p_state(states, index, seed + 2 * index)
-    first = states[index]["s0"]
-    init_xoroshiro128p_state(states, index, seed + 2 * index + 1)
-    states[index]["s0"] = first
-
-
-@cuda.jit
-def _dropout_forward(x, states, seed, p, scale, keep, y):
-    """keep = (uniform >= p); y = x * scale where kept, else x * 0."""
-    thread = cuda.grid(1)
-    _seed_generator(states, thread, seed)
-    for i in range(thread, x.size, cuda.gridsize(1)):
-        kept = xoroshiro128p_uniform_float64(states, thread) >= p
-        keep[i] = kept
-        y[i] = x[i] * scale if kept else x[i] * 0
-
-
-@cuda.jit
-def _dropout_backward(grad, keep, scale, dx):
-    for i in range(cuda.grid(1), grad.size, cuda.gridsize(1)):
-        dx[i] = grad[i] * scale if keep[i] else grad[i] * 0
-
-
-def dropout_launch(size: int) -> tuple[int, int]:
-    """``(blocks, threads)`` of a dropout launch over ``size`` values: one generator per thread."""
-    return grid(size)
-
-
-def dropout_forward(x, seed: int, p: float, scale, launch, states, keep, y) -> None:
-    """Draw the mask into ``keep`` (uint8, shaped like ``x``) with the generators ``states`` (one per
-    thread of ``launch``, from :func:`dropout_launch`), seeded from ``seed``; ``y = x * keep * scale``."""
-    _dropout_forward[launch](flat(x), states, seed, p, scale, flat(keep), flat(y))
-
-
-def dropout_backward(grad, keep, scale, dx) -> None:
-    _dropout_backward[grid(grad.size)](flat(grad), flat(keep), scale, flat(dx))
-
-
-def dropout_scale(p: float, dtype) -> np.generic:
-    """1 / (1 - p) in ``dtype``, as PyTorch computes it."""
-    dtype = np.dtype(dtype)
-    return dtype.type(1) / dtype.type(1 - p)
+KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward}

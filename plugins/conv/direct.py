@@ -1,0 +1,167 @@
+"""The direct paths of the CPU convolutions (Numba), without an im2col buffer:
+
+- **shifted rows** (stride 1): zero-padded planes of width Wp, flattened, so every tap is the same
+  contiguous run shifted (``y[o, q] = sum_tap w[o, tap] * xp[q + shift(tap)]``), and its adjoint and
+  weight gradient with the same runs;
+- **channels-last patches** (many taps, any stride): x moved to ``(N, Hp, Wp, C)``, each output
+  pixel's taps copied into one row and dotted with the filter rows.
+
+The wrappers in :mod:`.cpu` call these kernels (see its docstring for the layouts).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from cnnrun.engine.jit import cpu_kernel, serial_kernel
+from cnnrun.plugins.products.cpu import row_dots, rows_product
+
+
+@cpu_kernel
+def shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
+    """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
+    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps."""
+    samples, channels, out_h, out_w = y.shape
+    groups, depth = packed.shape[0], packed.shape[2]
+    per_group = channels // groups
+    length = (out_h - 1) * width + out_w
+    tiles = (length + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, length - q0)
+        out = acc[numba.get_thread_id()]
+        for g in range(groups):
+            out[:, :m] = 0
+            for k0 in range(0, depth, block):
+                rows_product(packed[g, :, k0:k0 + block], src[n], offsets[g, k0:k0 + block], q0, m, out)
+            _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
+
+
+@serial_kernel
+def _rows_to_planes(out, count, yn, first, base, q0, m, width):
+    """yn[first + o, i, j] = out[o, i*width + j - q0] + base[first + o] for o < count and the pixels
+    (i, j < OW) of the run [q0, q0 + m)."""
+    out_w = yn.shape[2]
+    i0, i1 = q0 // width, (q0 + m - 1) // width
+    for o in range(count):
+        b = base[first + o]
+        for i in range(i0, i1 + 1):
+            j0, j1 = max(q0 - i * width, 0), min(q0 + m - i * width, out_w)
+            if j0 < j1:
+                row, values = yn[first + o, i, j0:j1], out[o, i * width + j0 - q0:i * width + j1 - q0]
+                for t in range(j1 - j0):
+                    row[t] = values[t] + b
+
+
+@cpu_kernel
+def direct_weight(spread, src, offsets, partial, plane, length, tile):
+    """partial[thread, g, o, k] += sum_q spread[n, (g*R + o)*plane + q] * src[n, offsets[g, k] + q]
+    for q < length, every sample n (R = output channels per group; ``spread`` is the output
+    gradient at the padded width, zero in the columns j >= OW)."""
+    samples = spread.shape[0]
+    groups = partial.shape[1]
+    per_group = spread.shape[1] // (plane * groups)
+    tiles = (length + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, length - q0)
+        part = partial[numba.get_thread_id()]
+        for g in range(groups):
+            row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
+                     part[g, :, 0:part.shape[2]])
+
+
+@cpu_kernel
+def shifted_transpose(spread, packed, rows, offsets, planes, length, taps, tile, acc):
+    """planes[n, offsets[g, k] + q] += sum_o packed[g, k, o] * spread[n, rows[g, o] + q] for q < length
+    and the ``taps`` taps k of every group g: the adjoint of :func:`shifted_product`, one sample per
+    thread (the shifted runs of one sample's tiles overlap)."""
+    samples = spread.shape[0]
+    groups = packed.shape[0]
+    for n in prange(samples):
+        out = acc[numba.get_thread_id()]
+        for q0 in range(0, length, tile):
+            m = min(tile, length - q0)
+            for g in range(groups):
+                out[:, :m] = 0
+                rows_product(packed[g, :, 0:packed.shape[2]], spread[n], rows[g], q0, m, out)
+                for k in range(taps):
+                    start = offsets[g, k] + q0
+                    target, values = planes[n, start:start + m], out[k]
+                    for t in range(m):
+                        target[t] += values[t]
+
+
+@cpu_kernel
+def channels_last(x, out, top, left):
+    """out[n, r, s, c] = x[n, c, r - top, s - left] inside x, else 0 (a negative top/left crops x)."""
+    samples, channels, height, width = x.shape
+    rows, cols = out.shape[1], out.shape[2]
+    for nr in prange(samples * rows):
+        n = nr // rows
+        r = nr - n * rows
+        line = out[n, r]
+        h = r - top
+        if h < 0 or h >= height:
+            line[:, :] = 0
+            continue
+        for s in range(cols):
+            w = s - left
+            pixel = line[s]
+            if 0 <= w < width:
+                for c in range(channels):
+                    pixel[c] = x[n, c, h, w]
+            else:
+                pixel[:] = 0
+
+
+@cpu_kernel
+def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patches, acc):
+    """y[n, g*R + o, i, j] = base + packed[g, o] . patch(n, g, i, j): the patch is image[n]
+    ``(Hp, Wp, C)`` at rows i*sh + ki*dh, columns j*sw + kj*dw and group g's channels, in (ki, kj, c)
+    order, zero-padded like ``packed``'s rows; ``offsets[p]`` = p * depth (a patch row's start)."""
+    samples, channels, out_h, out_w = y.shape
+    groups, per_group, depth = packed.shape
+    width, in_channels = image.shape[2], image.shape[3]
+    per_in = in_channels // groups
+    taps = per_in * kh * kw
+    merged = dw == 1 and groups == 1  # the kw taps of a kernel row are one run of kw*C values
+    run, runs = (kw * per_in, 1) if merged else (per_in, kw)
+    pixels = out_h * out_w
+    tile = patches.shape[1]
+    tiles = (pixels + tile - 1) // tile
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, pixels - q0)
+        thread = numba.get_thread_id()
+        patch, out = patches[thread], acc[thread, :, :m]
+        flat = patch.reshape(patch.size)
+        planes = y[n].reshape(channels, pixels)
+        for g in range(groups):
+            for p in range(m):
+                i = (q0 + p) // out_w
+                j = q0 + p - i * out_w
+                row = patch[p]
+                at = 0
+                for ki in range(kh):
+                    line = image[n, i * sh + ki * dh].reshape(width * in_channels)
+                    for kj in range(runs):
+                        start = (j * sw + kj * dw) * in_channels + g * per_in
+                        source, target = line[start:start + run], row[at:at + run]
+                        for t in range(run):
+                            target[t] = source[t]
+                        at += run
+                row[taps:] = 0
+            out[:, :] = 0
+            row_dots(packed.reshape(packed.size), g * per_group * depth, depth, per_group, flat, offsets, np.int64(0),
+                     depth, out)
+            for o in range(per_group):
+                b = base[g * per_group + o]
+                target, values = planes[g * per_group + o, q0:q0 + m], out[o]
+                for t in range(m):
+                    target[t] = values[t] + b

@@ -1,0 +1,71 @@
+"""Batch normalization: the math once, the kernels from the device (:mod:`.cpu`, :mod:`.cuda`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnrun.engine import Layer
+from cnnrun.engine.options import float_option
+
+
+class BatchNorm(Layer):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel (axis 0 of (C, H, W) / (C, L))
+    or per feature ((F,) input). PyTorch: ``nn.BatchNorm1d`` / ``nn.BatchNorm2d(C, eps, momentum)``.
+
+    Training: mean and biased var over the batch and spatial axes (n values per channel), and
+    running = (1 - momentum) * running + momentum * batch stat (var unbiased: * n / (n - 1)).
+    Eval: the running statistics. Shape: unchanged.
+    Backward (training): dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat));
+    (eval): dx = dy * gamma / sqrt(running_var + eps). dgamma = sum(dy * xhat), dbeta = sum(dy).
+
+    Folds into a layer before it that declares ``affine_output_channels`` (conv, linear: ``cnnrun
+    fuse``): per output channel c, with s = gamma / sqrt(running_var + eps),
+    w'[c] = w[c] * s[c] and b'[c] = (b[c] - running_mean[c]) * s[c] + beta[c] (b = 0 without bias).
+    PyTorch: ``fuse_conv_bn_eval``.
+    """
+
+    type_name = "batchnorm"
+    kernels = ("batchnorm_forward", "batchnorm_backward")
+
+    def __init__(self, name, eps=1e-5, momentum=0.1):
+        super().__init__(name)
+        self.eps = float_option(eps, "eps", low=0, low_open=True)
+        self.momentum = float_option(momentum, "momentum", low=0, high=1)
+
+    def parameter_shapes(self, shape):
+        return {"weight": (shape[0],), "bias": (shape[0],)}
+
+    def buffer_shapes(self, shape):
+        return {"running_mean": (shape[0],), "running_var": (shape[0],)}
+
+    def initialize(self, params, buffers, rng):
+        params["weight"][...] = 1
+        buffers["running_var"][...] = 1
+
+    def forward(self, ctx, x):
+        if ctx.training and x.size // x.shape[1] == 1:
+            raise self.error(f"expected more than 1 value per channel when training; got a batch "
+                             f"of shape {x.shape}")
+        y, ctx.saved.xhat, ctx.saved.inv_std = ctx.kernels.batchnorm_forward(
+            ctx, x, ctx.params["weight"], ctx.params["bias"], ctx.buffers["running_mean"],
+            ctx.buffers["running_var"], self.eps, self.momentum, ctx.training)
+        ctx.saved.training = ctx.training
+        return y
+
+    def backward(self, ctx, grad):
+        saved = ctx.saved
+        return ctx.kernels.batchnorm_backward(ctx, grad, saved.xhat, saved.inv_std, ctx.params["weight"],
+                                              saved.training, ctx.grads["weight"], ctx.grads["bias"])
+
+    def folds_into(self, producer):
+        return producer.affine_output_channels
+
+    def fold_parameters(self, producer_params, params, buffers):
+        """The producer's ``weight`` and ``bias`` with this batchnorm folded in (computed in float64)."""
+        weight = np.asarray(producer_params["weight"])
+        variance = np.asarray(buffers["running_var"], np.float64)
+        scale = np.asarray(params["weight"], np.float64) / np.sqrt(variance + self.eps)
+        bias = np.asarray(producer_params.get("bias", np.zeros(weight.shape[0])), np.float64)
+        new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        new_bias = (bias - buffers["running_mean"]) * scale + params["bias"]
+        return {"weight": new_weight.astype(weight.dtype), "bias": new_bias.astype(weight.dtype)}
