@@ -194,10 +194,10 @@ class Trainer:
         for name, state in meta["rng"]["layers"].items():
             self.net.contexts[name].rng.bit_generator.state = state
         self.epoch, self.best, self.last_record = meta["epoch"], meta["best"], meta.get("metrics")
-        if self.epoch >= self.config["epochs"]:
-            raise CnnrunError(f"nothing to train: {source} holds epoch {self.epoch} and epochs is "
-                              f"{self.config['epochs']} (the total, not the number to add); pass --epochs "
-                              f"{self.epoch + 1} or more to train on")
+        if self.epoch > self.config["epochs"]:
+            raise CnnrunError(f"{source} holds epoch {self.epoch}, past epochs {self.config['epochs']} (the total, "
+                              f"not the number to add): nothing to train; pass --epochs {self.epoch + 1} or more "
+                              f"to train on")
 
     def write_start(self, best: Checkpoint | None = None) -> None:
         """Write the starting state into a run folder that does not hold it yet: latest.npz, best.npz
@@ -324,19 +324,25 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
         with RunLock(folder) as lock:
             if lock.stale_pid:
                 trainer.reporter.note(f"took over {lock.path} from pid {lock.stale_pid}, which is no longer running")
+            if start is not None and not in_place:
+                trainer.reporter.note(f"resuming {start} (epoch {trainer.epoch}) in the run folder {folder}; "
+                                      f"{start.parent} is left as it is")
+            started = False
             try:
                 _prepare_folder(trainer, start, in_place, force)
+                started = True
                 write_text(folder / CONFIG, json.dumps({**config, "train": train_config}, indent=2) + "\n")
-            except KeyboardInterrupt as exc:
-                raise interrupted(exc, folder, trainer.epoch, train_config["epochs"]) from None
-            try:
+                if trainer.epoch == train_config["epochs"]:
+                    trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} epochs "
+                                          f"(--epochs is the total; pass a larger one to train on)")
                 trainer.fit()
             except KeyboardInterrupt as exc:
                 raise interrupted(exc, folder, trainer.epoch, train_config["epochs"]) from None
             except WriteError as err:
                 raise TrainingStopped(f"{err}; training stopped. {last_good(folder)}") from None
             finally:
-                _draw_curves(trainer)
+                if started:
+                    _draw_curves(trainer)
     return TrainResult(net, trainer.history, folder)
 
 
