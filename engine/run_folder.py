@@ -120,6 +120,9 @@ class RunLock:
                 os.close(fd)
                 raise RunFolderError(f"{self.folder} is in use by another training run (pid {holder or 'unknown'}, "
                                      f"see {self.path}); wait for it to end or choose another --out") from None
+            except OSError as exc:  # a file system without locks
+                os.close(fd)
+                raise RunFolderError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
             if self._still_at_path(fd):
                 self.stale_pid = _read_pid(fd, wait=0) or None
                 os.ftruncate(fd, 0)
