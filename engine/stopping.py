@@ -74,10 +74,11 @@ def last_good(run_dir: Path) -> str:
 
 
 def interrupted(exc: KeyboardInterrupt, run_dir: Path, epoch: int, epochs: int) -> TrainingInterrupted:
-    """The :class:`TrainingInterrupted` for an interrupt during epoch ``epoch + 1``."""
+    """The :class:`TrainingInterrupted` for an interrupt after ``epoch`` of ``epochs`` epochs."""
     signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
     saved = epoch_on_disk(run_dir / LATEST)
-    what = f"interrupted during epoch {epoch + 1} ({signal.Signals(signum).name}); "
+    when = f"during epoch {epoch + 1}" if epoch < epochs else f"after epoch {epoch}, the last"
+    what = f"interrupted {when} ({signal.Signals(signum).name}); "
     if saved is None:
         what += f"no checkpoint was written in {run_dir}."
     else:

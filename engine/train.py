@@ -329,20 +329,21 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
                                       f"{start.parent} is left as it is")
             started = False
             try:
-                _prepare_folder(trainer, start, in_place, force)
-                started = True
-                write_text(folder / CONFIG, json.dumps({**config, "train": train_config}, indent=2) + "\n")
-                if trainer.epoch == train_config["epochs"]:
-                    trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} epochs "
-                                          f"(--epochs is the total; pass a larger one to train on)")
-                trainer.fit()
-            except KeyboardInterrupt as exc:
+                try:
+                    _prepare_folder(trainer, start, in_place, force)
+                    started = True
+                    write_text(folder / CONFIG, json.dumps({**config, "train": train_config}, indent=2) + "\n")
+                    if trainer.epoch == train_config["epochs"]:
+                        trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} "
+                                              f"epochs (--epochs is the total; pass a larger one to train on)")
+                    trainer.fit()
+                finally:
+                    if started:
+                        _draw_curves(trainer)
+            except KeyboardInterrupt as exc:  # also one during the curves: the message says what is on disk
                 raise interrupted(exc, folder, trainer.epoch, train_config["epochs"]) from None
             except WriteError as err:
                 raise TrainingStopped(f"{err}; training stopped. {last_good(folder)}") from None
-            finally:
-                if started:
-                    _draw_curves(trainer)
     return TrainResult(net, trainer.history, folder)
 
 

@@ -291,6 +291,36 @@ def test_interrupt_in_a_checkpoint_write_reports_what_is_on_disk(tmp_path, monke
     assert_same_run(folder, straight)
 
 
+def test_interrupt_while_drawing_the_curves(tmp_path, monkeypatch, registries, straight):
+    """Ctrl-C after the last epoch, while curves.png is drawn: resuming finishes the curves only."""
+    pytest.importorskip("matplotlib")
+    import cnnrun.engine.train as train_module
+
+    folder = tmp_path / "run"
+    real_write_curves = train_module.write_curves
+
+    def interrupted_curves(metrics, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "write_curves", interrupted_curves)
+    with pytest.raises(TrainingInterrupted, match=r"^interrupted after epoch 4, the last \(SIGINT\); the checkpoint "
+                                                   r".*latest\.npz holds epoch 4\. Resume with --resume "):
+        train(copy.deepcopy(NET), out=folder, registries=registries)
+    assert not (folder / "curves.png").exists()
+    monkeypatch.setattr(train_module, "write_curves", real_write_curves)
+    notes = []
+
+    class Notes:
+        def epoch_start(self, *a): pytest.fail("nothing should be trained")
+        def note(self, text): notes.append(text)
+
+    result = train(copy.deepcopy(NET), resume=folder, registries=registries, reporter=Notes())
+    assert [m["epoch"] for m in result.metrics] == [1, 2, 3, 4]
+    assert any(re.search(r"nothing to train: .*latest\.npz already holds all 4 epochs", n) for n in notes)
+    assert (folder / "curves.png").exists()
+    assert_same_run(folder, straight)
+
+
 def test_two_runs_on_one_folder_in_this_process(tmp_path, registries, straight):
     """The second run is refused naming the holder's pid; the first is not disturbed."""
     folder = tmp_path / "run"
