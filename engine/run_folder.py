@@ -85,7 +85,11 @@ def clear_run(folder) -> None:
 
 def remove_temp_files(folder) -> None:
     """Remove the temporary files a killed run left behind (call with the lock held)."""
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise cannot("read run folder", folder, exc) from None
+    for entry in entries:
         if is_temp_file(entry.name, WRITTEN):
             try:
                 os.unlink(entry.path)
@@ -125,8 +129,12 @@ class RunLock:
                 raise RunFolderError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
             if self._still_at_path(fd):
                 self.stale_pid = _read_pid(fd, wait=0) or None
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                except OSError as exc:
+                    os.close(fd)
+                    raise cannot("write the lock file", self.path, exc) from None
                 self.fd = fd
                 return self
             os.close(fd)  # the previous holder removed it between our open and flock: again

@@ -25,8 +25,8 @@ from .losses import LOSSES
 from .network import Network
 from .optim import make_optimizer
 from .options import bool_option, choice_option, float_option, int_option, show
-from .plugins import Registries, default_registries
 from .plot import PLOT_HINT, write_curves
+from .plugins import Registries, default_registries
 from .progress import Reporter
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
                          create_new_folder, folder_name, make_folder, metrics_up_to, read_metrics,

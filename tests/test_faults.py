@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from cnnrun.engine.checkpoint import load_checkpoint
-from cnnrun.engine.files import is_temp_file
+from cnnrun.engine.files import WriteError, is_temp_file
 from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.run_folder import WRITTEN, RunFolderError, read_metrics
 from cnnrun.engine.stopping import TrainingInterrupted, TrainingStopped
@@ -219,6 +219,20 @@ def test_a_read_only_run_resumes_into_another_folder(tmp_path, monkeypatch, regi
     assert_same_run(elsewhere, straight)
 
 
+def test_a_full_disk_when_writing_the_lock(tmp_path, monkeypatch, registries):
+    real_write = os.write
+
+    def write(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/.lock"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(WriteError, match=rf"^cannot write the lock file {re.escape(str(tmp_path))}/run/\.lock: "
+                                             r"No space left on device$"):
+        train(copy.deepcopy(NET), out=tmp_path / "run", registries=registries)
+
+
 def test_out_in_a_read_only_folder(tmp_path, monkeypatch, registries):
     real_mkdir = os.mkdir
 
@@ -229,7 +243,7 @@ def test_out_in_a_read_only_folder(tmp_path, monkeypatch, registries):
 
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(os, "mkdir", mkdir)
-    with pytest.raises(Exception, match=rf"^cannot create run folder {re.escape(str(tmp_path))}/ro/new: "
+    with pytest.raises(WriteError, match=rf"^cannot create run folder {re.escape(str(tmp_path))}/ro/new: "
                                         r"Permission denied$"):
         train(copy.deepcopy(NET), out=tmp_path / "ro" / "new", registries=registries)
     assert list((tmp_path / "ro").iterdir()) == []
