@@ -483,3 +483,30 @@ def test_two_runs_on_one_folder(tmp_path, slow):
     first.communicate(timeout=300)
     assert first.returncode == 0
     assert_same_run(folder, straight)
+
+
+@pytest.mark.parametrize("name, nth, status, kept", [("latest.npz", 2, 1, 0), ("metrics.jsonl", 3, 1, 2),
+                                                     ("curves.png", 1, 0, 4)])
+def test_the_command_line_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, name, nth, status, kept):
+    """exit 1 and one Error line for a checkpoint or metrics; for curves.png a Warning line and exit 0."""
+    from click.testing import CliRunner
+
+    from cnnrun.cli.main import cli as cnnrun
+
+    if name == "curves.png":
+        pytest.importorskip("matplotlib")
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps(NET))
+    folder = tmp_path / "run"
+    fail_nth_write(monkeypatch, name, nth, errno.ENOSPC)
+    result = CliRunner().invoke(cnnrun, ["train", str(net), "--out", str(folder), "-q"])
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    line = f"cannot write {folder / name}: No space left on device"
+    if status:
+        assert result.stderr.splitlines() == [f"Error: {line}; training stopped. The last good checkpoint is "
+                                              f"{folder}/latest.npz (epoch {kept})"]
+    else:
+        assert result.stderr.splitlines() == [f"Warning: {line} (the checkpoints and metrics are not affected)"]
+        assert result.stdout.splitlines()[-1] == f"run folder: {folder}"
+    assert assert_consistent(folder)["latest.npz"].meta["epoch"] == kept
