@@ -467,6 +467,7 @@ def test_two_runs_on_one_folder(tmp_path, slow):
 
     net, straight, _ = slow
     folder = tmp_path / "run"
+    before = snapshot(tmp_path.parent, folder)
     first = start(net, "--out", folder, cwd=tmp_path)
     assert first.stdout.readline().startswith("epoch")
     first.send_signal(signal.SIGSTOP)  # hold it mid-run, lock and all
@@ -483,6 +484,7 @@ def test_two_runs_on_one_folder(tmp_path, slow):
     first.communicate(timeout=300)
     assert first.returncode == 0
     assert_same_run(folder, straight)
+    assert snapshot(tmp_path.parent, folder) == before
 
 
 @pytest.mark.parametrize("name, nth, status, kept", [("latest.npz", 2, 1, 0), ("metrics.jsonl", 3, 1, 2),
