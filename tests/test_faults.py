@@ -157,8 +157,9 @@ def fail_nth_write(monkeypatch, name, nth, error):
     return calls
 
 
-# The nth write of each file is its first one inside the loop, or at the start for config.json:
-# latest.npz and metrics.jsonl are written once at the start (the epoch-0 state), best.npz is not.
+# (file, which of its writes fails): latest.npz and metrics.jsonl are first written at the start (the
+# epoch-0 state), so their 2nd write is epoch 1's; best.npz is first written at epoch 1, config.json
+# once at the start.
 WRITES = [("latest.npz", 2), ("latest.npz", 3), ("best.npz", 1), ("metrics.jsonl", 2), ("config.json", 1)]
 
 
