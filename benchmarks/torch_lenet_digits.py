@@ -59,7 +59,7 @@ def torch_run(config: dict) -> list[float]:
 
 def main() -> None:
     config = json.loads(EXAMPLE.read_text())
-    ours = [m["val_accuracy"] for m in train(EXAMPLE, out=Path("runs") / "compare-lenet-digits").metrics]
+    ours = [m["val_accuracy"] for m in train(EXAMPLE, out=Path("runs") / "compare-lenet-digits", force=True).metrics]
     theirs = torch_run(config)
     print("epoch  cnnrun  pytorch")
     for epoch, (a, b) in enumerate(zip(ours, theirs), start=1):

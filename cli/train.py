@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -29,15 +30,18 @@ def parse_setting(text: str) -> tuple[str, object]:
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for initialization, the split, shuffling and dropout.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override any train key, e.g. --set optimizer.momentum=0.5 --set data.resize=[16,16].")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<name>-<timestamp>, "
-              "or the resumed run's folder).")
-@click.option("--resume", type=click.Path(exists=True), help="Continue from a run folder or a checkpoint file.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: a new runs/<name>-<timestamp>, "
+              "or the resumed run's folder). One that holds another run is refused without --force.")
+@click.option("--force", is_flag=True, help="Replace the run in --out (its checkpoints, metrics and curves).")
+@click.option("--resume", type=click.Path(exists=True), help="Continue from a run folder or a checkpoint file "
+              "(one other than the run's latest.npz, e.g. best.npz, goes to a new run folder).")
 @device_option("Where to train: parameters, gradients, optimizer state and activations stay there.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the per-epoch summary lines (no progress bar).")
 @click.pass_context
-def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device, quiet):
+def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, device, quiet):
     """Train NET.json with its "train" section (options override it), writing a run folder with
-    config.json, metrics.jsonl, latest.npz, best.npz and curves.png."""
+    config.json, metrics.jsonl, latest.npz, best.npz and curves.png. Ctrl-C or SIGTERM stops it
+    (exit status 130 or 143) and prints the command that resumes it."""
     from cnnrun.engine.progress import TextReporter
     from cnnrun.engine.train import TrainingInterrupted, train as run_training
 
@@ -49,12 +53,29 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, resume, device,
     reporter = TextReporter(sys.stdout, bar=False if quiet else None)
     with user_errors():
         try:
-            result = run_training(net, overrides=overrides, out=out, resume=resume, reporter=reporter,
-                                  registries=registries, device=device)
+            result = run_training(net, overrides=overrides, out=out, resume=resume, force=force,
+                                  reporter=reporter, registries=registries, device=device)
         except TrainingInterrupted as stop:
-            click.echo(f"\n{stop}", err=True)
-            ctx.exit(130)
+            if stop.saved_epoch is None:
+                click.echo(f"\n{stop.message} Nothing to resume: start it again.", err=True)
+            else:
+                command = resume_command(net, stop, batch_size, lr, seed, settings, device)
+                click.echo(f"\n{stop.message} Resume with: {command}", err=True)
+            ctx.exit(128 + stop.signal)
     click.echo(summary(result))
+
+
+def resume_command(net, stop, batch_size, lr, seed, settings, device) -> str:
+    """The whole ``cnnrun train`` command that continues an interrupted run with the same settings."""
+    args = ["cnnrun", "train", net, "--resume", str(stop.run_dir), "--epochs", str(stop.epochs)]
+    for option, value in (("--batch-size", batch_size), ("--lr", lr), ("--seed", seed)):
+        if value is not None:
+            args += [option, str(value)]
+    for setting in settings:
+        args += ["--set", setting]
+    if device != "cpu":
+        args += ["--device", device]
+    return shlex.join(args)
 
 
 def summary(result) -> str:

@@ -8,7 +8,6 @@ and ``meta``: a JSON string (format, epoch, optimizer step, RNG states, normaliz
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CnnrunError
+from .files import atomic_write
 
 FORMAT = "cnnrun-checkpoint-1"
 
@@ -35,25 +35,37 @@ class Checkpoint:
 
 
 def save_checkpoint(path, checkpoint: Checkpoint) -> None:
-    """Write ``checkpoint`` to ``path`` atomically: a temporary file beside it, fsync, then rename,
-    so a crash mid-write leaves the previous file intact."""
+    """Write ``checkpoint`` to ``path`` atomically (:func:`cnnrun.engine.files.atomic_write`): a crash
+    mid-write leaves the previous file intact. A checkpoint with a NaN or Inf anywhere is refused
+    (:class:`CheckpointError`), and so is a file that cannot be written
+    (:class:`~cnnrun.engine.files.WriteError`)."""
     path = Path(path)
-    arrays = {"meta": np.array(json.dumps({"format": FORMAT, **checkpoint.meta}))}
+    bad = non_finite_arrays(checkpoint)
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: {', '.join(bad[:3])}"
+                              f"{' and more' if len(bad) > 3 else ''} not finite (NaN or Inf)")
+    try:
+        meta = json.dumps({"format": FORMAT, **checkpoint.meta}, allow_nan=False)
+    except ValueError:
+        raise CheckpointError(f"refusing to write {path}: its meta holds a NaN or Inf") from None
+    arrays = {"meta": np.array(meta)}
     for prefix, tree in (("param", checkpoint.params), ("buffer", checkpoint.buffers)):
         for layer, named in tree.items():
             for name, array in named.items():
                 arrays[f"{prefix}/{layer}/{name}"] = np.asarray(array)
     for key, array in checkpoint.optimizer.items():
         arrays[f"optim/{key}"] = np.asarray(array)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def non_finite_arrays(checkpoint: Checkpoint) -> list[str]:
+    """The arrays of ``checkpoint`` holding a NaN or Inf: ``["parameter fc.weight", ...]``."""
+    named = [(f"{what} {layer}.{name}", array)
+             for what, tree in (("parameter", checkpoint.params), ("buffer", checkpoint.buffers))
+             for layer, arrays in tree.items() for name, array in arrays.items()]
+    named += [(f"optimizer state {key.replace('/', '.')}", array) for key, array in checkpoint.optimizer.items()]
+    return [label for label, array in named
+            if np.asarray(array).dtype.kind in "fc" and not np.isfinite(array).all()]
 
 
 def load_checkpoint(path) -> Checkpoint:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from .files import atomic_write
 
 PLOT_HINT = "curves.png was not written: install matplotlib (pip install 'cnnrun[plot]') to get the plot"
 
 
 def write_curves(metrics: list[dict], path) -> bool:
-    """Draw train/validation loss and accuracy per epoch into ``path``; False if matplotlib is missing."""
+    """Draw train/validation loss and accuracy per epoch into ``path`` (atomically; a file that cannot
+    be written is a :class:`~cnnrun.engine.files.WriteError`); False if matplotlib is missing."""
     try:
         import matplotlib
 
@@ -27,6 +28,8 @@ def write_curves(metrics: list[dict], path) -> bool:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(Path(path), dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 
 class Reporter:
@@ -20,6 +21,11 @@ class Reporter:
 
     def note(self, text: str) -> None:
         """A line of information (a checkpoint written, how to resume, ...)."""
+
+    def warning(self, text: str) -> None:
+        """Something went wrong that does not stop the run (curves.png could not be written);
+        a Python warning here, a ``Warning:`` line on stderr from :class:`TextReporter`."""
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
 
 
 def summary_line(m: dict, epochs: int) -> str:
@@ -39,8 +45,9 @@ class TextReporter(Reporter):
     epoch's first batch, which may spend its time compiling kernels.
     """
 
-    def __init__(self, stream=None, bar: bool | None = None, width: int = 24, refresh: float = 0.1):
+    def __init__(self, stream=None, bar: bool | None = None, width: int = 24, refresh: float = 0.1, errors=None):
         self.stream = stream if stream is not None else sys.stdout
+        self.errors = errors if errors is not None else sys.stderr  # where warnings go
         self.bar = self.stream.isatty() if bar is None else bar
         self.width = width
         self.refresh = refresh  # seconds between redraws of the bar
@@ -79,6 +86,10 @@ class TextReporter(Reporter):
     def note(self, text):
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def warning(self, text):
+        self.errors.write(f"Warning: {text}\n")
+        self.errors.flush()
 
 
 def _clock(seconds: float) -> str:

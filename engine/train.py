@@ -15,19 +15,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, network_state, restore_network, save_checkpoint
+from .checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_state, non_finite_arrays,
+                         restore_network, save_checkpoint)
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
-from .inference import LATEST, BatchLoss, evaluate, resolve_checkpoint
+from .files import WriteError, write_text
+from .inference import BatchLoss, evaluate, resolve_checkpoint
 from .losses import LOSSES
 from .network import Network
 from .optim import make_optimizer
-from .options import choice_option, float_option, int_option, show
+from .options import bool_option, choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
+from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
+                         create_new_folder, folder_name, make_folder, metrics_up_to, read_metrics,
+                         remove_temp_files, run_files, write_metrics)
 from .schedules import check_schedule, lr_at
+from .stopping import TrainingInterrupted, TrainingStopped, interrupted, last_good, sigterm_as_interrupt
 
 TRAIN_DEFAULTS = {
     "data": {"type": "digits"},
@@ -38,17 +44,10 @@ TRAIN_DEFAULTS = {
     "epochs": 10,
     "batch_size": 64,
     "seed": 0,
+    "drop_last": False,
 }
-BEST = "best.npz"
-
-
-class TrainingStopped(CnnrunError):
-    """Training ended early because the loss stopped being finite; the message says where the last
-    good checkpoint is."""
-
-
-class TrainingInterrupted(TrainingStopped):
-    """Training was interrupted (Ctrl-C); the message says how to resume."""
+__all__ = ["TRAIN_DEFAULTS", "Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped",
+           "resolve_train_config", "train"]
 
 
 def resolve_train_config(section: dict | None, overrides: dict | None = None) -> dict:
@@ -75,6 +74,7 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
         config["epochs"] = int_option(config["epochs"], "epochs")
         config["batch_size"] = int_option(config["batch_size"], "batch_size")
         config["seed"] = int_option(config["seed"], "seed", minimum=0)
+        config["drop_last"] = bool_option(config["drop_last"], "drop_last")
         config["loss"] = choice_option(config["loss"], "loss", list(LOSSES))
     except ConfigError as err:
         err.section = "train"
@@ -99,26 +99,34 @@ def _set_dotted(config: dict, dotted: str, value) -> None:
 
 @dataclass
 class TrainResult:
-    """What a training run leaves: the trained network, one metrics record per epoch, the run folder."""
+    """What a training run leaves: the trained network, one metrics record per epoch (those of the
+    run folder: a resumed run's earlier epochs too), the run folder."""
 
     network: Network
     metrics: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
 
 
-class Trainer:
-    """Runs the epochs of one training run and writes its run folder.
+def score(record: dict) -> float:
+    """What best.npz maximizes: the validation accuracy, or minus the training loss without validation."""
+    return record["val_accuracy"] if record["val_accuracy"] is not None else -record["train_loss"]
 
-    The run folder holds ``config.json`` (the network with its resolved train section),
-    ``metrics.jsonl``, ``latest.npz`` and ``best.npz`` (highest validation accuracy, or lowest training
-    loss without validation) and ``curves.png`` when matplotlib is installed.
+
+class Trainer:
+    """Runs the epochs of one training run and writes its checkpoints and metrics.
+
+    The run folder (:mod:`cnnrun.engine.run_folder`) holds ``config.json`` (the network with its
+    resolved train section), ``metrics.jsonl``, ``latest.npz`` and ``best.npz`` (highest validation
+    accuracy, or lowest training loss without validation) and ``curves.png`` when matplotlib is
+    installed. A checkpoint is written only when everything in it, and the validation loss, is
+    finite; else training stops and the previous checkpoint stays.
     """
 
-    def __init__(self, net: Network, config: dict, *, run_dir: Path, base_dir: Path = Path("."),
+    def __init__(self, net: Network, config: dict, *, run_dir: Path | None = None, base_dir: Path = Path("."),
                  registries: Registries | None = None, reporter: Reporter | None = None):
         self.net = net
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.reporter = reporter or Reporter()
         registries = registries or default_registries()
         self.layer_plugins = layer_plugins(net, registries.layers)  # recorded in every checkpoint
@@ -129,6 +137,7 @@ class Trainer:
             config["data"], input_shape=net.input_shape, num_classes=net.output_shape[0],
             validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
+        self._check_batches()
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"])
@@ -136,6 +145,30 @@ class Trainer:
         self.shuffle = np.random.default_rng(config["seed"])
         self.epoch = 0
         self.best: float | None = None
+        self.last_record: dict | None = None  # the metrics of epoch self.epoch (None before epoch 1)
+        self.history: list[dict] = []  # what metrics.jsonl holds: one record per finished epoch
+
+    def _check_batches(self) -> None:
+        """Batches that cannot train are an error before anything runs: none at all with drop_last,
+        or batches of one example under a batchnorm that sees one value per channel (after a linear)."""
+        n, batch_size, drop_last = len(self.train_data), self.config["batch_size"], self.config["drop_last"]
+        if drop_last and n < batch_size:
+            raise ConfigError(f"drop_last leaves no batch: the training split has {n} examples, fewer than "
+                              f"batch_size {batch_size}", section="train", key="drop_last")
+        single = batch_size == 1 or n == 1
+        last_single = not drop_last and n % batch_size == 1
+        if not (single or last_single):
+            return
+        for node in self.net.nodes:
+            if node.layer.type_name == "batchnorm" and math.prod(node.input_shapes[0][1:]) == 1:
+                needs = (f"layer '{node.name}' (batchnorm) needs more than one value per channel in training, and "
+                         f"it sees one value per example")
+                if single:
+                    raise ConfigError(f"{needs} while every batch holds 1 example (batch_size {batch_size}, "
+                                      f"{n} training examples): use a larger batch_size", section="train")
+                raise ConfigError(f"{needs} while the last batch of every epoch holds 1 example ({n} training "
+                                  f"examples, batch_size {batch_size}): set \"drop_last\": true "
+                                  f"(--set drop_last=true) or another batch_size", section="train")
 
     # -- state ---------------------------------------------------------------------------------
     def checkpoint(self, metrics: dict | None) -> Checkpoint:
@@ -163,43 +196,51 @@ class Trainer:
         self.shuffle.bit_generator.state = meta["rng"]["shuffle"]
         for name, state in meta["rng"]["layers"].items():
             self.net.contexts[name].rng.bit_generator.state = state
-        self.epoch, self.best = meta["epoch"], meta["best"]
+        self.epoch, self.best, self.last_record = meta["epoch"], meta["best"], meta.get("metrics")
+        if self.epoch > self.config["epochs"]:
+            raise CnnrunError(f"{source} holds epoch {self.epoch}, past epochs {self.config['epochs']} (the total, "
+                              f"not the number to add): nothing to train; pass --epochs {self.epoch + 1} or more "
+                              f"to train on")
+
+    def write_start(self, best: Checkpoint | None = None) -> None:
+        """Write the starting state into a run folder that does not hold it yet: latest.npz, best.npz
+        (``best``, or the starting state when it is the best so far) and the metrics so far."""
+        start = self.checkpoint(self.last_record)
+        if best is None and self.last_record is not None and score(self.last_record) == self.best:
+            best = start
+        if best is not None:
+            save_checkpoint(self.run_dir / BEST, best)
+        save_checkpoint(self.run_dir / LATEST, start)
+        write_metrics(self.run_dir / METRICS, self.history)
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> list[dict]:
         """Train until ``config["epochs"]`` epochs are done; returns this run's metrics records."""
         epochs, batch_size = self.config["epochs"], self.config["batch_size"]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.epoch == 0:
-            save_checkpoint(self.run_dir / LATEST, self.checkpoint(None))
         records = []
-        try:
-            while self.epoch < epochs:
-                record = self._epoch(self.epoch + 1, epochs, batch_size)
-                self.epoch += 1
-                records.append(record)
-                self._save(record)
-                self.reporter.epoch_end(record)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(f"interrupted during epoch {self.epoch + 1}; the checkpoint "
-                                  f"{self.run_dir / LATEST} holds epoch {self.epoch}. "
-                                  f"Resume with --resume {self.run_dir}") from None
+        while self.epoch < epochs:
+            record = self._epoch(self.epoch + 1, epochs, batch_size)
+            self.epoch += 1
+            self._save(record)
+            records.append(record)
+            self.reporter.epoch_end(record)
         return records
 
     def _epoch(self, epoch: int, epochs: int, batch_size: int) -> dict:
         lr = lr_at(epoch, self.optimizer.lr, self.config["schedule"], epochs)
-        n_batches = math.ceil(len(self.train_data) / batch_size)
+        drop_last = self.config["drop_last"]
+        n_batches = (len(self.train_data) // batch_size if drop_last
+                     else math.ceil(len(self.train_data) / batch_size))
         self.reporter.epoch_start(epoch, epochs, n_batches)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
         for index, (x, y) in enumerate(batches(self.train_data, batch_size, self.shuffle), start=1):
+            if index > n_batches:
+                break  # drop_last: the smaller last batch
             output = self.net.forward(x, training=True)
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
-                raise TrainingStopped(
-                    f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g}); training stopped. "
-                    f"The last good checkpoint is {self.run_dir / LATEST} (epoch {self.epoch}); "
-                    f"try a lower learning rate")
+                raise self._stopped(f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g})")
             self.loss.backward(self.net, grad)
             self.optimizer.apply(self.net.params, self.net.grads, lr)
             total_loss += loss * len(y)
@@ -209,33 +250,49 @@ class Trainer:
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = (evaluate(self.net, self.validation, self.config["loss"], batch_size)[:2]
                                   if self.validation is not None else (None, None))
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise self._stopped(f"the validation loss became {val_loss} after epoch {epoch} (lr {lr:g})")
         return {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                 "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr, "seconds": seconds,
                 "samples_per_second": seen / seconds if seconds > 0 else None}
 
     def _save(self, record: dict) -> None:
-        score = record["val_accuracy"] if record["val_accuracy"] is not None else -record["train_loss"]
-        improved = self.best is None or score > self.best
+        """best.npz (if improved), then latest.npz, then metrics.jsonl: after a kill anywhere in between,
+        resuming from latest.npz redoes or completes exactly what is missing."""
+        improved = self.best is None or score(record) > self.best
+        previous_best = self.best
         if improved:
-            self.best = score
+            self.best = score(record)
         checkpoint = self.checkpoint(record)
-        save_checkpoint(self.run_dir / LATEST, checkpoint)
+        bad = non_finite_arrays(checkpoint)
+        if bad:
+            self.best = previous_best
+            raise self._stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
+                                f"(lr {record['lr']:g})")
         if improved:
             save_checkpoint(self.run_dir / BEST, checkpoint)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        save_checkpoint(self.run_dir / LATEST, checkpoint)
+        self.last_record = record
+        self.history.append(record)
+        write_metrics(self.run_dir / METRICS, self.history)
+
+    def _stopped(self, reason: str) -> TrainingStopped:
+        return TrainingStopped(f"{reason}; training stopped. {last_good(self.run_dir)}; try a lower learning rate")
 
 
 @explains_missing_plugins("resume")
-def train(network, *, overrides: dict | None = None, out=None, resume=None, reporter: Reporter | None = None,
-          registries: Registries | None = None, device: str = "cpu") -> TrainResult:
+def train(network, *, overrides: dict | None = None, out=None, resume=None, force: bool = False,
+          reporter: Reporter | None = None, registries: Registries | None = None, device: str = "cpu") -> TrainResult:
     """Train a network described by a JSON file path or a config dict.
 
     ``overrides``: dotted train keys (``{"epochs": 8, "optimizer.lr": 0.1}``); ``out``: the run folder
-    (default ``runs/<name>-<timestamp>``, or the resumed run's folder); ``resume``: a run folder or a
-    checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4 more);
-    ``device``: "cpu" or "cuda" (parameters, gradients, optimizer state and activations stay there;
-    checkpoints are the same either way, so a run can resume on the other device).
+    (default: a new ``runs/<name>-<timestamp>``, or the resumed run's folder); a folder that already
+    holds a run is refused unless ``force`` (its run files are then replaced). ``resume``: a run folder
+    or a checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4
+    more); resuming from a checkpoint other than a run's latest.npz (best.npz, a copy) writes a new
+    run folder and leaves that run as it is. ``device``: "cpu" or "cuda" (parameters, gradients,
+    optimizer state and activations stay there; checkpoints are the same either way, so a run can
+    resume on the other device).
     """
     registries = registries or default_registries()
     if isinstance(network, dict):
@@ -247,41 +304,92 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, repo
         config, base_dir = json.loads(source.read_text(encoding="utf-8")), source.parent
     try:
         train_config = resolve_train_config(config.get("train"), overrides)
+        net.initialize(train_config["seed"])
+        net.to(device)
+        trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter)
     except ConfigError as err:
         raise (err.in_file(str(source)) if source else err) from None
-    net.initialize(train_config["seed"])
-    net.to(device)
-    checkpoint_path = resolve_checkpoint(resume) if resume is not None else None
-    if out is None:
-        out = checkpoint_path.parent if checkpoint_path else \
-            Path("runs") / f"{net.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    start = resolve_checkpoint(resume) if resume is not None else None
+    in_place = start is not None and start.name == LATEST and (out is None or _same_folder(out, start.parent))
+    if start is not None and not in_place:
+        if out is not None and _same_folder(out, start.parent):
+            raise RunFolderError(f"cannot resume from {start} into its own run folder {start.parent}: that would "
+                                 f"drop the run's later epochs; leave out --out (a new run folder is made) or "
+                                 f"choose another")
+        trainer.restore(load_checkpoint(start), str(start))
+    with sigterm_as_interrupt():
+        if in_place:
+            folder = start.parent
+        elif out is not None:
+            folder = make_folder(out)
+        else:
+            folder = create_new_folder("runs", f"{folder_name(net.name)}-{datetime.now():%Y%m%d-%H%M%S}")
+        trainer.run_dir = folder
+        with RunLock(folder) as lock:
+            if lock.stale_pid:
+                trainer.reporter.note(f"took over {lock.path} from pid {lock.stale_pid}, which is no longer running")
+            if start is not None and not in_place:
+                trainer.reporter.note(f"resuming {start} (epoch {trainer.epoch}) in the run folder {folder}; "
+                                      f"{start.parent} is left as it is")
+            started = False
+            try:
+                try:
+                    _prepare_folder(trainer, start, in_place, force)
+                    started = True
+                    write_text(folder / CONFIG, json.dumps({**config, "train": train_config}, indent=2) + "\n")
+                    if trainer.epoch == train_config["epochs"]:
+                        trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} "
+                                              f"epochs (--epochs is the total; pass a larger one to train on)")
+                    trainer.fit()
+                finally:
+                    if started:
+                        _draw_curves(trainer)
+            except KeyboardInterrupt as exc:  # also one during the curves: the message says what is on disk
+                raise interrupted(exc, folder, trainer.epoch, train_config["epochs"]) from None
+            except WriteError as err:
+                raise TrainingStopped(f"{err}; training stopped. {last_good(folder)}") from None
+    return TrainResult(net, trainer.history, folder)
+
+
+def _same_folder(a, b) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _prepare_folder(trainer: Trainer, start: Path | None, in_place: bool, force: bool) -> None:
+    """With the lock held: check the folder, remove a killed run's temporary files, and bring
+    latest.npz, best.npz and metrics.jsonl to the starting state."""
+    folder = trainer.run_dir
+    if in_place:
+        remove_temp_files(folder)
+        trainer.restore(load_checkpoint(start), str(start))  # read again under the lock
+        trainer.history = metrics_up_to(read_metrics(folder / METRICS), trainer.epoch, trainer.last_record)
+        write_metrics(folder / METRICS, trainer.history)
+        return
+    held = run_files(folder)
+    if held and not force:
+        raise RunFolderError(f"{folder} already holds a run ({', '.join(held)}); resume it with --resume {folder}, "
+                             f"choose another --out, or pass --force to replace it")
+    clear_run(folder)
+    remove_temp_files(folder)
+    best = None
+    if start is not None:
+        trainer.history = metrics_up_to(read_metrics(start.parent / METRICS), trainer.epoch, trainer.last_record)
+        candidate = start.parent / BEST
+        if start.name != BEST and candidate.is_file():
+            best = load_checkpoint(candidate)
+            if not isinstance(best.meta.get("epoch"), int) or best.meta["epoch"] > trainer.epoch:
+                best = None  # a later epoch than the one resumed from: not this run's history
+    trainer.write_start(best)
+
+
+def _draw_curves(trainer: Trainer) -> None:
+    """curves.png; one that cannot be drawn or written is a warning: the run itself is complete."""
+    if not trainer.history:
+        return
     try:
-        trainer = Trainer(net, train_config, run_dir=Path(out), base_dir=base_dir, registries=registries,
-                          reporter=reporter)
-    except ConfigError as err:
-        raise (err.in_file(str(source)) if source else err) from None
-    if checkpoint_path:
-        trainer.restore(load_checkpoint(checkpoint_path), str(checkpoint_path))
-    trainer.run_dir.mkdir(parents=True, exist_ok=True)
-    _keep_metrics_up_to(trainer.run_dir / "metrics.jsonl", trainer.epoch)
-    (trainer.run_dir / "config.json").write_text(json.dumps({**config, "train": train_config}, indent=2) + "\n")
-    try:
-        trainer.fit()
-    finally:
-        metrics = _read_metrics(trainer.run_dir / "metrics.jsonl")
-        if metrics and not write_curves(metrics, trainer.run_dir / "curves.png"):
-            trainer.reporter.note(PLOT_HINT)
-    return TrainResult(net, metrics, trainer.run_dir)
-
-
-def _keep_metrics_up_to(path: Path, epoch: int) -> None:
-    """Drop records after ``epoch`` (a resumed run rewrites them)."""
-    if path.exists():
-        kept = [m for m in _read_metrics(path) if m["epoch"] <= epoch]
-        path.write_text("".join(json.dumps(m) + "\n" for m in kept))
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        drawn = write_curves(trainer.history, trainer.run_dir / CURVES)
+    except WriteError as err:
+        trainer.reporter.warning(f"{err} (the checkpoints and metrics are not affected)")
+        return
+    if not drawn:
+        trainer.reporter.note(PLOT_HINT)

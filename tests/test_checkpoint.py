@@ -9,6 +9,7 @@ import pytest
 from cnnrun.engine import Network
 from cnnrun.engine.checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_state,
                                       restore_network, save_checkpoint)
+from cnnrun.engine.files import WriteError
 
 NET = {"name": "tiny", "input": {"shape": [4]},
        "layers": [{"name": "fc", "type": "linear", "out_features": 3}, {"name": "bn", "type": "batchnorm"}]}
@@ -52,7 +53,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=r"^cannot write .*latest\.npz: disk full$"):
         save_checkpoint(path, sample(1))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["latest.npz"]

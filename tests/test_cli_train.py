@@ -129,8 +129,21 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, net_file):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    assert "interrupted during epoch" in stderr and f"Resume with --resume {out}" in stderr
+    assert re.search(r"interrupted during epoch \d+ \(SIGINT\); the checkpoint .*latest\.npz holds epoch \d+\.", stderr)
+    assert f"Resume with: cnnrun train {net_file} --resume {out} --epochs 200\n" in stderr
     result = run("train", net_file, "--resume", out, "--epochs", 2, "-q")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_the_resume_command_repeats_every_setting():
+    from types import SimpleNamespace
+
+    from cnnrun.cli.train import resume_command
+
+    stop = SimpleNamespace(run_dir=Path("runs/my run"), epochs=10)
+    command = resume_command("net.json", stop, 32, 0.05, 3, ("optimizer.momentum=0.5", "data.resize=[16, 16]"), "cuda")
+    assert command == ("cnnrun train net.json --resume 'runs/my run' --epochs 10 --batch-size 32 --lr 0.05 --seed 3 "
+                       "--set optimizer.momentum=0.5 --set 'data.resize=[16, 16]' --device cuda")
+    assert resume_command("n.json", stop, None, None, None, (), "cpu") == "cnnrun train n.json --resume 'runs/my run' --epochs 10"

@@ -11,6 +11,7 @@ from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.losses import mse
 from cnnrun.engine.optim import make_optimizer
 from cnnrun.engine.plugins import Registries, make_plugin_manager
+from cnnrun.engine.run_folder import read_metrics
 from cnnrun.engine.train import TRAIN_DEFAULTS, TrainingStopped, resolve_train_config, train
 
 TINY = {
@@ -101,10 +102,11 @@ def test_resume_is_exact(tmp_path, registries):
     straight = train(copy.deepcopy(TINY), overrides={"epochs": 4}, out=tmp_path / "straight", registries=registries)
     first = train(copy.deepcopy(TINY), overrides={"epochs": 2}, out=tmp_path / "split", registries=registries)
     assert len(first.metrics) == 2
-    # from a checkpoint file into another folder
+    # from a checkpoint file into another folder: it gets the run's history too
     other = train(copy.deepcopy(TINY), overrides={"epochs": 3}, resume=tmp_path / "split" / "latest.npz",
                   out=tmp_path / "other", registries=registries)
-    assert without_timing(other.metrics) == without_timing(straight.metrics[2:3])
+    assert without_timing(other.metrics) == without_timing(straight.metrics[:3])
+    assert [m["epoch"] for m in read_metrics(tmp_path / "other" / "metrics.jsonl")] == [1, 2, 3]
     # from the run folder, in place
     resumed = train(copy.deepcopy(TINY), overrides={"epochs": 4}, resume=tmp_path / "split", registries=registries)
     assert resumed.run_dir == tmp_path / "split"
