@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, network_state, restore_network, save_checkpoint
+from .checkpoint import Checkpoint, check_resumable, load_checkpoint, network_state, restore_network, save_checkpoint
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
 from .inference import LATEST, BatchLoss, evaluate, resolve_checkpoint
@@ -149,9 +149,7 @@ class Trainer:
     def restore(self, checkpoint: Checkpoint, source: str) -> None:
         """Continue from ``checkpoint`` exactly where it stopped."""
         meta = checkpoint.meta
-        if not {"optimizer", "rng", "epoch"} <= set(meta):
-            raise CheckpointError(f"{source} is not a training checkpoint (no optimizer state or position; "
-                                  f"e.g. the output of cnnrun fuse): it can be evaluated, not resumed")
+        check_resumable(checkpoint, self.net, source)
         restore_network(self.net, checkpoint, source)
         if meta["optimizer"]["type"] != self.config["optimizer"]["type"]:
             raise CnnrunError(f"{source} was trained with optimizer '{meta['optimizer']['type']}', "
