@@ -12,7 +12,11 @@ from .errors import CnnrunError
 
 
 class FileProblem(CnnrunError):
-    """A file that cannot be read or written: ``PATH: what is wrong``."""
+    """A file that cannot be read or written: ``PATH: REASON`` (both kept as attributes)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
 
 
 KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
@@ -26,12 +30,12 @@ def regular_file(path) -> Path:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FileProblem(f"{path}: file not found") from None
+        raise FileProblem(path, "file not found") from None
     except OSError as exc:
-        raise FileProblem(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        raise FileProblem(path, f"cannot read it: {exc.strerror or exc}") from None
     for test, kind in KINDS:
         if test(mode):
-            raise FileProblem(f"{path}: is {kind}, not a regular file")
+            raise FileProblem(path, f"is {kind}, not a regular file")
     return path
 
 
@@ -39,8 +43,8 @@ def write_problem(path, exc: OSError) -> FileProblem:
     """The one line for a failed write of ``path``: the folder that is missing, or the system's reason."""
     path = Path(path)
     if exc.errno == errno.ENOENT and not path.parent.is_dir():
-        return FileProblem(f"cannot write {path}: the folder {path.parent} does not exist")
-    return FileProblem(f"cannot write {path}: {exc.strerror or exc}")
+        return FileProblem(path, f"cannot write it: the folder {path.parent} does not exist")
+    return FileProblem(path, f"cannot write it: {exc.strerror or exc}")
 
 
 def write_atomic(path, write) -> None:
