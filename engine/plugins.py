@@ -18,6 +18,7 @@ from .errors import ConfigError, PluginError, did_you_mean
 from .data import DataSource
 from .layer import Layer
 from .optim import Optimizer
+from .options import show
 
 DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
@@ -130,7 +131,8 @@ class Registry:
             return self.classes[type_name]
         except (KeyError, TypeError):
             hint = did_you_mean(type_name, self.classes)
-            raise ConfigError(f"unknown {self.kind} '{type_name}'{hint}", key="type") from None
+            shown = f"'{type_name}'" if isinstance(type_name, str) else show(type_name)  # null, not None
+            raise ConfigError(f"unknown {self.kind} {shown}{hint}", key="type") from None
 
     def __contains__(self, type_name) -> bool:
         return type_name in self.classes

@@ -20,6 +20,7 @@ from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
 from .inference import LATEST, BatchLoss, evaluate, resolve_checkpoint
 from .losses import LOSSES
+from .memory import check_batch_fits
 from .network import Network
 from .optim import make_optimizer
 from .options import choice_option, float_option, int_option, show
@@ -123,6 +124,7 @@ class Trainer:
         if len(net.output_shape) != 1:
             raise ConfigError(f"training needs a network output of shape (classes,); the last layer gives "
                               f"{net.output_shape} (add flatten and linear layers)", section="train")
+        check_batch_fits(net, config["batch_size"], "train")
         self.train_data, self.validation, self.normalization = prepare_data(
             config["data"], input_shape=net.input_shape, num_classes=net.output_shape[0],
             validation_split=config["validation_split"], seed=config["seed"],
