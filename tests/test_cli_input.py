@@ -219,7 +219,7 @@ def test_train_with_activations_that_cannot_fit(tmp_path, eight_gib):
                     batch_size=32)
     one_line_error(run("train", net, "--out", tmp_path / "run"),
                    r"train: a batch of 32 through network 'big' \(the largest activation: layer 'wide', shape "
-                   r"\(2000000, 8, 8\) per example\) needs 61\.0 GiB but only 8\.0 GiB")
+                   r"\(2000000, 8, 8\) per example\) needs 31\.5 GiB but only 8\.0 GiB")
     assert not (tmp_path / "run").exists()
 
 
