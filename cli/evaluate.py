@@ -47,6 +47,8 @@ def parse_data_option(text: str | None):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--data") from None
+        except RecursionError:
+            raise click.BadParameter("not valid JSON: nested too deeply", param_hint="--data") from None
     return {"type": "npz", "path": text}
 
 

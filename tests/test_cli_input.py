@@ -157,6 +157,18 @@ def test_eval_data_that_is_a_fifo(trained, tmp_path):
     assert "not found" not in text
 
 
+def test_eval_data_json_nested_too_deeply(trained):
+    result = run("eval", trained[0], "--checkpoint", trained[1], "--data", '{"a": ' + "[" * 100_000)
+    assert result.exit_code == 2 and "nested too deeply" in result.output and "Traceback" not in result.output
+
+
+def test_predict_input_that_is_a_fifo(trained, tmp_path):
+    os.mkfifo(tmp_path / "pipe.npz")
+    text = one_line_error(predict(trained, tmp_path / "pipe.npz", tmp_path / "p.npz"),
+                          r"pipe\.npz: is a named pipe \(FIFO\), not a regular file")
+    assert "not found" not in text
+
+
 def test_checkpoint_that_is_a_device(trained):
     text = one_line_error(run("eval", trained[0], "--checkpoint", "/dev/zero"),
                           r"/dev/zero: is a character device, not a regular file")
