@@ -48,7 +48,7 @@ def read_npz(path, names=None, *, what: str = "arrays") -> dict[str, np.ndarray]
             f.seek(0)
             try:
                 archive = zipfile.ZipFile(f)
-            except zipfile.BadZipFile:
+            except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError):
                 if start.startswith(ZIP_MAGIC):
                     raise NpzError(f"{path}: is truncated or corrupted (not a complete zip archive)") from None
                 raise NpzError(f"{path}: not an .npz file (np.savez writes one)") from None
@@ -125,4 +125,5 @@ def _read_array(archive, info, path: Path, name: str, shape, fortran: bool, dtyp
 
 
 def _damaged(path: Path, name: str, exc: Exception) -> NpzError:
-    return NpzError(f"{path}: is truncated or corrupted (array '{name}': {type(exc).__name__}: {exc})")
+    kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+    return NpzError(f"{path}: is truncated or corrupted (array '{name}': {kind}: {exc})")

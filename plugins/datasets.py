@@ -168,7 +168,8 @@ class Idx(DataSource):
     def load(self, base_dir: Path) -> Splits:
         folder = Path(base_dir) / self.path
         if not folder.is_dir():
-            raise self.error(f"path: folder not found: {folder}", key="path")
+            found = "is not a folder" if folder.exists() else "folder not found"
+            raise self.error(f"path: {found}: {folder}", key="path")
         train = self._read_pair(folder, "train", self.limit)
         validation = self._read_pair(folder, "test", None) if self.validation == "test" else None
         return Splits(train, validation)

@@ -127,6 +127,11 @@ def test_idx_with_255_dimensions(prepare, tmp_path):
           r"train-images-idx3-ubyte: the IDX header says 255 dimensions; expected unsigned-byte images \(N, H, W\)")
 
 
+def test_idx_path_that_is_a_file(prepare, tmp_path):
+    (tmp_path / "mnist").write_bytes(b"")
+    fails(prepare, {"type": "idx", "path": "mnist"}, r"path: is not a folder: .*mnist$")
+
+
 def test_idx_special_file(prepare, tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
