@@ -117,6 +117,17 @@ def test_predict_input_that_is_not_npz(trained, tmp_path):
     one_line_error(predict(trained, tmp_path / "x.npz", tmp_path / "p.npz"), r"x\.npz: not an \.npz file")
 
 
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_damaged_npz_inputs_are_one_line(trained, tmp_path, command):
+    net_file, checkpoint, _ = trained
+    np.savez_compressed(tmp_path / "d.npz", x=np.random.default_rng(0).random((40, 8, 8)), y=np.arange(40) % 10)
+    data = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "d.npz").write_bytes(data[: len(data) // 2])
+    args = (["predict", net_file, tmp_path / "d.npz", "--out", tmp_path / "p.npz"] if command == "predict"
+            else ["eval", net_file, "--data", tmp_path / "d.npz"])
+    one_line_error(run(*args, "--checkpoint", checkpoint), r"d\.npz: is truncated or corrupted")
+
+
 def test_predict_output_that_is_not_finite(trained, tmp_path):
     np.savez(tmp_path / "x.npz", x=np.full((2, 1, 8, 8), 3e38, np.float32))
     one_line_error(predict(trained, tmp_path / "x.npz", tmp_path / "p.npz"),
