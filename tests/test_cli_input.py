@@ -186,10 +186,14 @@ def test_checkpoint_that_is_a_device(trained):
     assert "not found" not in text
 
 
-def test_resume_from_a_malformed_checkpoint(trained, tmp_path):
+def test_resume_from_a_checkpoint_without_best(trained, tmp_path, registry):
     net_file, checkpoint, _ = trained
+    params, buffers = network_state(Network.from_config(DENSE, registry=registry))
+    meta = {"epoch": 1, "optimizer": {"type": "sgd", "step": 3},
+            "rng": {"shuffle": np.random.default_rng(0).bit_generator.state, "layers": {}}, "normalization": None}
+    save_checkpoint(checkpoint, Checkpoint(params, buffers, {}, meta))
     one_line_error(run("train", net_file, "--resume", checkpoint, "--out", tmp_path / "run"),
-                   r"c\.npz is not a training checkpoint")
+                   r"c\.npz cannot be resumed: its meta has no 'best'")
 
 
 # -- network files and sizes -----------------------------------------------------------------------
