@@ -144,12 +144,11 @@ def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
     ``device``; returns N. Inputs that are empty, not real numbers, NaN/Inf or of the wrong shape are
     refused, and so is an output that is not finite."""
     out = Path(out)
-    for what, path in (("INPUT.npz", inputs), ("the checkpoint", checkpoint), ("the network file", network)):
+    for what, path in (("INPUT.npz", inputs), ("the checkpoint", resolve_checkpoint(checkpoint)),
+                       ("the network file", network)):
         if isinstance(path, (str, Path)) and _same_file(out, Path(path)):
             raise CnnrunError(f"--out {out} is {what}: writing there would destroy it; choose another file")
     net, normalization, _, _ = load_for_inference(network, checkpoint, registries, device)
-    if _same_file(out, resolve_checkpoint(checkpoint)):
-        raise CnnrunError(f"--out {out} is the checkpoint: writing there would destroy it; choose another file")
     x = _checked_inputs(read_npz(inputs, ["x"], what="the inputs")["x"], net, inputs)
     check_batch_fits(net, min(batch_size, len(x)), "predict")
     x = apply_normalization(x, normalization)
@@ -181,9 +180,10 @@ def _checked_inputs(x: np.ndarray, net: Network, inputs) -> np.ndarray:
     expected = f"(N, {', '.join(map(str, net.input_shape))})"
     if x.dtype.kind not in "biuf":
         raise CnnrunError(f"{inputs}: x must hold real numbers; got dtype {x.dtype}")
+    shape = tuple(x.shape)
     x = with_channel_axis(x, net.input_shape) if x.ndim else x
     if x.ndim != len(net.input_shape) + 1 or tuple(x.shape[1:]) != net.input_shape:
-        raise CnnrunError(f"{inputs}: x has shape {tuple(x.shape)}; the network takes {expected}")
+        raise CnnrunError(f"{inputs}: x has shape {shape}; the network takes {expected}")
     if len(x) == 0:
         raise CnnrunError(f"{inputs}: x holds no examples (shape {tuple(x.shape)})")
     with np.errstate(over="ignore"):
