@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import CnnrunError
 from .npz import NpzError, read_npz
-from .options import show
+from .options import _is_int, show
 
 FORMAT = "cnnrun-checkpoint-1"
 
@@ -157,10 +157,6 @@ def _check_normalization(normalization, path: Path) -> None:
     if any(s <= 0 for s in lists[1]):
         raise CheckpointError(f"{path}: meta normalization std must be > 0 for every channel; "
                               f"got std={show(lists[1])[:80]}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:
