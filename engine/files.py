@@ -58,6 +58,7 @@ def write_atomic(path, write) -> None:
         raise write_problem(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -66,3 +67,9 @@ def write_atomic(path, write) -> None:
         raise write_problem(path, exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

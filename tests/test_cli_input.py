@@ -73,6 +73,9 @@ def test_predict_writes_and_reports_the_real_path(trained, tmp_path):
     with np.load(tmp_path / "preds") as data:
         assert data["probabilities"].shape == (5, 10) and data["labels"].shape == (5,)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "preds").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_predict_into_a_missing_folder(trained, tmp_path):
