@@ -144,11 +144,11 @@ def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
     ``device``; returns N. Inputs that are empty, not real numbers, NaN/Inf or of the wrong shape are
     refused, and so is an output that is not finite."""
     out = Path(out)
+    net, normalization, _, _ = load_for_inference(network, checkpoint, registries, device)
     for what, path in (("INPUT.npz", inputs), ("the checkpoint", resolve_checkpoint(checkpoint)),
                        ("the network file", network)):
         if isinstance(path, (str, Path)) and _same_file(out, Path(path)):
             raise CnnrunError(f"--out {out} is {what}: writing there would destroy it; choose another file")
-    net, normalization, _, _ = load_for_inference(network, checkpoint, registries, device)
     x = _checked_inputs(read_npz(inputs, ["x"], what="the inputs")["x"], net, inputs)
     check_batch_fits(net, min(batch_size, len(x)), "predict")
     x = apply_normalization(x, normalization)
