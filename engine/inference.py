@@ -128,7 +128,7 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_
     elif validation is not None:
         examples = Examples(np.concatenate([examples.x, validation.x]), np.concatenate([examples.y, validation.y]))
     examples = Examples(apply_normalization(examples.x, normalization), examples.y)
-    check_batch_fits(net, min(batch_size, len(examples)), "eval")
+    check_batch_fits(net, min(batch_size, len(examples)), "eval", training=False)
     loss, accuracy, predicted = evaluate(net, examples, train["loss"], batch_size)
     classes = net.output_shape[0]
     confusion = np.zeros((classes, classes), dtype=np.int64)
@@ -150,7 +150,7 @@ def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
         if isinstance(path, (str, Path)) and _same_file(out, Path(path)):
             raise CnnrunError(f"--out {out} is {what}: writing there would destroy it; choose another file")
     x = _checked_inputs(read_npz(inputs, ["x"], what="the inputs")["x"], net, inputs)
-    check_batch_fits(net, min(batch_size, len(x)), "predict")
+    check_batch_fits(net, min(batch_size, len(x)), "predict", training=False)
     x = apply_normalization(x, normalization)
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
         outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]

@@ -57,12 +57,12 @@ def check_fits(n_bytes: int, what: str) -> None:
                                "of memory is available")
 
 
-def check_batch_fits(net, batch_size: int, what: str) -> None:
-    """Check that a batch of ``batch_size`` fits: the input and every layer's output, each once for the
-    forward value and once for its gradient (a lower bound: work buffers come on top)."""
+def check_batch_fits(net, batch_size: int, what: str, *, training: bool = True) -> None:
+    """Check that a batch of ``batch_size`` fits: the input and every layer's output, each for the
+    forward value and, in ``training``, its gradient (a lower bound: work buffers come on top)."""
     sizes = [(math.prod(net.input_shape), "the input", net.input_shape)]
     sizes += [(math.prod(node.output_shape), f"layer '{node.name}'", node.output_shape) for node in net.nodes]
     _, name, shape = max(sizes, key=lambda size: size[0])
-    check_fits(2 * sum(size[0] for size in sizes) * batch_size * net.dtype.itemsize,
+    check_fits((1 + training) * sum(size[0] for size in sizes) * batch_size * net.dtype.itemsize,
                f"{what}: a batch of {batch_size} through network '{net.name}' (the largest activation: "
                f"{name}, shape {tuple(shape)} per example)")

@@ -269,3 +269,13 @@ def test_profile_with_an_input_that_cannot_fit(tmp_path, eight_gib):
     one_line_error(run("profile", net), r"profile: a batch of 64 through network 'big' \(the largest activation: the input, shape "
                                         r"\(3, 100000, 100000\) per example\) needs 27\.9 TiB but only "
                                         r"8\.0 GiB of memory is available")
+
+
+def test_batch_check_counts_gradients_only_in_training(registry, monkeypatch):
+    net = Network.from_config(DENSE, registry=registry)  # 64 + 64 + 10 + 10 values per example
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 148 * 10)
+    memory.check_batch_fits(net, 10, "eval", training=False)
+    with pytest.raises(memory.MemoryLimitError, match=r"^train: a batch of 10 through network 'dense' \(the largest "
+                                                      r"activation: the input, shape \(1, 8, 8\) per example\) needs "
+                                                      r"11\.6 KiB but only 5\.8 KiB of memory is available$"):
+        memory.check_batch_fits(net, 10, "train")
