@@ -22,13 +22,14 @@ from .common import checkpoint_option, device_option, format_option, load_plugin
 def evaluate(ctx, net, checkpoint, data, batch_size, device, output_format):
     """Evaluate a trained network: loss, accuracy and a confusion matrix (rows: true class)."""
     from cnnrun.engine.inference import evaluate_checkpoint
+    from cnnrun.engine.options import json_safe
 
     _, registries = load_plugins(ctx)
     with user_errors():
         report = evaluate_checkpoint(net, checkpoint, data=parse_data_option(data), batch_size=batch_size,
                                      registries=registries, device=device)
     if output_format == "json":
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json.dumps(json_safe(report), indent=2, allow_nan=False))
         return
     click.echo(f"{report['examples']} examples  loss {report['loss']:.4f}  accuracy {report['accuracy']:.4f}")
     click.echo(format_confusion(report["confusion_matrix"]))
@@ -43,6 +44,8 @@ def parse_data_option(text: str | None):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise click.BadParameter(f"not valid JSON: {exc.msg}", param_hint="--data") from None
+        except RecursionError:
+            raise click.BadParameter("not valid JSON: nested too deeply", param_hint="--data") from None
     return {"type": "npz", "path": text}
 
 

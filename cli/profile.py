@@ -22,11 +22,13 @@ def profile(ctx: click.Context, net: str, batch_size: int, iterations: int, devi
     """Time each layer's forward and backward pass on a random batch in training mode: the median
     over the iterations, its share of the total, MACs and achieved GFLOP/s, then totals, samples/s
     and peak memory. The warm-up pass before the timed ones shows the JIT compile time."""
+    from cnnrun.engine.memory import check_batch_fits
     from cnnrun.engine.profile import profile_network
 
     network = load_network(ctx, net)
     with user_errors():
         network.to(device)
+        check_batch_fits(network, batch_size, "profile")
         report = profile_network(network, batch_size, iterations)
     if output_format == "json":
         click.echo(json.dumps(report, indent=2))

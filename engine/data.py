@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
+from .errors import CnnrunError, ConfigError, ShapeError
 from .options import Configurable, bool_option, float_option, show
 
 
@@ -140,6 +140,8 @@ def _checked(examples: Examples, what: str, input_shape: tuple, num_classes: int
         raise source.error(f"the {what} set is empty (each split needs at least one example)")
     if not np.issubdtype(y.dtype, np.integer):
         raise source.error(f"the {what} labels must be integers; got dtype {y.dtype}")
+    if x.dtype.kind not in "biuf":
+        raise source.error(f"the {what} inputs must be real numbers; got dtype {x.dtype}")
     x = with_channel_axis(x, input_shape)
     if x.shape[1:] != input_shape:
         hint = ""
@@ -202,6 +204,9 @@ def apply_normalization(x: np.ndarray, normalization: dict | None) -> np.ndarray
     if x.ndim < 2 or x.shape[1] != len(mean) or len(std) != len(mean):
         raise ShapeError(f"normalization has {len(mean)} channel means and {len(std)} stds but the "
                          f"inputs have shape {x.shape} (channels on axis 1)")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise CnnrunError(f"normalization needs finite means and stds > 0 for every channel; got "
+                          f"mean={show(mean.tolist())[:60]}, std={show(std.tolist())[:60]}")
     shape = (1, len(mean)) + (1,) * (x.ndim - 2)
     return ((x - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32)
 

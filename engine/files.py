@@ -1,5 +1,5 @@
-"""Writing files so that nothing is lost: a temporary file created exclusively beside the target,
-fsync, then an atomic rename. A crash, a kill or a full disk leaves the previous file intact; a
+"""Reading and writing user files safely. Only regular files are read (:func:`regular_file`). Writes
+lose nothing: a temporary file created exclusively beside the target, fsync, then an atomic rename. A crash, a kill or a full disk leaves the previous file intact; a
 planted symbolic link is never written through (``mkstemp`` opens with ``O_CREAT | O_EXCL``, and
 ``os.replace`` replaces a link at the target rather than following it).
 """
@@ -7,8 +7,10 @@ planted symbolic link is never written through (``mkstemp`` opens with ``O_CREAT
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -18,13 +20,45 @@ from .errors import CnnrunError
 TEMP_SUFFIX = ".tmp"
 
 
-class WriteError(CnnrunError):
-    """A file could not be written (a full disk, a read-only folder, ...); the message names it."""
+class FileProblem(CnnrunError):
+    """A file that cannot be read or written: ``PATH: REASON`` (both kept as attributes)."""
+
+    def __init__(self, path, reason: str, message: str | None = None):
+        super().__init__(message or f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+class WriteError(FileProblem):
+    """A file could not be written (a full disk, a read-only or missing folder, ...): ``cannot write
+    PATH: REASON``."""
+
+
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+         (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def regular_file(path) -> Path:
+    """``path`` if it is a regular file (a link to one is fine); else :class:`FileProblem` naming what
+    it is. Never opens it, so a FIFO cannot block and ``/dev/zero`` is not read."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileProblem(path, "file not found") from None
+    except OSError as exc:
+        raise FileProblem(path, f"cannot read it: {exc.strerror or exc}") from None
+    for test, kind in KINDS:
+        if test(mode):
+            raise FileProblem(path, f"is {kind}, not a regular file")
+    return path
 
 
 def cannot(action: str, path, exc: OSError) -> WriteError:
-    """``cannot write runs/x/latest.npz: No space left on device``."""
-    return WriteError(f"cannot {action} {path}: {exc.strerror or exc}")
+    """``cannot write runs/x/latest.npz: No space left on device`` (or: the folder ... does not exist)."""
+    path = Path(path)
+    reason = (f"the folder {path.parent} does not exist" if exc.errno == errno.ENOENT and not path.parent.is_dir()
+              else exc.strerror or str(exc))
+    return WriteError(path, reason, f"cannot {action} {path}: {reason}")
 
 
 def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,10 @@ import numpy as np
 from .checkpoint import load_checkpoint, restore_network
 from .data import Examples, apply_normalization, batches, prepare_data, with_channel_axis
 from .errors import CnnrunError, ConfigError
-from .network import Network
+from .files import atomic_write
+from .memory import check_batch_fits
+from .network import Network, read_network_file
+from .npz import read_npz
 from .plugins import Registries, default_registries
 from .provenance import explains_missing_plugins
 
@@ -66,13 +68,16 @@ def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256)
 
 
 def resolve_checkpoint(path) -> Path:
-    """The checkpoint file ``path`` means: the file itself, or ``path/latest.npz`` for a run folder."""
+    """The checkpoint file ``path`` means: the file itself, or ``path/latest.npz`` for a run folder
+    (whether it is a readable checkpoint is :func:`load_checkpoint`'s to say)."""
     path = Path(path)
-    candidate = path / LATEST if path.is_dir() else path
-    if not candidate.is_file():
-        raise CnnrunError(f"no checkpoint at {path}: "
-                          + (f"no {LATEST} in that folder" if path.is_dir() else "no such file"))
-    return candidate
+    if path.is_dir():
+        if not (path / LATEST).exists():
+            raise CnnrunError(f"no checkpoint at {path}: no {LATEST} in that folder")
+        return path / LATEST
+    if not path.exists():
+        raise CnnrunError(f"no checkpoint at {path}: no such file")
+    return path
 
 
 @explains_missing_plugins("checkpoint")
@@ -83,8 +88,11 @@ def load_for_inference(network, checkpoint, registries: Registries | None = None
     if isinstance(network, dict):
         net, config, base_dir = Network.from_config(network, registry=registries.layers), network, Path(".")
     else:
-        net = Network.from_json(network, registry=registries.layers)
-        config, base_dir = json.loads(Path(network).read_text(encoding="utf-8")), Path(network).parent
+        config, base_dir = read_network_file(network), Path(network).parent
+        try:
+            net = Network.from_config(config, registry=registries.layers)
+        except ConfigError as err:
+            raise err.in_file(str(network)) from None
     net.to(device)
     path = resolve_checkpoint(checkpoint)
     loaded = load_checkpoint(path)
@@ -116,6 +124,7 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_
     elif validation is not None:
         examples = Examples(np.concatenate([examples.x, validation.x]), np.concatenate([examples.y, validation.y]))
     examples = Examples(apply_normalization(examples.x, normalization), examples.y)
+    check_batch_fits(net, min(batch_size, len(examples)), "eval", training=False)
     loss, accuracy, predicted = evaluate(net, examples, train["loss"], batch_size)
     classes = net.output_shape[0]
     confusion = np.zeros((classes, classes), dtype=np.int64)
@@ -127,24 +136,56 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_
 def predict_file(network, checkpoint, inputs, out, *, batch_size: int = 256,
                  registries: Registries | None = None, device: str = "cpu") -> int:
     """Write ``probabilities`` (N, classes) and ``labels`` (N,) for the array ``x`` of ``inputs`` (.npz)
-    to ``out`` (.npz), running the network on ``device``; returns N."""
+    to exactly ``out`` (atomically; never onto ``inputs`` or the checkpoint), running the network on
+    ``device``; returns N. Inputs that are empty, not real numbers, NaN/Inf or of the wrong shape are
+    refused, and so is an output that is not finite."""
+    out = Path(out)
     net, normalization, _, _ = load_for_inference(network, checkpoint, registries, device)
-    try:
-        with np.load(inputs, allow_pickle=False) as data:
-            x = data["x"]
-    except KeyError:
-        raise CnnrunError(f"{inputs}: no array named 'x'") from None
-    except (OSError, ValueError) as exc:
-        raise CnnrunError(f"{inputs}: cannot read it as .npz ({exc})") from None
-    x = with_channel_axis(x, net.input_shape)
-    if tuple(x.shape[1:]) != net.input_shape:
-        raise CnnrunError(f"{inputs}: x has examples of shape {tuple(x.shape[1:])}; the network takes "
-                          f"{net.input_shape}")
-    x = apply_normalization(x.astype(np.float32), normalization)
-    outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    for what, path in (("INPUT.npz", inputs), ("the checkpoint", resolve_checkpoint(checkpoint)),
+                       ("the network file", network)):
+        if isinstance(path, (str, Path)) and _same_file(out, Path(path)):
+            raise CnnrunError(f"--out {out} is {what}: writing there would destroy it; choose another file")
+    x = _checked_inputs(read_npz(inputs, ["x"], what="the inputs")["x"], net, inputs)
+    check_batch_fits(net, min(batch_size, len(x)), "predict", training=False)
+    x = apply_normalization(x, normalization)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
+        outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     output = np.concatenate(outputs).astype(np.float64)
+    if not np.isfinite(output).all():
+        i = int(np.argmax(~np.isfinite(output).all(axis=1)))
+        raise CnnrunError(f"{inputs}: the network's output for example {i} is not finite (NaN/Inf): "
+                          "are the inputs scaled as in training?")
     if not ends_in_softmax(net):
         output = np.exp(output - output.max(axis=1, keepdims=True))
         output /= output.sum(axis=1, keepdims=True)
-    np.savez(out, probabilities=output.astype(np.float32), labels=np.argmax(output, axis=1))
+    atomic_write(out, lambda f: np.savez(f, probabilities=output.astype(np.float32),
+                                         labels=np.argmax(output, axis=1)))
     return len(x)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through links, ``..`` or another spelling)."""
+    try:
+        return a.exists() and b.exists() and a.samefile(b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _checked_inputs(x: np.ndarray, net: Network, inputs) -> np.ndarray:
+    """``x`` as float32 ``(N, *input_shape)``, or one line saying why it cannot be."""
+    expected = f"(N, {', '.join(map(str, net.input_shape))})"
+    if x.dtype.kind not in "biuf":
+        raise CnnrunError(f"{inputs}: x must hold real numbers; got dtype {x.dtype}")
+    shape = tuple(x.shape)
+    x = with_channel_axis(x, net.input_shape) if x.ndim else x
+    if x.ndim != len(net.input_shape) + 1 or tuple(x.shape[1:]) != net.input_shape:
+        raise CnnrunError(f"{inputs}: x has shape {shape}; the network takes {expected}")
+    if len(x) == 0:
+        raise CnnrunError(f"{inputs}: x holds no examples (shape {tuple(x.shape)})")
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)
+    bad = ~np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if bad.any():
+        raise CnnrunError(f"{inputs}: x has NaN/Inf values (or values beyond float32) in "
+                          f"{int(bad.sum())} examples, the first in example {int(np.argmax(bad))}")
+    return x

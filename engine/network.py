@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,9 @@ import numpy as np
 
 from .contract import Contract
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
+from .files import FileProblem, regular_file
 from .layer import RESERVED_KEYS, Context, Layer, Shape
+from .memory import check_fits
 from .options import show
 
 INPUT = "input"
@@ -53,35 +56,38 @@ class Network:
         self.params: dict[str, dict[str, np.ndarray]] = {}
         self.grads: dict[str, dict[str, np.ndarray]] = {}
         self.buffers: dict[str, dict[str, np.ndarray]] = {}
-        for node in nodes:
-            shapes = node.layer.parameter_shapes(*node.input_shapes)
-            if shapes:
-                self.params[node.name] = {k: np.zeros(s, self.dtype) for k, s in shapes.items()}
-                self.grads[node.name] = {k: np.zeros(s, self.dtype) for k, s in shapes.items()}
-            buffers = node.layer.buffer_shapes(*node.input_shapes)
+        shapes = [(node.name, node.layer.parameter_shapes(*node.input_shapes),
+                   node.layer.buffer_shapes(*node.input_shapes)) for node in nodes]
+        self._check_memory(shapes)
+        for name, params, buffers in shapes:
+            if params:
+                self.params[name] = {k: np.zeros(s, self.dtype) for k, s in params.items()}
+                self.grads[name] = {k: np.zeros(s, self.dtype) for k, s in params.items()}
             if buffers:
-                self.buffers[node.name] = {k: np.zeros(s, self.dtype) for k, s in buffers.items()}
+                self.buffers[name] = {k: np.zeros(s, self.dtype) for k, s in buffers.items()}
+        unseeded = np.random.default_rng(0)  # one for all until initialize() seeds each layer's own
         self.contexts = {node.name: Context(self.params.get(node.name, {}), self.grads.get(node.name, {}),
-                                            self.buffers.get(node.name, {}), backend=self.backend)
+                                            self.buffers.get(node.name, {}), backend=self.backend, rng=unseeded)
                          for node in nodes}
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
         self.initialize()
 
+    def _check_memory(self, shapes) -> None:
+        """Refuse, before allocating, parameters, gradients and buffers that cannot fit in memory."""
+        arrays = [(math.prod(shape), f"layer '{name}' {key} of shape {tuple(shape)}")
+                  for name, params, buffers in shapes for tree in (params, params, buffers)
+                  for key, shape in tree.items()]
+        if arrays:
+            check_fits(sum(n for n, _ in arrays) * self.dtype.itemsize,
+                       f"network '{self.name}': its parameters, gradients and buffers (the largest: "
+                       f"{max(arrays)[1]})")
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_json(cls, path, registry=None, dtype="float32") -> "Network":
         """Build a network from a JSON file; every error names the file."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                              file=str(path)) from None
+        config = read_network_file(path)
         try:
             return cls.from_config(config, registry=registry, dtype=dtype)
         except ConfigError as err:
@@ -254,6 +260,29 @@ class Network:
         return f"Network({self.name!r}, input_shape={self.input_shape}, layers={len(self.nodes)})"
 
 
+def read_network_file(path) -> dict:
+    """The parsed JSON of a network file: a file that is not UTF-8 JSON (or not a regular file) is a
+    :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        text = regular_file(path).read_bytes().decode("utf-8")
+    except FileProblem as exc:
+        raise ConfigError(exc.reason, file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text: invalid byte 0x{exc.object[exc.start]:02x} at line {line} "
+                          f"(byte {exc.start})", file=str(path)) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+                          file=str(path)) from None
+    except RecursionError:
+        raise ConfigError("invalid JSON: arrays or objects nested too deeply", file=str(path)) from None
+
+
 def _input_shape(config: dict) -> Shape:
     spec = config.get("input")
     if not isinstance(spec, dict) or "shape" not in spec:
@@ -289,7 +318,7 @@ def _build_nodes(layers: list, input_shape: Shape, registry) -> list[Node]:
         except ConfigError as err:
             err.layer = label
             raise
-        name = _node_name(entry, type_name, taken, counters, nodes, label)
+        name = _node_name(entry, type_name, taken, counters, shapes, label)
         defined_later.discard(name)
         inputs = _node_inputs(entry, name, type_name, nodes, shapes, defined_later)
         options = {k: v for k, v in entry.items() if k not in RESERVED_KEYS}
@@ -310,7 +339,7 @@ def _build_nodes(layers: list, input_shape: Shape, registry) -> list[Node]:
     return nodes
 
 
-def _node_name(entry, type_name, taken, counters, nodes, label) -> str:
+def _node_name(entry, type_name, taken, counters, shapes, label) -> str:
     if "name" in entry:
         name = entry["name"]
         if not isinstance(name, str) or not name:
@@ -319,7 +348,7 @@ def _node_name(entry, type_name, taken, counters, nodes, label) -> str:
         if name == INPUT:
             raise ConfigError(f"the name '{INPUT}' is reserved for the network input", layer=name,
                               layer_type=type_name, key="name")
-        if any(node.name == name for node in nodes):
+        if name in shapes:
             raise ConfigError(f"name '{name}' is used by an earlier layer", layer=name,
                               layer_type=type_name, key="name")
         return name

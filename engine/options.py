@@ -6,6 +6,7 @@ Each raises :class:`ConfigError` naming the key and the value it got; the layer 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -21,6 +22,17 @@ def show(value) -> str:
         return json.dumps(list(value) if isinstance(value, tuple) else value)
     except (TypeError, ValueError):
         return repr(value)
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON has no NaN: it writes null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _is_int(value) -> bool:
@@ -81,6 +93,13 @@ def choice_option(value, key: str, choices) -> str:
 NOT_OPTIONS = ("self", "name")
 
 
+@functools.lru_cache(maxsize=None)
+def _config_keys(init) -> tuple[tuple[str, Any], ...]:
+    """``(key, default)`` of an ``__init__`` (inspected once per class: it is slow)."""
+    return tuple((p.name, p.default) for p in inspect.signature(init).parameters.values()
+                 if p.name not in NOT_OPTIONS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
 class Configurable:
     """A class configured from a JSON object whose keys are the keyword arguments of ``__init__``.
 
@@ -94,8 +113,7 @@ class Configurable:
     @classmethod
     def config_keys(cls) -> dict[str, Any]:
         """The accepted keys, each with its default (``inspect.Parameter.empty`` if required)."""
-        return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-                if p.name not in NOT_OPTIONS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        return dict(_config_keys(cls.__init__))
 
     @classmethod
     def check_keys(cls, config: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from .data import DataSource
 from .device import Device, Kernels
 from .layer import Layer
 from .optim import Optimizer
+from .options import show
 
 DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
@@ -183,7 +184,8 @@ class Registry:
             return self.classes[type_name]
         except (KeyError, TypeError):
             hint = did_you_mean(type_name, self.classes)
-            raise UnknownTypeError(f"unknown {self.kind} '{type_name}'{hint}", type_name=type_name,
+            shown = f"'{type_name}'" if isinstance(type_name, str) else show(type_name)  # null, not None
+            raise UnknownTypeError(f"unknown {self.kind} {shown}{hint}", type_name=type_name,
                                    kind=self.kind, key="type") from None
 
     def provenance(self, type_name: str) -> dict:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import (Checkpoint, CheckpointError, load_checkpoint, network_state, non_finite_arrays,
-                         restore_network, save_checkpoint)
+from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
+                         non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
 from .files import WriteError, write_text
 from .inference import BatchLoss, evaluate, resolve_checkpoint
 from .losses import LOSSES
+from .memory import check_batch_fits
 from .network import Network
 from .optim import make_optimizer
 from .options import bool_option, choice_option, float_option, int_option, show
@@ -133,6 +134,7 @@ class Trainer:
         if len(net.output_shape) != 1:
             raise ConfigError(f"training needs a network output of shape (classes,); the last layer gives "
                               f"{net.output_shape} (add flatten and linear layers)", section="train")
+        check_batch_fits(net, config["batch_size"], "train")
         self.train_data, self.validation, self.normalization = prepare_data(
             config["data"], input_shape=net.input_shape, num_classes=net.output_shape[0],
             validation_split=config["validation_split"], seed=config["seed"],
@@ -185,9 +187,7 @@ class Trainer:
     def restore(self, checkpoint: Checkpoint, source: str) -> None:
         """Continue from ``checkpoint`` exactly where it stopped."""
         meta = checkpoint.meta
-        if not {"optimizer", "rng", "epoch"} <= set(meta):
-            raise CheckpointError(f"{source} is not a training checkpoint (no optimizer state or position; "
-                                  f"e.g. the output of cnnrun fuse): it can be evaluated, not resumed")
+        check_resumable(checkpoint, self.net, source)
         restore_network(self.net, checkpoint, source)
         if meta["optimizer"]["type"] != self.config["optimizer"]["type"]:
             raise CnnrunError(f"{source} was trained with optimizer '{meta['optimizer']['type']}', "

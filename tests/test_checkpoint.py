@@ -20,7 +20,7 @@ def sample(seed=0) -> Checkpoint:
     return Checkpoint({"fc": {"weight": rng.standard_normal((3, 4)).astype(np.float32)}},
                       {"bn": {"running_mean": rng.standard_normal(3).astype(np.float32)}},
                       {"fc/weight/momentum": rng.standard_normal((3, 4)).astype(np.float32)},
-                      {"epoch": 3, "rng": np.random.default_rng(1).bit_generator.state})
+                      {"epoch": 3, "rng": {"shuffle": np.random.default_rng(1).bit_generator.state, "layers": {}}})
 
 
 def test_round_trip(tmp_path):
@@ -59,18 +59,20 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["latest.npz"]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage):
+@pytest.mark.parametrize("damage, message", [("truncate", "is truncated or corrupted"),
+                                             ("garbage", r"not an \.npz file"),
+                                             ("empty", r"is empty \(0 bytes\), not an \.npz file")])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage, message):
     path = tmp_path / "c.npz"
     save_checkpoint(path, sample())
     data = path.read_bytes()
     path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match=r"c\.npz is truncated or corrupted"):
+    with pytest.raises(CheckpointError, match=rf"^checkpoint .*c\.npz: {message}"):
         load_checkpoint(path)
 
 
 def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(CheckpointError, match=r"checkpoint .*absent\.npz does not exist"):
+    with pytest.raises(CheckpointError, match=r"checkpoint .*absent\.npz: file not found"):
         load_checkpoint(tmp_path / "absent.npz")
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, meta=np.array(json.dumps({"format": "other"})))

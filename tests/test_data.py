@@ -207,7 +207,7 @@ def test_npz_errors(prepare, tmp_path):
     with pytest.raises(ConfigError, match=rf"{bad}: no array 'y' \(arrays: x\)"):
         prepare({"type": "npz", "path": "bad.npz"}, [1, 2, 2])
     np.save(tmp_path / "plain.npy", np.zeros(3))
-    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "plain.npy")) + ": not an .npz archive"):
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "plain.npy")) + r": is a \.npy file \(one array\), not an \.npz file"):
         prepare({"type": "npz", "path": "plain.npy"}, [1, 2, 2])
 
 

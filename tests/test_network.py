@@ -97,7 +97,7 @@ def test_from_json_errors_name_the_file(tmp_path, reg):
     broken.write_text('{"input": {"shape": [3]},\n "layers": [}')
     with pytest.raises(ConfigError, match=r"broken\.json: invalid JSON at line 2 column"):
         Network.from_json(broken, registry=reg)
-    with pytest.raises(ConfigError, match=r"missing\.json: cannot read the file"):
+    with pytest.raises(ConfigError, match=r"missing\.json: file not found"):
         Network.from_json(tmp_path / "missing.json", registry=reg)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import struct
 import zlib
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import numpy as np
 
 from cnnrun.engine import ConfigError, hookimpl
 from cnnrun.engine.data import DataSource, Examples, Splits
+from cnnrun.engine.files import FileProblem, regular_file
+from cnnrun.engine.memory import array_bytes, check_fits
+from cnnrun.engine.npz import NpzError, read_npz
 from cnnrun.engine.options import choice_option, int_option, int_tuple, show
 
 
@@ -68,6 +72,8 @@ class Digits(DataSource):
                 x, y = data["x"], data["y"]
         x = x[:, None].astype(np.float64) / 16.0
         if self.resize is not None:
+            check_fits(array_bytes((len(x), *self.resize), 8 + 4),  # the float64 result, then float32
+                       f"{self.section()}: resize {show(self.resize)} of {len(x)} images")
             x = resize_bilinear(x, self.resize)
         return Splits(Examples(x.astype(np.float32), y.astype(np.int64)))
 
@@ -100,21 +106,13 @@ class Npz(DataSource):
         return Splits(train, self._read(Path(base_dir) / self.validation_path, "validation_path"))
 
     def _read(self, file: Path, key: str) -> Examples:
-        if not file.is_file():
+        if not file.exists():
             raise self.error(f"{key}: file not found: {file}", key=key)
         try:
-            data = np.load(file, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise self.error(f"{file}: not an .npz archive (np.savez writes one)", key=key)
-            with data:
-                missing = [name for name in ("x", "y") if name not in data.files]
-                if missing:
-                    raise self.error(f"{file}: no array '{missing[0]}' (arrays: "
-                                     f"{', '.join(data.files) or 'none'}); expected 'x' and 'y'",
-                                     key=key)
-                x, y = data["x"], data["y"]
-        except (OSError, ValueError, EOFError) as exc:
-            raise self.error(f"{file}: cannot read it as an .npz file: {exc}", key=key) from None
+            arrays = read_npz(file, ["x", "y"], what="the data")
+        except NpzError as exc:
+            raise self.error(str(exc), key=key) from None
+        x, y = arrays["x"], arrays["y"]
         if not 2 <= x.ndim <= 4:
             raise self.error(f"{file}: x must be (N, C, H, W), (N, H, W), (N, C, L) or (N, F); "
                              f"got shape {x.shape}", key=key)
@@ -170,58 +168,79 @@ class Idx(DataSource):
     def load(self, base_dir: Path) -> Splits:
         folder = Path(base_dir) / self.path
         if not folder.is_dir():
-            raise self.error(f"path: folder not found: {folder}", key="path")
-        train = self._read_pair(folder, "train")
-        if self.limit is not None:
-            train = Examples(train.x[:self.limit], train.y[:self.limit])
-        validation = self._read_pair(folder, "test") if self.validation == "test" else None
+            found = "is not a folder" if folder.exists() else "folder not found"
+            raise self.error(f"path: {found}: {folder}", key="path")
+        train = self._read_pair(folder, "train", self.limit)
+        validation = self._read_pair(folder, "test", None) if self.validation == "test" else None
         return Splits(train, validation)
 
-    def _read_pair(self, folder: Path, split: str) -> Examples:
+    def _read_pair(self, folder: Path, split: str, limit: int | None) -> Examples:
+        """The first ``limit`` (all for None) images and labels of a split; only those are read."""
         image_name, label_name = IDX_FILES[split]
-        images, image_file = self._read(folder, image_name)
-        labels, label_file = self._read(folder, label_name)
-        if images.ndim != 3 or images.dtype != np.uint8:
-            raise self.error(f"{image_file}: expected unsigned-byte images (N, H, W); got "
-                             f"{images.dtype} of shape {images.shape}")
-        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise self.error(f"{label_file}: expected integer labels (N,); got {labels.dtype} of "
-                             f"shape {labels.shape}")
-        if len(images) != len(labels):
-            raise self.error(f"{image_file} has {len(images)} images but {label_file.name} has "
-                             f"{len(labels)} labels")
+        images, image_file, n_images = self._read(folder, image_name, 3, limit, "unsigned-byte images (N, H, W)")
+        labels, label_file, n_labels = self._read(folder, label_name, 1, limit, "integer labels (N,)")
+        if images.dtype != np.uint8:
+            raise self.error(f"{image_file}: expected unsigned-byte images (N, H, W); got {images.dtype}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise self.error(f"{label_file}: expected integer labels (N,); got {labels.dtype}")
+        if n_images != n_labels:
+            raise self.error(f"{image_file} has {n_images} images but {label_file.name} has "
+                             f"{n_labels} labels")
+        check_fits(images.size * 4, f"{image_file}: converting {len(images)} images to float32")
         x = images[:, None].astype(np.float32) / np.float32(255)
         return Examples(x, labels.astype(np.int64))
 
-    def _read(self, folder: Path, name: str) -> tuple[np.ndarray, Path]:
+    def _read(self, folder: Path, name: str, ndim: int, limit: int | None,
+              expected: str) -> tuple[np.ndarray, Path, int]:
+        """``(the first limit items, file, the number of items the header claims)`` of an IDX file:
+        magic (0, 0, dtype code, ndim), ndim big-endian uint32 sizes, the data."""
         candidates = [folder / name, folder / f"{name}.gz"]
-        file = next((f for f in candidates if f.is_file()), None)
+        file = next((f for f in candidates if f.exists()), None)
         if file is None:
             raise self.error(f"file not found: {candidates[0]} (or {candidates[1].name})", key="path")
-        data = file.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError, zlib.error) as exc:
+        compressed = False
+        try:
+            regular_file(file)
+            with open(file, "rb") as raw:
+                compressed = raw.read(2) == b"\x1f\x8b"
+            with (gzip.open(file, "rb") if compressed else open(file, "rb")) as f:
+                return self._parse(f, file, ndim, limit, expected, compressed)
+        except FileProblem as exc:
+            raise self.error(str(exc), key="path") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            if compressed:
                 raise self.error(f"{file}: cannot decompress it: {exc}") from None
-        return self._parse(data, file), file
+            raise self.error(f"{file}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
 
-    def _parse(self, data: bytes, file: Path) -> np.ndarray:
-        """An IDX file: magic (0, 0, dtype code, ndim), ndim big-endian uint32 sizes, the data."""
-        if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_DTYPES or data[3] == 0:
-            raise self.error(f"{file}: not an IDX file (bad magic number 0x{data[:4].hex()})"
-                             if data else f"{file}: empty file, expected an IDX file")
-        ndim = data[3]
+    def _parse(self, f, file: Path, ndim: int, limit, expected: str, compressed: bool):
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_DTYPES or magic[3] == 0:
+            raise self.error(f"{file}: not an IDX file (bad magic number 0x{magic.hex()})"
+                             if magic else f"{file}: empty file, expected an IDX file")
+        if magic[3] != ndim:
+            raise self.error(f"{file}: the IDX header says {magic[3]} dimensions; expected {expected}")
         header = 4 + 4 * ndim
-        if len(data) < header:
-            raise self.error(f"{file}: truncated IDX header ({len(data)} bytes)")
-        shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-        dtype = np.dtype(IDX_DTYPES[data[2]])
-        expected = header + int(np.prod(shape)) * dtype.itemsize
-        if len(data) != expected:
-            raise self.error(f"{file}: the header says shape {show(shape)} ({expected} bytes) but "
-                             f"the file has {len(data)} bytes")
-        return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        sizes = f.read(4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise self.error(f"{file}: truncated IDX header ({4 + len(sizes)} bytes)")
+        shape = struct.unpack(f">{ndim}I", sizes)
+        dtype = np.dtype(IDX_DTYPES[magic[2]])
+        whole = header + array_bytes(shape, dtype.itemsize)
+        if not compressed and file.stat().st_size != whole:
+            raise self.error(f"{file}: the header says shape {show(shape)} ({whole} bytes) but the file has "
+                             f"{file.stat().st_size} bytes")
+        count = shape[0] if limit is None else min(limit, shape[0])
+        n_bytes = array_bytes((count, *shape[1:]), dtype.itemsize)
+        check_fits(n_bytes, f"{file}: reading {count} of the {shape[0]} items of shape {show(shape[1:])}")
+        data = f.read(n_bytes)
+        if len(data) < n_bytes:
+            raise self.error(f"{file}: the header says shape {show(shape)} ({whole} bytes) but the "
+                             f"decompressed file has {header + len(data)} bytes")
+        if limit is None and f.read(1):
+            raise self.error(f"{file}: the header says shape {show(shape)} ({whole} bytes) but the "
+                             "decompressed file is longer")
+        array = np.frombuffer(data, dtype).reshape((count, *shape[1:]))
+        return array.astype(dtype.newbyteorder("=")), file, shape[0]
 
 
 @hookimpl
