@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.norm",
     "cnnrun.plugins.merge",
     "cnnrun.plugins.datasets",
+    "cnnrun.plugins.images",
     "cnnrun.plugins.optimizers",
 )
 ENTRY_POINT_GROUP = "cnnrun"
