@@ -50,14 +50,15 @@ def flip_kernel(x, flip, horizontal, out):
     batch, channels, height, width = x.shape
     for nc in prange(batch * channels):
         n, c = nc // channels, nc % channels
-        for i in range(height):
-            for j in range(width):
-                if not flip[n]:
-                    out[n, c, i, j] = x[n, c, i, j]
-                elif horizontal:
+        if not flip[n]:
+            out[n, c] = x[n, c]
+        elif horizontal:
+            for i in range(height):
+                for j in range(width):
                     out[n, c, i, j] = x[n, c, i, width - 1 - j]
-                else:
-                    out[n, c, i, j] = x[n, c, height - 1 - i, j]
+        else:
+            for i in range(height):
+                out[n, c, i] = x[n, c, height - 1 - i]
 
 
 @serial_kernel
