@@ -326,3 +326,21 @@ def make_augmenter(specs) -> Augmenter:
             err.section = _section(index, kind)
             raise
     return Augmenter(steps)
+
+
+def augment_rng(seed: int) -> np.random.Generator:
+    """The generator the augmentations of a run draw from: ``default_rng([seed, 1])``, a stream
+    of its own (the run's shuffling uses ``default_rng(seed)``)."""
+    return np.random.default_rng([seed, 1])
+
+
+def checked_augmenter(specs, input_shape: tuple) -> Augmenter:
+    """:func:`make_augmenter`, checked to give examples of the network's ``input_shape`` from
+    training examples of that shape."""
+    augmenter = make_augmenter(specs)
+    shape = augmenter.output_shape(input_shape)
+    if tuple(shape) != tuple(input_shape):
+        raise ConfigError(f"the augmentations turn examples of shape {show(list(input_shape))} into "
+                          f"{show(list(shape))}, but the network input shape is {show(list(input_shape))}",
+                          section="train.augment")
+    return augmenter

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import augment_rng, checked_augmenter, make_augmenter
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, network_state, restore_network, save_checkpoint
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
@@ -38,6 +39,7 @@ TRAIN_DEFAULTS = {
     "epochs": 10,
     "batch_size": 64,
     "seed": 0,
+    "augment": [],
 }
 BEST = "best.npz"
 
@@ -80,6 +82,7 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
         err.section = "train"
         raise
     check_schedule(config["schedule"], config["epochs"])
+    make_augmenter(config["augment"])
     return config
 
 
@@ -134,6 +137,8 @@ class Trainer:
         self.loss = BatchLoss(net, config["loss"])
         check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
+        self.augmenter = checked_augmenter(config["augment"], net.input_shape)
+        self.augment_rng = augment_rng(config["seed"])
         self.epoch = 0
         self.best: float | None = None
 
@@ -143,7 +148,7 @@ class Trainer:
         params, buffers = network_state(self.net)
         meta = {"network": self.net.name, "epoch": self.epoch,
                 "optimizer": {"type": self.config["optimizer"]["type"], "step": self.optimizer.step},
-                "rng": {"shuffle": self.shuffle.bit_generator.state,
+                "rng": {"shuffle": self.shuffle.bit_generator.state, "augment": self.augment_rng.bit_generator.state,
                         "layers": {n: c.rng.bit_generator.state for n, c in self.net.contexts.items()}},
                 "normalization": self.normalization, "best": self.best, "metrics": metrics}
         meta["plugins"] = self.layer_plugins
@@ -161,6 +166,7 @@ class Trainer:
                               f"not '{self.config['optimizer']['type']}'")
         self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.params)
         self.shuffle.bit_generator.state = meta["rng"]["shuffle"]
+        self.augment_rng.bit_generator.state = meta["rng"].get("augment", self.augment_rng.bit_generator.state)
         for name, state in meta["rng"]["layers"].items():
             self.net.contexts[name].rng.bit_generator.state = state
         self.epoch, self.best = meta["epoch"], meta["best"]
@@ -193,6 +199,7 @@ class Trainer:
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
         for index, (x, y) in enumerate(batches(self.train_data, batch_size, self.shuffle), start=1):
+            x = self.augmenter(x, self.augment_rng)
             output = self.net.forward(x, training=True)
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
