@@ -216,13 +216,16 @@ class ColorJitter(Augmentation):
 
 class Normalize(Augmentation):
     """``(x - mean[c]) / std[c]`` per channel (a number applies to every channel): torchvision
-    ``Normalize(mean, std)``. Not random; a fixed alternative to the ``normalize`` data option."""
+    ``Normalize(mean, std)``. Not random: fixed statistics where the ``normalize`` data option
+    computes them. It must come last, and the trainer applies it to validation inputs too and saves
+    it as the checkpoint's normalization (eval and predict apply it)."""
 
     type_name = "normalize"
 
     def __init__(self, mean, std):
         self.mean = _channel_values(mean, "mean")
         self.std = _channel_values(std, "std", positive=True)
+        self.statistics = {"mean": mean, "std": std}
 
     def output_shape(self, shape):
         for key, values in (("mean", self.mean), ("std", self.std)):
@@ -278,6 +281,14 @@ class Augmenter:
     def __bool__(self) -> bool:
         return bool(self.steps)
 
+    def normalization(self, channels: int) -> dict | None:
+        """The final ``normalize`` step's ``{"mean": [...], "std": [...]}`` (one value per channel),
+        or None: the normalization that validation, eval and predict inputs need too."""
+        if not self.steps or not isinstance(self.steps[-1], Normalize):
+            return None
+        return {k: [float(v) for v in np.broadcast_to(np.asarray(value, dtype=np.float64), channels)]
+                for k, value in self.steps[-1].statistics.items()}
+
     def output_shape(self, shape: tuple) -> tuple:
         """The per-example shape after every step, for examples of ``shape`` ``(C, H, W)``; a
         ConfigError naming the step if one does not fit."""
@@ -325,6 +336,10 @@ def make_augmenter(specs) -> Augmenter:
         except ConfigError as err:
             err.section = _section(index, kind)
             raise
+    for index, step in enumerate(steps[:-1]):
+        if isinstance(step, Normalize):
+            raise ConfigError("must be the last augmentation (its statistics are applied to validation, eval and "
+                              "predict inputs too, as the data's normalize)", section=_section(index, "normalize"))
     return Augmenter(steps)
 
 
@@ -334,11 +349,15 @@ def augment_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 1])
 
 
-def checked_augmenter(specs, input_shape: tuple) -> Augmenter:
+def checked_augmenter(specs, input_shape: tuple, data_normalized: bool = False) -> Augmenter:
     """:func:`make_augmenter`, checked to give examples of the network's ``input_shape`` from
-    training examples of that shape."""
+    training examples of that shape, and to end in ``normalize`` only when the data's
+    ``normalize`` (``data_normalized``) is off."""
     augmenter = make_augmenter(specs)
     shape = augmenter.output_shape(input_shape)
+    if data_normalized and augmenter.normalization(shape[0]) is not None:
+        raise ConfigError("the data is normalized already (train.data has \"normalize\": true); use one of the "
+                          "two", section=_section(len(augmenter.steps) - 1, "normalize"))
     if tuple(shape) != tuple(input_shape):
         raise ConfigError(f"the augmentations turn examples of shape {show(list(input_shape))} into "
                           f"{show(list(shape))}, but the network input shape is {show(list(input_shape))}",

@@ -139,8 +139,8 @@ EVERYTHING = [{"type": "random_resized_crop", "size": [6, 6], "scale": [0.3, 1.0
               {"type": "random_crop", "padding": 1, "padding_mode": "reflect"},
               {"type": "horizontal_flip"}, {"type": "vertical_flip", "p": 0.3},
               {"type": "color_jitter", "brightness": 0.4, "contrast": 0.4, "saturation": 0.4},
-              {"type": "normalize", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
-              {"type": "random_erasing", "p": 0.7}]
+              {"type": "random_erasing", "p": 0.7},
+              {"type": "normalize", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}]
 
 
 def test_every_augmentation_is_listed_and_the_same_generator_state_gives_the_same_batch(rng):
@@ -174,6 +174,8 @@ def test_every_augmentation_is_listed_and_the_same_generator_state_gives_the_sam
     ([{"type": "normalize", "mean": [0.5]}], r"^train.augment\[0\] \(normalize\): missing required key 'std'"),
     ([{"type": "normalize", "mean": 0.5, "std": [1, 0]}], r"std must be in \(0.0, inf\); got std=0"),
     ([{"type": "random_erasing", "value": "random"}], r"value must be a finite number; got value=\"random\""),
+    ([{"type": "normalize", "mean": 0.5, "std": 0.2}, {"type": "horizontal_flip"}],
+     r"^train.augment\[0\] \(normalize\): must be the last augmentation"),
 ])
 def test_bad_specs_are_one_line_naming_index_type_key_and_value(specs, message):
     with pytest.raises(ConfigError, match=message):

@@ -82,3 +82,18 @@ def test_augmentations_that_change_the_shape_are_refused_before_training(tmp_pat
     with pytest.raises(ConfigError, match=r"net\.json: train.augment: the augmentations turn examples of shape "
                                           r"\[1, 8, 8\] into \[1, 6, 6\], but the network input shape is \[1, 8, 8\]"):
         train(path, out=tmp_path / "run", registries=registries)
+
+
+def test_a_final_normalize_applies_to_validation_and_is_saved_for_eval(tmp_path, registries):
+    from cnnrun.engine.inference import evaluate_checkpoint
+
+    net = {**copy.deepcopy(NET), "train": {**NET["train"], "augment": [
+        {"type": "horizontal_flip"}, {"type": "normalize", "mean": 0.3, "std": 0.4}]}}
+    result = train(copy.deepcopy(net), overrides={"epochs": 1}, out=tmp_path / "run", registries=registries)
+    meta = load_checkpoint(tmp_path / "run" / "latest.npz").meta
+    assert meta["normalization"] == {"mean": [0.3], "std": [0.4]}
+    report = evaluate_checkpoint(copy.deepcopy(net), tmp_path / "run", registries=registries)
+    assert report["loss"] == pytest.approx(result.metrics[0]["val_loss"], rel=1e-6)
+    net["train"]["data"]["normalize"] = True
+    with pytest.raises(ConfigError, match=r"train.augment\[1\] \(normalize\): the data is normalized already"):
+        train(net, out=tmp_path / "other", registries=registries)
