@@ -26,6 +26,7 @@ from .optim import make_optimizer
 from .options import choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
+from .prefetch import prefetched
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .schedules import check_schedule, lr_at
@@ -203,7 +204,7 @@ class Trainer:
         self.reporter.epoch_start(epoch, epochs, n_batches)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
-        for index, (x, y) in enumerate(batches(self.train_data, batch_size, self.shuffle), start=1):
+        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle)), start=1):
             x = self.augmenter(x, self.augment_rng)
             output = self.net.forward(x, training=True)
             loss, batch_correct, grad, _ = self.loss(output, y)
