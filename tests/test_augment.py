@@ -122,8 +122,8 @@ def test_random_erasing_matches_the_reference_and_torchvision_s_boxes(rng):
         step = one({"type": "random_erasing", "p": p, "value": value})
         seed = int(rng.integers(1000))
         params = step.draw(len(x), x.shape[1:], np.random.default_rng(seed))
-        np.testing.assert_array_equal(step.apply(x, params), ref.erase(x, params["top"], params["left"], params["height"],
-                                                                       params["width"], np.float32(value)))
+        expected = ref.erase(x, params["top"], params["left"], params["height"], params["width"], np.float32(value))
+        np.testing.assert_array_equal(step.apply(x, params), expected)
         replay = np.random.default_rng(seed)
         erase = replay.random(len(x)) < p
         boxes = ref.torchvision_box(replay, len(x), x.shape[2], x.shape[3], (0.02, 0.33), (0.3, 3.3), erasing=True)
@@ -164,12 +164,16 @@ def test_every_augmentation_is_listed_and_the_same_generator_state_gives_the_sam
     ([{"type": "horizontal_flip"}, {"type": "random_crops"}],
      r"^train.augment\[1\]: unknown augmentation type \"random_crops\" \(did you mean 'random_crop'\?\)"),
     ([{"type": "random_crop", "pading": 4}],
-     r"^train.augment\[0\] \(random_crop\): unknown key 'pading' \(did you mean 'padding'\?\); random_crop accepts"),
+     r"^train.augment\[0\] \(random_crop\): unknown key 'pading' \(did you mean 'padding'\?\); "
+     r"random_crop accepts"),
     ([{"type": "random_crop", "padding_mode": "edge"}],
-     r"^train.augment\[0\] \(random_crop\): padding_mode must be one of \"zero\", \"reflect\"; got padding_mode=\"edge\""),
-    ([{"type": "horizontal_flip", "p": 1.5}], r"^train.augment\[0\] \(horizontal_flip\): p must be in \[0.0, 1.0\]; got p=1.5"),
+     r"^train.augment\[0\] \(random_crop\): padding_mode must be one of \"zero\", \"reflect\"; "
+     r"got padding_mode=\"edge\""),
+    ([{"type": "horizontal_flip", "p": 1.5}],
+     r"^train.augment\[0\] \(horizontal_flip\): p must be in \[0.0, 1.0\]; got p=1.5"),
     ([{"type": "random_resized_crop", "scale": [0.9, 0.1]}],
-     r"^train.augment\[0\] \(random_resized_crop\): scale must be \[min, max\] with min <= max; got scale=\[0.9, 0.1\]"),
+     r"^train.augment\[0\] \(random_resized_crop\): scale must be \[min, max\] with min <= max; "
+     r"got scale=\[0.9, 0.1\]"),
     ([{"type": "color_jitter", "contrast": -1}], r"contrast must be in \[0.0, inf\); got contrast=-1"),
     ([{"type": "normalize", "mean": [0.5]}], r"^train.augment\[0\] \(normalize\): missing required key 'std'"),
     ([{"type": "normalize", "mean": 0.5, "std": [1, 0]}], r"std must be in \(0.0, inf\); got std=0"),
