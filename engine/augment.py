@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from . import augment_kernels as kernels
+from .data import Examples, apply_normalization
 from .errors import ConfigError, did_you_mean
 from .jit import launch
 from .options import Configurable, choice_option, float_option, int_tuple, show
@@ -363,3 +364,17 @@ def checked_augmenter(specs, input_shape: tuple, data_normalized: bool = False) 
                           f"{show(list(shape))}, but the network input shape is {show(list(input_shape))}",
                           section="train.augment")
     return augmenter
+
+
+def training_augmenter(specs, input_shape: tuple, normalization: dict | None,
+                       validation: Examples | None) -> tuple[Augmenter, dict | None, Examples | None]:
+    """A run's augmenter (:func:`checked_augmenter`; ``normalization`` is the data's, or None), and
+    the run's normalization and validation examples: a final ``normalize`` step becomes the
+    normalization (saved in checkpoints, applied by eval and predict) and is applied to ``validation``."""
+    augmenter = checked_augmenter(specs, input_shape, data_normalized=normalization is not None)
+    fixed = augmenter.normalization(input_shape[0])
+    if fixed is None:
+        return augmenter, normalization, validation
+    if validation is not None:
+        validation = Examples(apply_normalization(validation.x, fixed), validation.y)
+    return augmenter, fixed, validation

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import augment_rng, checked_augmenter, make_augmenter
+from .augment import augment_rng, make_augmenter, training_augmenter
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, network_state, restore_network, save_checkpoint
-from .data import Examples, apply_normalization, batches, prepare_data
+from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError, did_you_mean
 from .inference import LATEST, BatchLoss, evaluate, resolve_checkpoint
 from .losses import LOSSES
@@ -138,12 +138,8 @@ class Trainer:
         self.loss = BatchLoss(net, config["loss"])
         check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
-        self.augmenter = checked_augmenter(config["augment"], net.input_shape, self.normalization is not None)
-        fixed = self.augmenter.normalization(net.input_shape[0])  # a final normalize step: for every split
-        if fixed is not None:
-            self.normalization = fixed
-            if self.validation is not None:
-                self.validation = Examples(apply_normalization(self.validation.x, fixed), self.validation.y)
+        self.augmenter, self.normalization, self.validation = training_augmenter(
+            config["augment"], net.input_shape, self.normalization, self.validation)
         self.augment_rng = augment_rng(config["seed"])
         self.epoch = 0
         self.best: float | None = None
