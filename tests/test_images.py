@@ -101,6 +101,11 @@ def test_image_folder_validation_path_labels_follow_the_training_classes(tmp_pat
     make_folder(tmp_path / "val", rng, classes=("dog",), per_class=2)
     splits = ImageFolder(path="train", validation_path="val").load(tmp_path)
     np.testing.assert_array_equal(splits.validation.y, [2, 2])
+    make_folder(tmp_path / "small", rng, classes=("cat",), per_class=1, h=4, w=4)
+    with pytest.raises(ConfigError, match=r"validation_path: the images of .*small are 4x4 but those of .*train "
+                                          r"are 5x6; set \"size\""):
+        ImageFolder(path="train", validation_path="small").load(tmp_path)
+    assert ImageFolder(path="train", validation_path="small", size=3).load(tmp_path).validation.x.shape == (1, 3, 3, 3)
     make_folder(tmp_path / "val", rng, classes=("cow",), per_class=1)
     with pytest.raises(ConfigError, match=r"validation_path: .*cow is not a class of path"):
         ImageFolder(path="train", validation_path="val").load(tmp_path)
