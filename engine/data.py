@@ -9,12 +9,14 @@ from typing import Iterator
 import numpy as np
 
 from .errors import CnnrunError, ConfigError, ShapeError
+from .lazy_inputs import LazyInputs
 from .options import Configurable, bool_option, float_option, show
 
 
 @dataclass
 class Examples:
-    """Inputs ``x`` (float32, ``(N, *input_shape)``) and integer class labels ``y`` (int64, ``(N,)``)."""
+    """Inputs ``x`` (float32, ``(N, *input_shape)``; an ndarray or :class:`LazyInputs`) and integer
+    class labels ``y`` (int64, ``(N,)``)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -24,15 +26,18 @@ class Examples:
 
     def take(self, index: np.ndarray) -> "Examples":
         """The examples at ``index`` (an integer array), in that order."""
-        return Examples(self.x[index], self.y[index])
+        x = self.x.subset(index) if isinstance(self.x, LazyInputs) else self.x[index]
+        return Examples(x, self.y[index])
 
 
 @dataclass
 class Splits:
-    """What a data source loads: training examples, and validation examples if it has its own."""
+    """What a data source loads: training examples, validation examples if it has its own, and
+    the name of each class (label ``i`` is ``class_names[i]``) if it knows them."""
 
     train: Examples
     validation: Examples | None = None
+    class_names: list[str] | None = None
 
 
 class DataSource(Configurable):
@@ -132,7 +137,8 @@ def with_channel_axis(x: np.ndarray, input_shape: tuple) -> np.ndarray:
 def _checked(examples: Examples, what: str, input_shape: tuple, num_classes: int,
              source: DataSource) -> Examples:
     """``examples`` as float32/int64 arrays, or a ConfigError saying what does not fit the network."""
-    x, y = np.asarray(examples.x), np.asarray(examples.y)
+    lazy = isinstance(examples.x, LazyInputs)
+    x, y = examples.x if lazy else np.asarray(examples.x), np.asarray(examples.y)
     if y.ndim != 1 or len(y) != len(x):
         raise source.error(f"the {what} set has {len(x)} inputs but labels of shape {y.shape}; "
                            f"expected ({len(x)},)")
@@ -154,6 +160,8 @@ def _checked(examples: Examples, what: str, input_shape: tuple, num_classes: int
         i = int(np.argmax(bad))
         raise source.error(f"{what} label {int(y[i])} (example {i}) is out of range for a network "
                            f"with {num_classes} classes; labels must be in [0, {num_classes})")
+    if lazy:  # decoded from bytes: finite float32 by construction
+        return Examples(x, y.astype(np.int64))
     x = np.ascontiguousarray(x, dtype=np.float32)
     nonfinite = np.count_nonzero(~np.isfinite(x))
     if nonfinite:
@@ -188,6 +196,8 @@ def stratified_split(examples: Examples, validation_split: float,
 
 def channel_statistics(x: np.ndarray) -> dict[str, list[float]]:
     """Per-channel (axis 1) mean and standard deviation of ``x``; a std of 0 is stored as 1."""
+    if isinstance(x, LazyInputs):
+        return x.channel_statistics()
     axes = (0, *range(2, x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64)
     std = x.std(axis=axes, dtype=np.float64)
@@ -197,6 +207,8 @@ def channel_statistics(x: np.ndarray) -> dict[str, list[float]]:
 def apply_normalization(x: np.ndarray, normalization: dict | None) -> np.ndarray:
     """``(x - mean[c]) / std[c]`` per channel (axis 1), as float32 (the statistics of
     :func:`channel_statistics`, saved with a trained network); ``x`` as float32 for ``None``."""
+    if isinstance(x, LazyInputs):
+        return x.normalized(normalization)
     if normalization is None:
         return np.asarray(x, dtype=np.float32)
     mean = np.asarray(normalization["mean"], dtype=np.float64)

@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.dropout",
     "cnnrun.plugins.merge",
     "cnnrun.plugins.data",
+    "cnnrun.plugins.images",
     "cnnrun.plugins.optimizers",
     "cnnrun.plugins.devices",
 )

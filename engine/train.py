@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import augment_rng, make_augmenter, training_augmenter
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
@@ -28,6 +29,7 @@ from .optim import make_optimizer
 from .options import bool_option, choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
+from .prefetch import prefetched
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
@@ -46,6 +48,7 @@ TRAIN_DEFAULTS = {
     "batch_size": 64,
     "seed": 0,
     "drop_last": False,
+    "augment": [],
 }
 __all__ = ["TRAIN_DEFAULTS", "Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped",
            "resolve_train_config", "train"]
@@ -81,6 +84,7 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
         err.section = "train"
         raise
     check_schedule(config["schedule"], config["epochs"])
+    make_augmenter(config["augment"])
     return config
 
 
@@ -145,6 +149,9 @@ class Trainer:
         self.loss = BatchLoss(net, config["loss"])
         check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
+        self.augmenter, self.normalization, self.validation = training_augmenter(
+            config["augment"], net.input_shape, self.normalization, self.validation)
+        self.augment_rng = augment_rng(config["seed"])
         self.epoch = 0
         self.best: float | None = None
         self.last_record: dict | None = None  # the metrics of epoch self.epoch (None before epoch 1)
@@ -178,7 +185,7 @@ class Trainer:
         params, buffers = network_state(self.net)
         meta = {"network": self.net.name, "epoch": self.epoch,
                 "optimizer": {"type": self.config["optimizer"]["type"], "step": self.optimizer.step},
-                "rng": {"shuffle": self.shuffle.bit_generator.state,
+                "rng": {"shuffle": self.shuffle.bit_generator.state, "augment": self.augment_rng.bit_generator.state,
                         "layers": {n: c.rng.bit_generator.state for n, c in self.net.contexts.items()}},
                 "normalization": self.normalization, "best": self.best, "metrics": metrics}
         meta["plugins"] = self.layer_plugins
@@ -194,6 +201,7 @@ class Trainer:
                               f"not '{self.config['optimizer']['type']}'")
         self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.params)
         self.shuffle.bit_generator.state = meta["rng"]["shuffle"]
+        self.augment_rng.bit_generator.state = meta["rng"].get("augment", self.augment_rng.bit_generator.state)
         for name, state in meta["rng"]["layers"].items():
             self.net.contexts[name].rng.bit_generator.state = state
         self.epoch, self.best, self.last_record = meta["epoch"], meta["best"], meta.get("metrics")
@@ -234,9 +242,10 @@ class Trainer:
         self.reporter.epoch_start(epoch, epochs, n_batches)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
-        for index, (x, y) in enumerate(batches(self.train_data, batch_size, self.shuffle), start=1):
+        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle)), start=1):
             if index > n_batches:
                 break  # drop_last: the smaller last batch
+            x = self.augmenter(x, self.augment_rng)
             output = self.net.forward(x, training=True)
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
