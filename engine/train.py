@@ -18,84 +18,25 @@ import numpy as np
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
-from .errors import CnnrunError, ConfigError, did_you_mean
+from .errors import CnnrunError, ConfigError
 from .files import WriteError, write_text
-from .inference import BatchLoss, evaluate, resolve_checkpoint
-from .losses import LOSSES
+from .batch_loss import BatchLoss
+from .inference import evaluate
 from .memory import check_batch_fits
 from .network import Network
 from .optim import make_optimizer
-from .options import bool_option, choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
                          create_new_folder, folder_name, make_folder, metrics_up_to, read_metrics,
-                         remove_temp_files, run_files, write_metrics)
+                         remove_temp_files, resolve_checkpoint, run_files, write_metrics)
 from .schedules import check_schedule, lr_at
 from .stopping import TrainingInterrupted, TrainingStopped, interrupted, last_good, sigterm_as_interrupt
+from .train_config import resolve_train_config
 
-TRAIN_DEFAULTS = {
-    "data": {"type": "digits"},
-    "validation_split": 0.2,
-    "loss": "cross_entropy",
-    "optimizer": {"type": "sgd", "lr": 0.01},
-    "schedule": {"type": "constant"},
-    "epochs": 10,
-    "batch_size": 64,
-    "seed": 0,
-    "drop_last": False,
-}
-__all__ = ["TRAIN_DEFAULTS", "Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped",
-           "resolve_train_config", "train"]
-
-
-def resolve_train_config(section: dict | None, overrides: dict | None = None) -> dict:
-    """The ``train`` section with defaults filled in and ``overrides`` applied, checked.
-
-    ``overrides`` maps dotted keys to values: ``{"epochs": 8, "optimizer.lr": 0.1}``.
-    """
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"the train section must be a JSON object; got {show(section)[:60]}", section="train")
-    config = copy.deepcopy(TRAIN_DEFAULTS)
-    for key, value in (section or {}).items():
-        if key not in TRAIN_DEFAULTS:
-            raise ConfigError(f"unknown key '{key}'{did_you_mean(key, TRAIN_DEFAULTS)}; train accepts: "
-                              f"{', '.join(TRAIN_DEFAULTS)}", section="train", key=key)
-        config[key] = copy.deepcopy(value)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(config, dotted, value)
-    for key in ("data", "optimizer", "schedule"):
-        if not isinstance(config[key], dict):
-            raise ConfigError(f"{key} must be a JSON object; got {key}={show(config[key])}", section="train", key=key)
-    try:
-        config["validation_split"] = float_option(config["validation_split"], "validation_split", low=0.0,
-                                                  high=1.0, high_open=True)
-        config["epochs"] = int_option(config["epochs"], "epochs")
-        config["batch_size"] = int_option(config["batch_size"], "batch_size")
-        config["seed"] = int_option(config["seed"], "seed", minimum=0)
-        config["drop_last"] = bool_option(config["drop_last"], "drop_last")
-        config["loss"] = choice_option(config["loss"], "loss", list(LOSSES))
-    except ConfigError as err:
-        err.section = "train"
-        raise
-    check_schedule(config["schedule"], config["epochs"])
-    return config
-
-
-def _set_dotted(config: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule") or \
-            not parents and last not in TRAIN_DEFAULTS:
-        raise ConfigError(f"cannot override '{dotted}': use a train key ({', '.join(TRAIN_DEFAULTS)}) "
-                          f"or a key inside data, optimizer or schedule, e.g. optimizer.lr", section="train")
-    target = config
-    for key in parents:
-        target = target.setdefault(key, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"cannot override '{dotted}': {key} is not an object", section="train")
-    target[last] = value
+__all__ = ["Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped", "train"]
 
 
 @dataclass

@@ -214,7 +214,7 @@ def test_optimizer_state_follows_the_parameters(cuda_backend, registries):
     for optimizer, weight in ((loaded, loaded_weight), (carried, carried_weight)):
         assert on_cuda(optimizer.state["fc"]["weight"]["momentum_buffer"])
         np.testing.assert_allclose(to_host(weight), on_host, rtol=1e-6)
-    carried.to("cpu")
+    carried.to(registries.devices.open("cpu"))
     assert isinstance(carried.state["fc"]["weight"]["momentum_buffer"], np.ndarray)
     np.testing.assert_allclose(carried.state["fc"]["weight"]["momentum_buffer"],
                                reference.state["fc"]["weight"]["momentum_buffer"], rtol=1e-6)
@@ -302,7 +302,7 @@ def test_launch_sizes(monkeypatch):
 
 def test_missing_numba_cuda_is_one_line(monkeypatch):
     from cnnrun.engine import cuda
-    from cnnrun.engine.device import get_backend
+    from cnnrun.engine.plugins import get_backend
 
     monkeypatch.setattr(cuda, "_CHECKED", False)
     monkeypatch.setattr(cuda.importlib.util, "find_spec", lambda name: None)
