@@ -162,6 +162,9 @@ class CudaBackend(Device):
         """A host (NumPy) copy of ``array``."""
         return array.copy() if isinstance(array, np.ndarray) else array.copy_to_host()
 
+    def holds(self, array) -> bool:
+        return is_device_array(array)
+
     def synchronize(self) -> None:
         """Wait until the queued kernels and copies are done."""
         cuda.synchronize()

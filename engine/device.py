@@ -91,6 +91,10 @@ class Device:
         """A host (NumPy) copy of ``array``."""
         raise NotImplementedError
 
+    def holds(self, array) -> bool:
+        """Whether ``array`` is an array of this device."""
+        raise NotImplementedError
+
     def synchronize(self) -> None:
         """Wait until queued work is done."""
 
@@ -125,3 +129,6 @@ class CpuDevice(Device):
 
     def to_host(self, array) -> np.ndarray:
         return np.array(array, copy=True)
+
+    def holds(self, array) -> bool:
+        return isinstance(array, np.ndarray)

@@ -58,9 +58,14 @@ class Optimizer(Configurable):
         return self
 
     def apply(self, params, grads, lr: float) -> None:
-        """One update of every parameter (arrays on the optimizer's device), in place, with learning
-        rate ``lr``."""
+        """One update of every parameter (arrays on the optimizer's device, checked on the first
+        one), in place, with learning rate ``lr``."""
         device = self.device
+        first = next(((layer, name, p) for layer, arrays in params.items() for name, p in arrays.items()), None)
+        if first is not None and not device.holds(first[2]):
+            raise CnnrunError(f"optimizer '{self.type_name}' updates on device '{device.name}', but parameter "
+                              f"'{first[0]}/{first[1]}' is not there ({type(first[2]).__name__}): move the "
+                              f"optimizer with to(net.backend) after moving the network")
         if self._unchecked:
             self.check_state(params)
         self.step += 1

@@ -19,11 +19,11 @@ from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_s
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError
-from .files import WriteError, write_text
+from .files import WriteError, copy_file, write_text
 from .batch_loss import BatchLoss
 from .inference import evaluate
 from .memory import check_batch_fits
-from .network import Network
+from .network import Network, read_network_file
 from .optim import make_optimizer
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
@@ -32,7 +32,7 @@ from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
                          create_new_folder, folder_name, make_folder, metrics_up_to, read_metrics,
                          remove_temp_files, resolve_checkpoint, run_files, write_metrics)
-from .schedules import check_schedule, lr_at
+from .schedules import check_schedule
 from .stopping import TrainingInterrupted, TrainingStopped, interrupted, last_good, sigterm_as_interrupt
 from .train_config import resolve_train_config
 
@@ -84,7 +84,7 @@ class Trainer:
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"])
-        check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
+        self.schedule = check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
         self.epoch = 0
         self.best: float | None = None
@@ -149,26 +149,31 @@ class Trainer:
         start = self.checkpoint(self.last_record)
         if best is None and self.last_record is not None and score(self.last_record) == self.best:
             best = start
-        if best is not None:
-            save_checkpoint(self.run_dir / BEST, best)
-        save_checkpoint(self.run_dir / LATEST, start)
+        self._write_checkpoints(start, best)
         write_metrics(self.run_dir / METRICS, self.history)
 
+    def _write_checkpoints(self, latest: Checkpoint, best: Checkpoint | None) -> None:
+        """best.npz (``best``, unless None), then latest.npz; the same checkpoint for both is
+        serialized once and copied."""
+        if best is not None:
+            save_checkpoint(self.run_dir / BEST, best)
+        if best is latest:
+            copy_file(self.run_dir / BEST, self.run_dir / LATEST)
+        else:
+            save_checkpoint(self.run_dir / LATEST, latest)
+
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        """Train until ``config["epochs"]`` epochs are done; returns this run's metrics records."""
+    def fit(self) -> None:
+        """Train until ``config["epochs"]`` epochs are done; each epoch's record joins ``history``."""
         epochs, batch_size = self.config["epochs"], self.config["batch_size"]
-        records = []
         while self.epoch < epochs:
             record = self._epoch(self.epoch + 1, epochs, batch_size)
             self.epoch += 1
             self._save(record)
-            records.append(record)
             self.reporter.epoch_end(record)
-        return records
 
     def _epoch(self, epoch: int, epochs: int, batch_size: int) -> dict:
-        lr = lr_at(epoch, self.optimizer.lr, self.config["schedule"], epochs)
+        lr = self.schedule.lr(epoch, self.optimizer.lr, epochs)
         drop_last = self.config["drop_last"]
         n_batches = (len(self.train_data) // batch_size if drop_last
                      else math.ceil(len(self.train_data) / batch_size))
@@ -210,9 +215,7 @@ class Trainer:
             self.best = previous_best
             raise self._stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
                                 f"(lr {record['lr']:g})")
-        if improved:
-            save_checkpoint(self.run_dir / BEST, checkpoint)
-        save_checkpoint(self.run_dir / LATEST, checkpoint)
+        self._write_checkpoints(checkpoint, checkpoint if improved else None)
         self.last_record = record
         self.history.append(record)
         write_metrics(self.run_dir / METRICS, self.history)
@@ -238,14 +241,13 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     registries = registries or default_registries()
     if isinstance(network, dict):
         config, base_dir, source = copy.deepcopy(network), Path("."), None
-        net = Network.from_config(config, registry=registries.layers)
     else:
         source = Path(network)
-        net = Network.from_json(source, registry=registries.layers)
-        config, base_dir = json.loads(source.read_text(encoding="utf-8")), source.parent
+        config, base_dir = read_network_file(source), source.parent  # read and parsed once
     try:
-        train_config = resolve_train_config(config.get("train"), overrides)
-        net.initialize(train_config["seed"])
+        section = config.get("train") if isinstance(config, dict) else None  # not an object: from_config says so
+        train_config = resolve_train_config(section, overrides)
+        net = Network.from_config(config, registry=registries.layers, seed=train_config["seed"])
         net.to(device)
         trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter)
     except ConfigError as err:
