@@ -220,6 +220,19 @@ def test_optimizer_state_follows_the_parameters(cuda_backend, registries):
                                reference.state["fc"]["weight"]["momentum_buffer"], rtol=1e-6)
 
 
+def test_optimizer_refuses_parameters_of_another_device(cuda_backend, registries):
+    """A cheap check per step: the first parameter must be an array of the optimizer's device."""
+    on_host = {"fc": {"weight": np.ones(4, np.float32)}}
+    on_gpu = {"fc": {"weight": cuda_backend.asarray(on_host["fc"]["weight"], np.float32)}}
+    cpu = make_optimizer({"type": "sgd", "lr": 0.1}, registries.optimizers)
+    gpu = make_optimizer({"type": "sgd", "lr": 0.1}, registries.optimizers).to(cuda_backend)
+    for optimizer, params, device in ((cpu, on_gpu, "cpu"), (gpu, on_host, "cuda")):
+        with pytest.raises(CnnrunError, match=rf"optimizer 'sgd' updates on device '{device}', but parameter "
+                                              r"'fc/weight' is not there .*to\(net.backend\)"):
+            optimizer.apply(params, params, 0.1)
+    assert optimizer.step == 0 and cpu.step == 0
+
+
 def test_optimizer_without_cuda_is_a_clear_error(cuda_backend, registries):
     from cnnrun.engine.optim import Optimizer
 
