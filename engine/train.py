@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .batch_loss import BatchLoss
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
 from .errors import CnnrunError, ConfigError
 from .files import WriteError, copy_file, write_text
-from .batch_loss import BatchLoss
 from .inference import evaluate
 from .memory import check_batch_fits
 from .network import Network, read_network_file
@@ -203,8 +203,8 @@ class Trainer:
                 "samples_per_second": seen / seconds if seconds > 0 else None}
 
     def _save(self, record: dict) -> None:
-        """best.npz (if improved), then latest.npz, then metrics.jsonl: after a kill anywhere in between,
-        resuming from latest.npz redoes or completes exactly what is missing."""
+        """best.npz (if improved), then latest.npz (then a copy of best.npz), then metrics.jsonl: after
+        a kill anywhere in between, resuming from latest.npz redoes or completes exactly what is missing."""
         improved = self.best is None or score(record) > self.best
         previous_best = self.best
         if improved:
