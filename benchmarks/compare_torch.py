@@ -124,8 +124,7 @@ def _cnnrun_case(case: Case):
 
     registries = default_registries()
     if case.name == "lenet":
-        net = Network.from_json(LENET, registry=registries.layers)
-        net.initialize(0)
+        net = Network.from_json(LENET, registry=registries.layers)  # initialized from seed 0
         optimizer = make_optimizer(dict(SGD), registries.optimizers)
         x, labels = _data(case)[0], _labels(case.shape[0])
 
@@ -166,8 +165,7 @@ def _torch_case(case: Case):
     if case.name == "lenet":
         from cnnrun.engine import Network
 
-        reference = Network.from_json(LENET)
-        reference.initialize(0)  # the same initial parameters as cnnrun's side
+        reference = Network.from_json(LENET)  # seed 0: the same initial parameters as cnnrun's side
         model = nn.Sequential(
             nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),

@@ -15,7 +15,8 @@ from pathlib import Path
 from cnnrun.engine.data import batches, prepare_data
 from cnnrun.engine.plugins import default_registries
 from cnnrun.engine.schedules import lr_at
-from cnnrun.engine.train import resolve_train_config, train
+from cnnrun.engine.train import train
+from cnnrun.engine.train_config import resolve_train_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lenet_digits.json"
 

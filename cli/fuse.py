@@ -23,7 +23,7 @@ def fuse(ctx: click.Context, net: str, checkpoint: str, out_dir: str) -> None:
     from cnnrun.engine import Network
     from cnnrun.engine.checkpoint import load_checkpoint, save_checkpoint
     from cnnrun.engine.fuse import fuse_network
-    from cnnrun.engine.inference import resolve_checkpoint
+    from cnnrun.engine.run_folder import resolve_checkpoint
 
     _, registries = load_plugins(ctx)
     with user_errors():

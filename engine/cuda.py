@@ -1,6 +1,6 @@
 """The CUDA device: Numba CUDA device arrays, the backend the engine uses, and launch helpers.
 
-Imported only by :meth:`cnnrun.engine.device.CudaDevice.open` and by the CUDA kernel modules, never
+Imported only by :meth:`cnnrun.plugins.devices.CudaDevice.open` and by the CUDA kernel modules, never
 when cnnrun is imported. :func:`cuda_backend` checks that numba-cuda and a GPU are there and raises
 one :class:`CnnrunError` line saying what to install when they are not.
 
@@ -20,7 +20,7 @@ import os
 import numpy as np
 from numba import cuda
 
-from .device import CudaDevice
+from .device import Device
 from .errors import CnnrunError
 
 DEFAULT_BLOCK_SIZE = 256
@@ -118,8 +118,11 @@ def _add(out, a, b):
         out[i] = a[i] + b[i]
 
 
-class CudaBackend(CudaDevice):
-    """Numba CUDA device arrays in GPU memory (the array operations of :class:`~cnnrun.engine.device.Device`)."""
+class CudaBackend(Device):
+    """Numba CUDA device arrays in GPU memory (the array operations of :class:`~cnnrun.engine.device.Device`):
+    the opened "cuda" device."""
+
+    name = "cuda"  # the device registered as :class:`cnnrun.plugins.devices.CudaDevice`
 
     def asarray(self, x, dtype):
         """``x`` as a C-contiguous device array of ``dtype``: a host array (or list) is copied to the
@@ -158,6 +161,9 @@ class CudaBackend(CudaDevice):
     def to_host(self, array) -> np.ndarray:
         """A host (NumPy) copy of ``array``."""
         return array.copy() if isinstance(array, np.ndarray) else array.copy_to_host()
+
+    def holds(self, array) -> bool:
+        return is_device_array(array)
 
     def synchronize(self) -> None:
         """Wait until the queued kernels and copies are done."""

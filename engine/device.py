@@ -7,9 +7,10 @@ does the few array operations the engine needs itself (move, allocate, add, fill
 ``cnnrun_register_kernels``. A layer writes its math once and calls ``ctx.kernels.OPERATION(...)``;
 the table is resolved once, when a network moves to the device (:meth:`Network.to`).
 
-Built-in devices (registered by :mod:`cnnrun.plugins.devices`): "cpu" (NumPy arrays) and "cuda"
-(Numba CUDA device arrays; :mod:`cnnrun.engine.cuda` is imported only when the device is opened, so
-cnnrun imports without a GPU).
+Built-in devices (registered by :mod:`cnnrun.plugins.devices`): "cpu" (:class:`CpuDevice`, NumPy
+arrays) and "cuda" (Numba CUDA device arrays; :mod:`cnnrun.engine.cuda` is imported only when the
+device is opened, so cnnrun imports without a GPU). An opened device comes from the registry:
+:func:`cnnrun.engine.plugins.get_backend`.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ class Device:
         """A host (NumPy) copy of ``array``."""
         raise NotImplementedError
 
+    def holds(self, array) -> bool:
+        """Whether ``array`` is an array of this device."""
+        raise NotImplementedError
+
     def synchronize(self) -> None:
         """Wait until queued work is done."""
 
@@ -125,25 +130,5 @@ class CpuDevice(Device):
     def to_host(self, array) -> np.ndarray:
         return np.array(array, copy=True)
 
-
-class CudaDevice(Device):
-    """An NVIDIA GPU through numba-cuda: :meth:`open` imports :mod:`cnnrun.engine.cuda` and checks for a GPU."""
-
-    name = "cuda"
-    description = "an NVIDIA GPU (needs `pip install 'cnnrun[cuda]'` and a driver)"
-
-    @classmethod
-    def open(cls) -> Device:
-        try:
-            from .cuda import cuda_backend
-        except ImportError as exc:  # a Numba without any CUDA target
-            raise CnnrunError(f"--device cuda needs numba-cuda, which cannot be imported ({exc}); "
-                              f"`pip install 'cnnrun[cuda]'` (and an NVIDIA driver), or use --device cpu") from None
-        return cuda_backend()
-
-
-def get_backend(device: str) -> Device:
-    """The opened device named ``device``, with its kernel table, from the default plugins."""
-    from .plugins import default_registries
-
-    return default_registries().devices.open(device)
+    def holds(self, array) -> bool:
+        return isinstance(array, np.ndarray)

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import functools
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -85,6 +86,16 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
     _fsync_folder(path.parent)
+
+
+def copy_file(source, path) -> None:
+    """:func:`atomic_write` of ``path`` with the bytes of the file ``source`` (a checkpoint written
+    once under two names)."""
+    def write(f):
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f)
+
+    atomic_write(path, write)
 
 
 def write_text(path, text: str) -> None:

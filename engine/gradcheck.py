@@ -28,8 +28,7 @@ def check_layer_gradients(layer: dict, input_shape, *, batch: int = 2, seed: int
     with several inputs are checked inside a small network with :func:`check_network_gradients`.
     """
     config = {"input": {"shape": list(input_shape)}, "layers": [dict(layer)]}
-    net = Network.from_config(config, registry=registry, dtype="float64")
-    net.initialize(seed)
+    net = Network.from_config(config, registry=registry, dtype="float64", seed=seed)
     check_float32(net, registry=registry, batch=batch, seed=seed, training=training)
     check_network_gradients(net, batch=batch, seed=seed, training=training, **tolerances)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .batch_loss import BatchLoss, ends_in_softmax
 from .checkpoint import load_checkpoint, restore_network
 from .data import Examples, apply_normalization, batches, prepare_data, with_channel_axis
 from .errors import CnnrunError, ConfigError
@@ -15,42 +16,8 @@ from .network import Network, read_network_file
 from .npz import read_npz
 from .plugins import Registries, default_registries
 from .provenance import explains_missing_plugins
-
-LATEST = "latest.npz"
-
-
-def ends_in_softmax(net: Network) -> bool:
-    """Whether the network's output is already probabilities (its last layer fuses cross-entropy)."""
-    return "cross_entropy" in net.nodes[-1].layer.fused_loss
-
-
-class BatchLoss:
-    """The loss ``loss`` ("cross_entropy" or "mse") of a network's output for a batch of class
-    labels, computed by the device's loss kernel.
-
-    A last layer that declares a ``fused_loss`` for ``loss`` (softmax: cross-entropy) gets its loss
-    kernel, whose gradient is for that layer's input: :meth:`backward` then starts below it. On CUDA
-    (:mod:`cnnrun.engine.losses_cuda`) only the loss and the count of correct rows come back to the
-    host (and the predicted labels, when asked for).
-    """
-
-    def __init__(self, net: Network, loss: str):
-        last = net.nodes[-1]
-        kernel = last.layer.fused_loss.get(loss)
-        self._start = last.inputs[0] if kernel is not None and len(last.inputs) == 1 else None
-        self._kernel = getattr(net.backend.kernels, kernel if self._start is not None else loss)
-        self._to_host = net.backend.to_host
-
-    def __call__(self, output, labels: np.ndarray, *, gradient: bool = True, predictions: bool = False):
-        """``(mean loss, correct rows, gradient or None, predicted labels (host) or None)``.
-
-        Overflow is not warned about: a non-finite loss is the caller's to report."""
-        loss, correct, grad, predicted = self._kernel(output, labels, gradient)
-        return loss, correct, grad, self._to_host(predicted) if predictions else None
-
-    def backward(self, net: Network, grad):
-        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer)."""
-        return net.backward(grad, start=self._start)
+from .run_folder import resolve_checkpoint
+from .train_config import resolve_train_config
 
 
 def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):
@@ -65,19 +32,6 @@ def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256)
         predictions.append(predicted)
     predicted = np.concatenate(predictions)
     return total / len(examples), float(np.mean(predicted == examples.y)), predicted
-
-
-def resolve_checkpoint(path) -> Path:
-    """The checkpoint file ``path`` means: the file itself, or ``path/latest.npz`` for a run folder
-    (whether it is a readable checkpoint is :func:`load_checkpoint`'s to say)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / LATEST).exists():
-            raise CnnrunError(f"no checkpoint at {path}: no {LATEST} in that folder")
-        return path / LATEST
-    if not path.exists():
-        raise CnnrunError(f"no checkpoint at {path}: no such file")
-    return path
 
 
 @explains_missing_plugins("checkpoint")
@@ -105,8 +59,6 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | None = None, batch_
     """Evaluate a checkpoint on ``device`` on ``data`` (a ``train.data`` object: all its examples)
     or, by default, on the validation split of the network's own training data. Returns the
     ``cnnrun eval`` report."""
-    from .train import resolve_train_config
-
     registries = registries or default_registries()
     net, normalization, config, base_dir = load_for_inference(network, checkpoint, registries, device)
     train = resolve_train_config(config.get("train"))

@@ -23,7 +23,8 @@ class Context:
     """What the engine hands a layer's ``forward`` and ``backward``: one per layer of a network.
 
     - ``params`` / ``buffers``: this layer's arrays (dicts by name), on ``device`` ("cpu": NumPy
-      arrays; "cuda": Numba device arrays); ``backend`` (the :class:`~cnnrun.engine.device.Device`)
+      arrays; "cuda": Numba device arrays); ``backend`` (the opened
+      :class:`~cnnrun.engine.device.Device`, e.g. ``cnnrun.engine.plugins.get_backend("cpu")``)
       allocates arrays there.
     - ``kernels``: the device's kernel table: ``ctx.kernels.relu_forward(x)``.
     - ``grads``: arrays shaped like ``params``; ``backward`` overwrites them in place.
@@ -33,11 +34,7 @@ class Context:
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     """
 
-    def __init__(self, params=None, grads=None, buffers=None, *, backend=None, rng=None):
-        if backend is None:
-            from .device import get_backend
-
-            backend = get_backend("cpu")
+    def __init__(self, params=None, grads=None, buffers=None, *, backend, rng=None):
         self.params: dict[str, np.ndarray] = params if params is not None else {}
         self.grads: dict[str, np.ndarray] = grads if grads is not None else {}
         self.buffers: dict[str, np.ndarray] = buffers if buffers is not None else {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .standardize import standardize
+
 STATISTICS_CHUNK = 1024
 """Examples decoded at a time by :meth:`LazyInputs.channel_statistics`."""
 
@@ -41,9 +43,7 @@ class LazyInputs:
         return len(self.indices)
 
     def __getitem__(self, key) -> np.ndarray:
-        from .data import apply_normalization
-
-        return apply_normalization(self.store.read(self.indices[key]), self.normalization)
+        return standardize(self.store.read(self.indices[key]), self.normalization)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         x = self[:]

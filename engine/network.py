@@ -38,11 +38,12 @@ class Network:
     """Layers in topological order; the last one is the output.
 
     ``params``, ``grads`` and ``buffers`` map a layer name to ``{array name: array}`` (only layers
-    that have any); arrays are C-contiguous, of the network's dtype, in PyTorch's layouts.
+    that have any); arrays are C-contiguous, of the network's dtype, in PyTorch's layouts,
+    initialized once from ``seed`` (:meth:`initialize`).
     """
 
     def __init__(self, name: str, input_shape: Shape, nodes: list[Node], *, dtype="float32",
-                 config: dict | None = None, devices=None):
+                 config: dict | None = None, devices=None, seed: int = 0):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.nodes = nodes
@@ -71,7 +72,7 @@ class Network:
                          for node in nodes}
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
-        self.initialize()
+        self.initialize(seed)
 
     def _check_memory(self, shapes) -> None:
         """Refuse, before allocating, parameters, gradients and buffers that cannot fit in memory."""
@@ -85,17 +86,19 @@ class Network:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_json(cls, path, registry=None, dtype="float32") -> "Network":
-        """Build a network from a JSON file; every error names the file."""
+    def from_json(cls, path, registry=None, dtype="float32", seed: int = 0) -> "Network":
+        """Build a network from a JSON file, its parameters initialized from ``seed``; every error
+        names the file."""
         config = read_network_file(path)
         try:
-            return cls.from_config(config, registry=registry, dtype=dtype)
+            return cls.from_config(config, registry=registry, dtype=dtype, seed=seed)
         except ConfigError as err:
             raise err.in_file(str(path)) from None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], registry=None, dtype="float32") -> "Network":
-        """Build a network from a parsed JSON description (see docs/format.md)."""
+    def from_config(cls, config: dict[str, Any], registry=None, dtype="float32", seed: int = 0) -> "Network":
+        """Build a network from a parsed JSON description (see docs/format.md), its parameters
+        initialized from ``seed``."""
         if registry is None:
             from .plugins import default_registry
             registry = default_registry()
@@ -116,7 +119,7 @@ class Network:
             raise ConfigError(f"'layers' must be a non-empty list of layer objects; got layers={show(layers)[:60]}",
                               key="layers")
         return cls(name, input_shape, _build_nodes(layers, input_shape, registry),
-                   dtype=dtype, config=config, devices=getattr(registry, "devices", None))
+                   dtype=dtype, config=config, devices=getattr(registry, "devices", None), seed=seed)
 
     def initialize(self, seed: int = 0) -> None:
         """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
@@ -146,8 +149,11 @@ class Network:
         opened :class:`~cnnrun.engine.device.Device`); returns ``self``.
 
         Every layer's kernels must exist there: a layer whose kernels do not is a
-        :class:`CnnrunError` naming it and them, before anything moves.
+        :class:`CnnrunError` naming it and them, before anything moves. The device the network is
+        on already is a no-op; another instance of the same device keeps the arrays as they are.
         """
+        if device is self.backend or device == self.backend.name:
+            return self
         backend = self.devices.open(device)
         device = backend.name
         missing = [(n, n.layer.missing_kernels(backend)) for n in self.nodes]
@@ -157,10 +163,11 @@ class Network:
             needs = "; ".join(f"'{n.name}' needs {', '.join(ops)}" for n, ops in missing)
             raise CnnrunError(f"{self.name}: no {device} implementation for layer(s) {layers}; {needs}; run them "
                               f"on another device or register {device} kernels for them (cnnrun_register_kernels)")
-        for tree in (self.params, self.grads, self.buffers):
-            for arrays in tree.values():
-                for key, array in arrays.items():
-                    arrays[key] = backend.asarray(self.backend.to_host(array), self.dtype)
+        if backend.name != self.backend.name:
+            for tree in (self.params, self.grads, self.buffers):
+                for arrays in tree.values():
+                    for key, array in arrays.items():
+                        arrays[key] = backend.asarray(self.backend.to_host(array), self.dtype)
         for ctx in self.contexts.values():
             ctx.backend = backend
         self.backend = backend

@@ -22,7 +22,7 @@ class Optimizer(Configurable):
     ``__init__``, name their per-parameter state arrays in ``slots`` and the kernels they call in
     ``kernels``, and implement :meth:`update` once for every device, through ``kernels`` (the
     device's table). ``step`` counts the updates done (1 during the first ``update``). The state
-    lives on the optimizer's device (:meth:`to`; the CPU until then).
+    lives on the optimizer's device (:meth:`to`; :func:`make_optimizer` starts on the CPU).
     """
 
     slots: tuple[str, ...] = ()
@@ -38,17 +38,14 @@ class Optimizer(Configurable):
 
     @property
     def device(self):
-        """The device whose kernels update the parameters (the CPU until :meth:`to` says otherwise)."""
+        """The device whose kernels update the parameters (set by :meth:`to`)."""
         if self._device is None:
-            self.to("cpu")
+            raise CnnrunError(f"optimizer '{self.type_name}' has no device yet: call to(device) first")
         return self._device
 
     def to(self, device) -> "Optimizer":
-        """Update parameters on ``device`` (a name or an opened device: the network's ``backend``)
-        from now on, moving the state there; a :class:`CnnrunError` if a kernel is missing there."""
-        if isinstance(device, str):
-            from .device import get_backend
-            device = get_backend(device)
+        """Update parameters on ``device`` (an opened device: the network's ``backend``) from now on,
+        moving the state there; a :class:`CnnrunError` if a kernel is missing there."""
         missing = [op for op in self.kernels if op not in device.kernels]
         if missing:
             raise CnnrunError(f"optimizer '{self.type_name}' has no {device.name} implementation (no kernel "
@@ -61,9 +58,14 @@ class Optimizer(Configurable):
         return self
 
     def apply(self, params, grads, lr: float) -> None:
-        """One update of every parameter (arrays on the optimizer's device), in place, with learning
-        rate ``lr``."""
+        """One update of every parameter (arrays on the optimizer's device, checked on the first
+        one), in place, with learning rate ``lr``."""
         device = self.device
+        first = next(((layer, name, p) for layer, arrays in params.items() for name, p in arrays.items()), None)
+        if first is not None and not device.holds(first[2]):
+            raise CnnrunError(f"optimizer '{self.type_name}' updates on device '{device.name}', but parameter "
+                              f"'{first[0]}/{first[1]}' is not there ({type(first[2]).__name__}): move the "
+                              f"optimizer with to(net.backend) after moving the network")
         if self._unchecked:
             self.check_state(params)
         self.step += 1
@@ -153,7 +155,8 @@ class Optimizer(Configurable):
 
 
 def make_optimizer(config: dict[str, Any], registry) -> Optimizer:
-    """Build the optimizer that ``config`` (``train.optimizer``: ``{"type": ..., options}``) names.
+    """Build the optimizer that ``config`` (``train.optimizer``: ``{"type": ..., options}``) names,
+    on the CPU of ``registry.devices`` (move it with :meth:`Optimizer.to`).
 
     Errors are :class:`ConfigError` with section ``train.optimizer (TYPE)``.
     """
@@ -169,7 +172,9 @@ def make_optimizer(config: dict[str, Any], registry) -> Optimizer:
     options = {k: v for k, v in config.items() if k != "type"}
     try:
         cls.check_keys(options)
-        return cls(**options)
+        optimizer = cls(**options)
     except ConfigError as err:
         err.section = f"{SECTION} ({cls.type_name})"
         raise
+    devices = getattr(registry, "devices", None)
+    return optimizer.to(devices.open("cpu")) if devices is not None else optimizer

@@ -272,9 +272,18 @@ class DataSourceRegistry(Registry):
 
 
 class OptimizerRegistry(Registry):
-    """Optimizers (``cnnrun_register_optimizers``)."""
+    """Optimizers (``cnnrun_register_optimizers``), and the devices they update on (``devices``, as
+    for :class:`LayerRegistry`: an optimizer is made on the CPU of these)."""
 
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
+    devices: "DeviceRegistry | None" = None
+
+    @classmethod
+    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None,
+                            devices: "DeviceRegistry | None" = None):
+        registry = super().from_plugin_manager(pm, strict)
+        registry.devices = devices or DeviceRegistry.from_plugin_manager(pm, strict)
+        return registry
 
 
 class DeviceRegistry(Registry):
@@ -390,7 +399,7 @@ class Registries:
         registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers,
                                            registries.devices], strict)
         registries.devices.collect_kernels(pm, strict)
-        registries.layers.devices = registries.devices
+        registries.layers.devices = registries.optimizers.devices = registries.devices
         return registries
 
 
@@ -421,6 +430,11 @@ def default_registries() -> Registries:
     if _default_registries is None:
         _default_registries = Registries.from_plugin_manager(make_plugin_manager())
     return _default_registries
+
+
+def get_backend(device: str) -> Device:
+    """The opened device named ``device``, with its kernel table, from the default plugins."""
+    return default_registries().devices.open(device)
 
 
 def default_registry() -> LayerRegistry:

@@ -15,6 +15,7 @@ import json
 import numpy as np
 
 from .errors import ConfigError
+from .run_folder import resolve_checkpoint
 
 
 def layer_plugins(net, registry) -> dict[str, dict]:
@@ -68,8 +69,6 @@ def _explained(err: ConfigError, checkpoint) -> ConfigError | None:
 def _checkpoint_meta(checkpoint):
     """``(path, meta)`` of a checkpoint file or run folder, reading only the meta; ``{}`` when it
     cannot be read (the caller then keeps its own error)."""
-    from .inference import resolve_checkpoint
-
     try:
         path = resolve_checkpoint(checkpoint)
         with np.load(path, allow_pickle=False) as data:

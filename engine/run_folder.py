@@ -177,6 +177,19 @@ def _read_pid(fd: int, wait: float = 0.2) -> str:
         time.sleep(0.01)
 
 
+def resolve_checkpoint(path) -> Path:
+    """The checkpoint file ``path`` means: the file itself, or ``path/latest.npz`` for a run folder
+    (whether it is a readable checkpoint is :func:`load_checkpoint`'s to say)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / LATEST).exists():
+            raise CnnrunError(f"no checkpoint at {path}: no {LATEST} in that folder")
+        return path / LATEST
+    if not path.exists():
+        raise CnnrunError(f"no checkpoint at {path}: no such file")
+    return path
+
+
 # -- metrics.jsonl ------------------------------------------------------------------------------
 
 def metrics_line(record: dict) -> str:

@@ -37,6 +37,15 @@ class Schedule(Configurable):
         """The learning rate ``t`` epochs (from 0) after warmup, of ``total`` such epochs."""
         raise NotImplementedError
 
+    def lr(self, epoch: int, base_lr: float, total_epochs: int) -> float:
+        """The learning rate of ``epoch`` (1 .. total_epochs) for ``base_lr`` (the optimizer's lr)."""
+        if not 1 <= epoch <= total_epochs:
+            raise ValueError(f"epoch must be in [1, {total_epochs}]; got {epoch}")
+        warmup = self.warmup_epochs
+        if epoch <= warmup:
+            return float(base_lr * epoch / warmup)
+        return float(self.lr_after_warmup(epoch - warmup - 1, base_lr, total_epochs - warmup))
+
 
 class Constant(Schedule):
     """base_lr after warmup."""
@@ -111,11 +120,6 @@ def check_schedule(schedule: dict[str, Any] | None, total_epochs: int,
 
 
 def lr_at(epoch: int, base_lr: float, schedule: dict[str, Any] | None, total_epochs: int) -> float:
-    """The learning rate of ``epoch`` (1 .. total_epochs) for ``base_lr`` (the optimizer's lr)."""
-    if not 1 <= epoch <= total_epochs:
-        raise ValueError(f"epoch must be in [1, {total_epochs}]; got {epoch}")
-    built = check_schedule(schedule, total_epochs, base_lr)
-    warmup = built.warmup_epochs
-    if epoch <= warmup:
-        return float(base_lr * epoch / warmup)
-    return float(built.lr_after_warmup(epoch - warmup - 1, base_lr, total_epochs - warmup))
+    """The learning rate of ``epoch`` (1 .. total_epochs) for ``base_lr``: :meth:`Schedule.lr` of
+    ``schedule`` built (a training run builds its schedule once and asks it every epoch)."""
+    return check_schedule(schedule, total_epochs, base_lr).lr(epoch, base_lr, total_epochs)

@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import augment_rng, make_augmenter, training_augmenter
+from .augment import augment_rng, training_augmenter
+from .batch_loss import BatchLoss
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
-from .errors import CnnrunError, ConfigError, did_you_mean
-from .files import WriteError, write_text
-from .inference import BatchLoss, evaluate, resolve_checkpoint
-from .losses import LOSSES
+from .errors import CnnrunError, ConfigError
+from .files import WriteError, copy_file, write_text
+from .inference import evaluate
 from .memory import check_batch_fits
-from .network import Network
+from .network import Network, read_network_file
 from .optim import make_optimizer
-from .options import bool_option, choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
 from .prefetch import prefetched
@@ -34,72 +33,12 @@ from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
                          create_new_folder, folder_name, make_folder, metrics_up_to, read_metrics,
-                         remove_temp_files, run_files, write_metrics)
-from .schedules import check_schedule, lr_at
+                         remove_temp_files, resolve_checkpoint, run_files, write_metrics)
+from .schedules import check_schedule
 from .stopping import TrainingInterrupted, TrainingStopped, interrupted, last_good, sigterm_as_interrupt
+from .train_config import resolve_train_config
 
-TRAIN_DEFAULTS = {
-    "data": {"type": "digits"},
-    "validation_split": 0.2,
-    "loss": "cross_entropy",
-    "optimizer": {"type": "sgd", "lr": 0.01},
-    "schedule": {"type": "constant"},
-    "epochs": 10,
-    "batch_size": 64,
-    "seed": 0,
-    "drop_last": False,
-    "augment": [],
-}
-__all__ = ["TRAIN_DEFAULTS", "Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped",
-           "resolve_train_config", "train"]
-
-
-def resolve_train_config(section: dict | None, overrides: dict | None = None) -> dict:
-    """The ``train`` section with defaults filled in and ``overrides`` applied, checked.
-
-    ``overrides`` maps dotted keys to values: ``{"epochs": 8, "optimizer.lr": 0.1}``.
-    """
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"the train section must be a JSON object; got {show(section)[:60]}", section="train")
-    config = copy.deepcopy(TRAIN_DEFAULTS)
-    for key, value in (section or {}).items():
-        if key not in TRAIN_DEFAULTS:
-            raise ConfigError(f"unknown key '{key}'{did_you_mean(key, TRAIN_DEFAULTS)}; train accepts: "
-                              f"{', '.join(TRAIN_DEFAULTS)}", section="train", key=key)
-        config[key] = copy.deepcopy(value)
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(config, dotted, value)
-    for key in ("data", "optimizer", "schedule"):
-        if not isinstance(config[key], dict):
-            raise ConfigError(f"{key} must be a JSON object; got {key}={show(config[key])}", section="train", key=key)
-    try:
-        config["validation_split"] = float_option(config["validation_split"], "validation_split", low=0.0,
-                                                  high=1.0, high_open=True)
-        config["epochs"] = int_option(config["epochs"], "epochs")
-        config["batch_size"] = int_option(config["batch_size"], "batch_size")
-        config["seed"] = int_option(config["seed"], "seed", minimum=0)
-        config["drop_last"] = bool_option(config["drop_last"], "drop_last")
-        config["loss"] = choice_option(config["loss"], "loss", list(LOSSES))
-    except ConfigError as err:
-        err.section = "train"
-        raise
-    check_schedule(config["schedule"], config["epochs"])
-    make_augmenter(config["augment"])
-    return config
-
-
-def _set_dotted(config: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule") or \
-            not parents and last not in TRAIN_DEFAULTS:
-        raise ConfigError(f"cannot override '{dotted}': use a train key ({', '.join(TRAIN_DEFAULTS)}) "
-                          f"or a key inside data, optimizer or schedule, e.g. optimizer.lr", section="train")
-    target = config
-    for key in parents:
-        target = target.setdefault(key, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"cannot override '{dotted}': {key} is not an object", section="train")
-    target[last] = value
+__all__ = ["Trainer", "TrainResult", "TrainingInterrupted", "TrainingStopped", "train"]
 
 
 @dataclass
@@ -147,7 +86,7 @@ class Trainer:
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"])
-        check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
+        self.schedule = check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
         self.augmenter, self.normalization, self.validation = training_augmenter(
             config["augment"], net.input_shape, self.normalization, self.validation)
@@ -216,26 +155,31 @@ class Trainer:
         start = self.checkpoint(self.last_record)
         if best is None and self.last_record is not None and score(self.last_record) == self.best:
             best = start
-        if best is not None:
-            save_checkpoint(self.run_dir / BEST, best)
-        save_checkpoint(self.run_dir / LATEST, start)
+        self._write_checkpoints(start, best)
         write_metrics(self.run_dir / METRICS, self.history)
 
+    def _write_checkpoints(self, latest: Checkpoint, best: Checkpoint | None) -> None:
+        """best.npz (``best``, unless None), then latest.npz; the same checkpoint for both is
+        serialized once and copied."""
+        if best is not None:
+            save_checkpoint(self.run_dir / BEST, best)
+        if best is latest:
+            copy_file(self.run_dir / BEST, self.run_dir / LATEST)
+        else:
+            save_checkpoint(self.run_dir / LATEST, latest)
+
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        """Train until ``config["epochs"]`` epochs are done; returns this run's metrics records."""
+    def fit(self) -> None:
+        """Train until ``config["epochs"]`` epochs are done; each epoch's record joins ``history``."""
         epochs, batch_size = self.config["epochs"], self.config["batch_size"]
-        records = []
         while self.epoch < epochs:
             record = self._epoch(self.epoch + 1, epochs, batch_size)
             self.epoch += 1
             self._save(record)
-            records.append(record)
             self.reporter.epoch_end(record)
-        return records
 
     def _epoch(self, epoch: int, epochs: int, batch_size: int) -> dict:
-        lr = lr_at(epoch, self.optimizer.lr, self.config["schedule"], epochs)
+        lr = self.schedule.lr(epoch, self.optimizer.lr, epochs)
         drop_last = self.config["drop_last"]
         n_batches = (len(self.train_data) // batch_size if drop_last
                      else math.ceil(len(self.train_data) / batch_size))
@@ -266,8 +210,8 @@ class Trainer:
                 "samples_per_second": seen / seconds if seconds > 0 else None}
 
     def _save(self, record: dict) -> None:
-        """best.npz (if improved), then latest.npz, then metrics.jsonl: after a kill anywhere in between,
-        resuming from latest.npz redoes or completes exactly what is missing."""
+        """best.npz (if improved), then latest.npz (then a copy of best.npz), then metrics.jsonl: after
+        a kill anywhere in between, resuming from latest.npz redoes or completes exactly what is missing."""
         improved = self.best is None or score(record) > self.best
         previous_best = self.best
         if improved:
@@ -278,9 +222,7 @@ class Trainer:
             self.best = previous_best
             raise self._stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
                                 f"(lr {record['lr']:g})")
-        if improved:
-            save_checkpoint(self.run_dir / BEST, checkpoint)
-        save_checkpoint(self.run_dir / LATEST, checkpoint)
+        self._write_checkpoints(checkpoint, checkpoint if improved else None)
         self.last_record = record
         self.history.append(record)
         write_metrics(self.run_dir / METRICS, self.history)
@@ -306,14 +248,13 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     registries = registries or default_registries()
     if isinstance(network, dict):
         config, base_dir, source = copy.deepcopy(network), Path("."), None
-        net = Network.from_config(config, registry=registries.layers)
     else:
         source = Path(network)
-        net = Network.from_json(source, registry=registries.layers)
-        config, base_dir = json.loads(source.read_text(encoding="utf-8")), source.parent
+        config, base_dir = read_network_file(source), source.parent  # read and parsed once
     try:
-        train_config = resolve_train_config(config.get("train"), overrides)
-        net.initialize(train_config["seed"])
+        section = config.get("train") if isinstance(config, dict) else None  # not an object: from_config says so
+        train_config = resolve_train_config(section, overrides)
+        net = Network.from_config(config, registry=registries.layers, seed=train_config["seed"])
         net.to(device)
         trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter)
     except ConfigError as err:

@@ -32,7 +32,7 @@ def rng():
 def cuda_backend(monkeypatch):
     """The CUDA backend with small launches (32 threads per block, at most 2 blocks), so that several
     blocks and the grid-stride loops run even on tiny arrays."""
-    from cnnrun.engine.device import get_backend
+    from cnnrun.engine.plugins import get_backend
 
     monkeypatch.setenv("CNNRUN_CUDA_BLOCK_SIZE", "32")
     monkeypatch.setenv("CNNRUN_CUDA_MAX_BLOCKS", "2")

@@ -12,6 +12,7 @@ import pytest
 import reference_conv as reference
 from cnnrun.engine import CnnrunError, ConfigError, Context, Network, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
+from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.conv import cpu
 
 
@@ -395,7 +396,7 @@ def _cpu_pass(layer_obj, kind, x, params, grad, algorithm):
     """(y, dx, dw, db) through cpu.py's wrappers with ``algorithm``."""
     weight, bias = params["weight"], params.get("bias")
     grad_w, grad_b = np.empty_like(weight), (np.empty_like(bias) if bias is not None else None)
-    ctx = Context()
+    ctx = Context(backend=get_backend("cpu"))
     if kind == "conv_transpose2d":
         geom = layer_obj._geometry()
         y = cpu.conv_transpose2d_forward(ctx, x, weight, bias, geom, grad.shape[2:], algorithm)

@@ -214,10 +214,23 @@ def test_optimizer_state_follows_the_parameters(cuda_backend, registries):
     for optimizer, weight in ((loaded, loaded_weight), (carried, carried_weight)):
         assert on_cuda(optimizer.state["fc"]["weight"]["momentum_buffer"])
         np.testing.assert_allclose(to_host(weight), on_host, rtol=1e-6)
-    carried.to("cpu")
+    carried.to(registries.devices.open("cpu"))
     assert isinstance(carried.state["fc"]["weight"]["momentum_buffer"], np.ndarray)
     np.testing.assert_allclose(carried.state["fc"]["weight"]["momentum_buffer"],
                                reference.state["fc"]["weight"]["momentum_buffer"], rtol=1e-6)
+
+
+def test_optimizer_refuses_parameters_of_another_device(cuda_backend, registries):
+    """A cheap check per step: the first parameter must be an array of the optimizer's device."""
+    on_host = {"fc": {"weight": np.ones(4, np.float32)}}
+    on_gpu = {"fc": {"weight": cuda_backend.asarray(on_host["fc"]["weight"], np.float32)}}
+    cpu = make_optimizer({"type": "sgd", "lr": 0.1}, registries.optimizers)
+    gpu = make_optimizer({"type": "sgd", "lr": 0.1}, registries.optimizers).to(cuda_backend)
+    for optimizer, params, device in ((cpu, on_gpu, "cpu"), (gpu, on_host, "cuda")):
+        with pytest.raises(CnnrunError, match=rf"optimizer 'sgd' updates on device '{device}', but parameter "
+                                              r"'fc/weight' is not there .*to\(net.backend\)"):
+            optimizer.apply(params, params, 0.1)
+    assert optimizer.step == 0 and cpu.step == 0
 
 
 def test_optimizer_without_cuda_is_a_clear_error(cuda_backend, registries):
@@ -302,7 +315,7 @@ def test_launch_sizes(monkeypatch):
 
 def test_missing_numba_cuda_is_one_line(monkeypatch):
     from cnnrun.engine import cuda
-    from cnnrun.engine.device import get_backend
+    from cnnrun.engine.plugins import get_backend
 
     monkeypatch.setattr(cuda, "_CHECKED", False)
     monkeypatch.setattr(cuda.importlib.util, "find_spec", lambda name: None)

@@ -17,7 +17,7 @@ import pytest
 import checked_device
 from cnnrun.cli.main import cli
 from cnnrun.engine import CnnrunError, Layer, Network, PluginError, hookimpl, make_plugin_manager
-from cnnrun.engine.inference import BatchLoss
+from cnnrun.engine.batch_loss import BatchLoss
 from cnnrun.engine.optim import make_optimizer
 from cnnrun.engine.plugins import Registries
 

@@ -1,6 +1,7 @@
 """The source layout: small modules, every package installed, each layer family's kernels in its own
-package (``plugins/<family>/cpu.py``, ``cuda.py``)."""
+package (``plugins/<family>/cpu.py``, ``cuda.py``), no import cycle among engine/'s modules."""
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -36,3 +37,68 @@ def test_each_family_keeps_its_kernels_in_its_own_package():
         assert plugin in DEFAULT_PLUGINS
         if plugin != "cnnrun.plugins.devices":  # the engine's own kernels (the losses)
             assert module == f"{plugin}.{device}"
+
+
+def engine_imports(engine=ROOT / "engine") -> dict[str, set[str]]:
+    """``{module: engine modules it imports}`` for every engine/*.py, counting imports anywhere in the
+    file (a lazy import inside a function is a dependency too); ``__init__`` for the package itself."""
+    modules = {path.stem for path in engine.glob("*.py")}
+    graph = {}
+    for path in sorted(engine.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1:
+                    parts = node.module.split(".") if node.module else []
+                elif node.level == 0 and (node.module or "").startswith("cnnrun.engine"):
+                    parts = node.module.split(".")[2:]
+                else:
+                    continue
+                if parts:
+                    found.add(parts[0])
+                else:  # from . import name: a module, or a name of the package
+                    found.update(a.name if a.name in modules else "__init__" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name.split(".")[2] for a in node.names
+                             if a.name.startswith("cnnrun.engine.") and len(a.name.split(".")) > 2)
+        graph[path.stem] = found & modules - {path.stem}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as ``[a, b, ..., a]``, or None (depth-first search)."""
+    state: dict[str, str] = {}  # "open" while on the path, "done" after
+    path: list[str] = []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_find_cycle_names_the_cycle_and_counts_lazy_imports(tmp_path):
+    (tmp_path / "a.py").write_text("from .b import x\n")
+    (tmp_path / "b.py").write_text("def f():\n    from .c import y\n")
+    (tmp_path / "c.py").write_text("import numpy\nfrom . import a\n")
+    graph = engine_imports(tmp_path)
+    assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    (tmp_path / "c.py").write_text("from .errors import E\n")  # no such module here: not an edge
+    assert find_cycle(engine_imports(tmp_path)) is None
+
+
+def test_engine_modules_import_no_cycle():
+    cycle = find_cycle(engine_imports())
+    assert cycle is None, f"import cycle among engine/ modules: {' -> '.join(cycle)}"

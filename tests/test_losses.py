@@ -8,6 +8,7 @@ import pytest
 from cnnrun.engine import Context, ShapeError
 from cnnrun.engine.losses import (KERNELS, LOSSES, cross_entropy, cross_entropy_from_probabilities,
                                   mse)
+from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.activations import Softmax
 
 TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
@@ -49,7 +50,7 @@ def numerical_gradient(f, x, eps=1e-6):
 
 
 def softmax(z):
-    return Softmax("softmax").forward(Context(), z)
+    return Softmax("softmax").forward(Context(backend=get_backend("cpu")), z)
 
 
 def random_cases(seed, count=12):
@@ -101,7 +102,7 @@ def test_probabilities_match_cross_entropy_on_logits():
 
 def test_probabilities_gradient_is_the_chain_rule_through_softmax(rng):
     z, labels = rng.standard_normal((3, 4)), np.array([1, 3, 0])
-    layer, ctx = Softmax("softmax"), Context()
+    layer, ctx = Softmax("softmax"), Context(backend=get_backend("cpu"))
     p = layer.forward(ctx, z)
     d_loss_d_p = np.zeros_like(p)  # L = -mean(log p_y): dL/dp_y = -1 / (N p_y)
     d_loss_d_p[np.arange(3), labels] = -1 / (3 * p[np.arange(3), labels])

@@ -8,6 +8,7 @@ import pytest
 import reference_layers as ref
 from cnnrun.engine import ConfigError, Context, Network
 from cnnrun.engine.gradcheck import check_network_gradients
+from cnnrun.engine.plugins import get_backend
 
 DTYPES = ("float32", "float64")
 TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-15, atol=1e-15)}
@@ -26,7 +27,7 @@ def test_add_matches_reference(registry, dtype):
             batch = int(rng.integers(1, 4))
             xs = [rng.standard_normal((batch, *shape)).astype(dtype) for _ in range(count)]
             assert add.output_shape(*(shape,) * count) == shape
-            ctx = Context()
+            ctx = Context(backend=get_backend("cpu"))
             y = add.forward(ctx, *xs)
             assert y.dtype == dtype
             np.testing.assert_allclose(y, ref.add(*xs), **TOL[dtype])
@@ -49,7 +50,7 @@ def test_concat_matches_reference(registry, dtype):
             shapes = [(c, *rest) for c in channels]
             assert concat.output_shape(*shapes) == (sum(channels), *rest)
             xs = [rng.standard_normal((batch, *s)).astype(dtype) for s in shapes]
-            ctx = Context()
+            ctx = Context(backend=get_backend("cpu"))
             y = concat.forward(ctx, *xs)
             assert y.dtype == dtype
             np.testing.assert_array_equal(y, ref.concat(*xs))

@@ -8,6 +8,7 @@ import pytest
 import reference_layers as ref
 from cnnrun.engine import ConfigError, Context, Network
 from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
+from cnnrun.engine.plugins import get_backend
 
 DTYPES = ("float32", "float64")
 TOL = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
@@ -182,7 +183,7 @@ def test_dropout_training_rate_and_scaling(registry, rng, dtype, p):
 def test_dropout_mask_comes_from_ctx_rng(registry, rng):
     layer = registry.get("dropout").from_config("drop", {"p": 0.4})
     x = rng.standard_normal((3, 50))
-    ctx = Context(rng=np.random.default_rng(42))
+    ctx = Context(backend=get_backend("cpu"), rng=np.random.default_rng(42))
     ctx.training = True
     y = layer.forward(ctx, x)
     keep = np.random.default_rng(42).random(x.shape) >= 0.4

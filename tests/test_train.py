@@ -12,7 +12,8 @@ from cnnrun.engine.losses import mse
 from cnnrun.engine.optim import make_optimizer
 from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.run_folder import read_metrics
-from cnnrun.engine.train import TRAIN_DEFAULTS, TrainingStopped, resolve_train_config, train
+from cnnrun.engine.train import TrainingStopped, train
+from cnnrun.engine.train_config import TRAIN_DEFAULTS, resolve_train_config
 
 TINY = {
     "name": "tiny",

@@ -44,8 +44,7 @@ class OneLayer:
 
     def __init__(self, layer: dict, shape: tuple[int, ...], seed: int = 0):
         config = {"name": layer["type"], "input": {"shape": list(shape[1:])}, "layers": [{"name": "op", **layer}]}
-        self.net = Network.from_config(config)
-        self.net.initialize(seed)
+        self.net = Network.from_config(config, seed=seed)
         rng = np.random.default_rng(seed)
         self.x = rng.standard_normal(shape, dtype=np.float32)
         self.grad = rng.standard_normal((shape[0], *self.net.output_shape), dtype=np.float32)
