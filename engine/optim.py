@@ -70,14 +70,15 @@ class Optimizer(Configurable):
             self.check_state(params)
         self.step += 1
         kernels, update = device.kernels, self.update
-        for layer, arrays in params.items():
-            layer_state = self.state.setdefault(layer, {})
-            layer_grads = grads[layer]
-            for name, p in arrays.items():
-                state = layer_state.get(name)
-                if state is None:  # first step: zeroed slots
-                    state = layer_state[name] = {slot: device.zeros(p.shape, p.dtype) for slot in self.slots}
-                update(kernels, p, layer_grads[name], state, lr)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging step is the trainer's to report
+            for layer, arrays in params.items():
+                layer_state = self.state.setdefault(layer, {})
+                layer_grads = grads[layer]
+                for name, p in arrays.items():
+                    state = layer_state.get(name)
+                    if state is None:  # first step: zeroed slots
+                        state = layer_state[name] = {slot: device.zeros(p.shape, p.dtype) for slot in self.slots}
+                    update(kernels, p, layer_grads[name], state, lr)
 
     def update(self, kernels, param, grad, state: dict, lr: float) -> None:
         """Update ``param`` in place from ``grad`` (left unchanged) and ``state`` (its slots), calling

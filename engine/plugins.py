@@ -250,11 +250,10 @@ def _registered_by(pm: PluginManager, registry: Registry, plugin, name: str) -> 
     return classes
 
 
-class LayerRegistry(Registry):
-    """Layer types (``cnnrun_register_layers``), and the devices their networks run on (``devices``:
-    a :class:`DeviceRegistry`, or ``None`` for the default plugins' devices)."""
+class _WithDevices(Registry):
+    """A registry whose classes run on devices: ``devices`` is a :class:`DeviceRegistry`, or ``None``
+    for the default plugins' devices."""
 
-    kind, base, hook = "layer type", Layer, "cnnrun_register_layers"
     devices: "DeviceRegistry | None" = None
 
     @classmethod
@@ -263,6 +262,12 @@ class LayerRegistry(Registry):
         registry = super().from_plugin_manager(pm, strict)
         registry.devices = devices or DeviceRegistry.from_plugin_manager(pm, strict)
         return registry
+
+
+class LayerRegistry(_WithDevices):
+    """Layer types (``cnnrun_register_layers``), and the devices their networks run on."""
+
+    kind, base, hook = "layer type", Layer, "cnnrun_register_layers"
 
 
 class DataSourceRegistry(Registry):
@@ -271,19 +276,11 @@ class DataSourceRegistry(Registry):
     kind, base, hook = "data source", DataSource, "cnnrun_register_data_sources"
 
 
-class OptimizerRegistry(Registry):
-    """Optimizers (``cnnrun_register_optimizers``), and the devices they update on (``devices``, as
-    for :class:`LayerRegistry`: an optimizer is made on the CPU of these)."""
+class OptimizerRegistry(_WithDevices):
+    """Optimizers (``cnnrun_register_optimizers``), and the devices they update on (an optimizer is
+    made on the CPU of these)."""
 
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
-    devices: "DeviceRegistry | None" = None
-
-    @classmethod
-    def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None,
-                            devices: "DeviceRegistry | None" = None):
-        registry = super().from_plugin_manager(pm, strict)
-        registry.devices = devices or DeviceRegistry.from_plugin_manager(pm, strict)
-        return registry
 
 
 class DeviceRegistry(Registry):

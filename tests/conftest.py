@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import LayerRegistry, make_plugin_manager
+from cnnrun.engine.plugins import Registries
 
 
 @pytest.fixture
@@ -21,6 +22,12 @@ def plugin_manager():
 def registry(plugin_manager):
     """The layer registry of :func:`plugin_manager`."""
     return LayerRegistry.from_plugin_manager(plugin_manager)
+
+
+@pytest.fixture(scope="module")
+def registries():
+    """Every registry of the built-in plugins (no installed entry points), one per test module."""
+    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 
 @pytest.fixture

@@ -14,14 +14,9 @@ import pytest
 from cnnrun.engine import CnnrunError, Layer, Network
 from cnnrun.engine.losses import cross_entropy, cross_entropy_from_probabilities, mse
 from cnnrun.engine.optim import make_optimizer
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 
 pytestmark = pytest.mark.cuda
 
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 DTYPES = ("float32", "float64")
 

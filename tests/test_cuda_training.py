@@ -18,7 +18,6 @@ from click.testing import CliRunner
 from cnnrun.cli.main import cli
 from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.inference import evaluate_checkpoint, predict_file
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.train import train
 
 pytestmark = pytest.mark.cuda
@@ -41,11 +40,6 @@ NET = {
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 # float32 through a few SGD steps: the devices round differently (e.g. fused multiply-adds)
 TOL = dict(rtol=1e-4, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 
 @pytest.fixture(scope="module")

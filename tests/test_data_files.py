@@ -2,7 +2,6 @@
 
 import gzip
 import os
-import re
 import struct
 import zipfile
 

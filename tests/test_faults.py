@@ -27,10 +27,10 @@ import pytest
 
 from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.files import WriteError, is_temp_file
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.run_folder import WRITTEN, RunFolderError, read_metrics
 from cnnrun.engine.stopping import TrainingInterrupted, TrainingStopped
 from cnnrun.engine.train import train
+from helpers import without_timing
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and POSIX signals")
 
@@ -50,15 +50,10 @@ NET = {
 }
 SLOW = copy.deepcopy(NET)  # for the subprocesses: long enough to be hit mid-run, ~1 s of training
 SLOW["train"].update(epochs=40, batch_size=32, schedule={"type": "cosine"})
-TIMING = ("seconds", "samples_per_second")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 # -- what every fault must leave ------------------------------------------------------------------
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
-
 
 def checkpoints_load(folder):
     """Every .npz in ``folder`` loads; returns {name: Checkpoint}."""
@@ -112,11 +107,6 @@ def snapshot(root, *skip):
 
 
 # -- in this process --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
-
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, registries):

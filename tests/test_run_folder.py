@@ -16,10 +16,10 @@ from cnnrun.cli.main import cli
 from cnnrun.engine import ConfigError
 from cnnrun.engine.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from cnnrun.engine.errors import CnnrunError
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.run_folder import (RunFolderError, create_new_folder, folder_name, metrics_line,
                                       metrics_up_to, read_metrics)
 from cnnrun.engine.train import TrainingStopped, train
+from helpers import without_timing
 
 NET = {
     "name": "tiny",
@@ -29,20 +29,10 @@ NET = {
     "train": {"optimizer": {"type": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": 256},
 }
 PLAIN = {**NET, "layers": NET["layers"][:2] + NET["layers"][3:]}  # without the batchnorm, which tames a huge lr
-TIMING = ("seconds", "samples_per_second")
-
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 
 def run(registries, **kwargs):
     return train(copy.deepcopy(kwargs.pop("net", NET)), registries=registries, **kwargs)
-
-
-def without_timing(records):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
 def strict_json(line):

@@ -10,10 +10,10 @@ from cnnrun.engine import ConfigError, Network
 from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.losses import mse
 from cnnrun.engine.optim import make_optimizer
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.run_folder import read_metrics
 from cnnrun.engine.train import TrainingStopped, train
 from cnnrun.engine.train_config import TRAIN_DEFAULTS, resolve_train_config
+from helpers import without_timing
 
 TINY = {
     "name": "tiny",
@@ -30,16 +30,6 @@ TINY = {
     "train": {"data": {"type": "digits"}, "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9},
               "schedule": {"type": "step", "step_size": 1, "gamma": 0.7}, "epochs": 2, "batch_size": 128},
 }
-TIMING = ("seconds", "samples_per_second")
-
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
-
-
-def without_timing(metrics):
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 # -- the train section --------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from cnnrun.engine import ConfigError
 from cnnrun.engine.augment import Augmenter
 from cnnrun.engine.checkpoint import load_checkpoint
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.train import resolve_train_config, train
+from helpers import without_timing
 
 AUGMENT = [{"type": "random_crop", "padding": 1, "padding_mode": "reflect"}, {"type": "horizontal_flip"},
            {"type": "random_erasing", "p": 0.5}]
@@ -27,16 +27,6 @@ NET = {
     "train": {"data": {"type": "digits"}, "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9},
               "epochs": 2, "batch_size": 128, "augment": AUGMENT},
 }
-TIMING = ("seconds", "samples_per_second")
-
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
-
-
-def without_timing(metrics):
-    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
 
 
 def test_augment_defaults_to_none_and_is_checked_with_the_train_section():

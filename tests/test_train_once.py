@@ -10,7 +10,6 @@ import cnnrun.engine.train as train_module
 from cnnrun.engine import Network
 from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.progress import Reporter
-from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.schedules import Schedule
 from cnnrun.engine.train import train
 
@@ -21,11 +20,6 @@ SMALL = {
     "train": {"optimizer": {"type": "sgd", "lr": 0.05}, "schedule": {"type": "step", "step_size": 1},
               "epochs": 1, "batch_size": 256, "seed": 7},
 }
-
-
-@pytest.fixture(scope="module")
-def registries():
-    return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
 
 
 def counting(monkeypatch, owner, name):
