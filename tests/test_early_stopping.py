@@ -19,10 +19,10 @@ LINEAR = {
     "name": "linear",
     "input": {"shape": [1, 8, 8]},
     "layers": [{"type": "flatten"}, {"name": "fc", "type": "linear", "out_features": 10}],
-    "train": {"data": {"type": "digits"}, "optimizer": {"type": "sgd", "lr": 0.2, "momentum": 0.9},
+    "train": {"data": {"type": "digits"}, "optimizer": {"type": "sgd", "lr": 1.0, "momentum": 0.9},
               "epochs": 10, "batch_size": 128},
 }
-STOP = {"monitor": "val_loss", "patience": 2, "min_delta": 0.03}
+STOP = {"monitor": "val_accuracy", "patience": 2, "min_delta": 0.0}
 TIMING = ("seconds", "samples_per_second")
 
 
@@ -61,6 +61,16 @@ def plain(registries, tmp_path_factory):
     return train(copy.deepcopy(LINEAR), out=tmp_path_factory.mktemp("plain") / "run", registries=registries)
 
 
+def test_best_npz_follows_a_monitored_val_loss(tmp_path, registries, plain):
+    values = [m["val_loss"] for m in plain.metrics]
+    stopping = {"monitor": "val_loss", "patience": 3, "min_delta": 0.01}
+    expected = reference_stop(values, 3, 0.01, True) or 10
+    result = train(with_stopping(stopping), out=tmp_path / "run", registries=registries)
+    assert len(result.metrics) == expected
+    best_epoch = int(np.argmin(values[:expected])) + 1
+    assert load_checkpoint(tmp_path / "run" / "best.npz").meta["epoch"] == best_epoch
+
+
 def test_the_stopping_rule_on_a_written_out_series():
     series = [1.0, 0.9, 0.95, 0.89, 0.91, 0.92]
     for min_delta, stops_after in ((0.0, 6), (0.02, 4)):
@@ -77,8 +87,8 @@ def test_the_stopping_rule_on_a_written_out_series():
 
 
 def test_early_stopping_stops_at_the_right_epoch_and_keeps_best(tmp_path, registries, plain):
-    values = [m["val_loss"] for m in plain.metrics]
-    expected = reference_stop(values, STOP["patience"], STOP["min_delta"], True)
+    values = [m["val_accuracy"] for m in plain.metrics]
+    expected = reference_stop(values, STOP["patience"], STOP["min_delta"], False)
     assert expected is not None and expected < 10  # the test needs a run that really stops early
     notes = []
 
@@ -90,16 +100,17 @@ def test_early_stopping_stops_at_the_right_epoch_and_keeps_best(tmp_path, regist
     assert len(result.metrics) == expected
     assert without_timing(result.metrics) == without_timing(plain.metrics[:expected])
     assert [m["epoch"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl")] == list(range(1, expected + 1))
-    best_epoch = int(np.argmin(values[:expected])) + 1  # best.npz follows the monitored val_loss
+    best_epoch = int(np.argmax(values[:expected])) + 1  # the first of the highest val_accuracy
+    assert best_epoch < expected  # best.npz is not latest.npz
     assert load_checkpoint(tmp_path / "run" / "best.npz").meta["epoch"] == best_epoch
     latest = load_checkpoint(tmp_path / "run" / "latest.npz").meta
     assert latest["epoch"] == expected and latest["early_stopping"]["wait"] == STOP["patience"]
-    assert any(n.startswith("early stopping: val_loss did not improve by more than 0.03 for 2 epoch(s)")
+    assert any(n.startswith("early stopping: val_accuracy did not improve for 2 epoch(s)")
                and n.endswith(f"stopped after epoch {expected}") for n in notes), notes
 
 
 def test_resume_across_the_stopping_point_agrees_with_a_straight_run(tmp_path, registries, plain):
-    expected = reference_stop([m["val_loss"] for m in plain.metrics], STOP["patience"], STOP["min_delta"], True)
+    expected = reference_stop([m["val_accuracy"] for m in plain.metrics], STOP["patience"], STOP["min_delta"], False)
     straight = train(with_stopping(), out=tmp_path / "straight", registries=registries)
     first = train(with_stopping(), overrides={"epochs": expected - 1}, out=tmp_path / "split", registries=registries)
     assert len(first.metrics) == expected - 1
@@ -131,7 +142,7 @@ def test_defaults_and_no_validation_set(tmp_path, registries):
     assert check_early_stopping({"patience": 3}) == {"monitor": "val_loss", "patience": 3, "min_delta": 0.0}
     assert resolve_train_config(None)["early_stopping"] is None
     with pytest.raises(ConfigError, match=r"early_stopping monitors val_loss, but there is no validation set"):
-        train(with_stopping(validation_split=0.0), out=tmp_path / "r", registries=registries)
+        train(with_stopping({"patience": 2}, validation_split=0.0), out=tmp_path / "r", registries=registries)
 
 
 # -- metrics.csv ---------------------------------------------------------------------------------
