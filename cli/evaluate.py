@@ -7,12 +7,13 @@ import json
 
 import click
 
-from .common import checkpoint_option, device_option, format_option, load_plugins, net_argument, user_errors
+from .common import (device_option, format_option, inference_checkpoint_option, load_plugins, net_argument,
+                     user_errors)
 
 
 @click.command("eval")
 @net_argument
-@checkpoint_option
+@inference_checkpoint_option
 @click.option("--data", "data", metavar="JSON|FILE.npz|FOLDER",
               help='Data to evaluate: a train.data object as JSON (e.g. \'{"type": "npz", "path": "test.npz"}\'), '
                    "an .npz file with x and y, a folder of class folders of images, or a CIFAR binary folder "
@@ -24,8 +25,10 @@ from .common import checkpoint_option, device_option, format_option, load_plugin
 @format_option
 @click.pass_context
 def evaluate(ctx, net, checkpoint, data, batch_size, top_k, device, output_format):
-    """Evaluate a trained network (a run folder: its best.npz): loss, top-1 and top-k accuracy,
-    per-class accuracy and a confusion matrix (rows: true class)."""
+    """Evaluate a trained network: loss, top-k and per-class accuracy, confusion matrix.
+
+    A run folder's best.npz is used. The confusion matrix has a row per true class and a column per
+    predicted class, named by the training data's class names (class numbers where it had none)."""
     from cnnrun.engine.inference import evaluate_checkpoint
     from cnnrun.engine.options import json_safe
 

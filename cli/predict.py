@@ -6,13 +6,14 @@ import json
 
 import click
 
-from .common import checkpoint_option, device_option, format_option, load_plugins, net_argument, user_errors
+from .common import (device_option, format_option, inference_checkpoint_option, load_plugins, net_argument,
+                     user_errors)
 
 
 @click.command()
 @net_argument
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(exists=True))
-@checkpoint_option
+@inference_checkpoint_option
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Write the predictions to exactly this file instead of printing them: a .csv (input, label, "
                    "class, one probability column per class), else an .npz (probabilities, labels, inputs, "
@@ -24,9 +25,12 @@ from .common import checkpoint_option, device_option, format_option, load_plugin
 @format_option
 @click.pass_context
 def predict(ctx, net, inputs, checkpoint, out, top_k, batch_size, device, output_format):
-    """Predict the class of each input: an .npz with an array x shaped like the training inputs, an
-    image file (PNG, JPEG, BMP, WebP: resized and converted to the network's input, scaled to [0, 1]
-    and normalized as in training), or a folder of images. A run folder's best.npz is used."""
+    """Predict the classes of image files, folders of images or .npz arrays.
+
+    Each INPUT is an .npz with an array x shaped like the training inputs, an image file (PNG, JPEG,
+    BMP, WebP: converted to the network's channels, resized to its input size, scaled to [0, 1] and
+    normalized as in training; no augmentation), or a folder of images. Prints the --top-k most
+    probable classes of each, or writes every probability to --out. A run folder's best.npz is used."""
     from cnnrun.engine.inference import inference_checkpoint, predict as run_predict, predict_file
 
     _, registries = load_plugins(ctx)

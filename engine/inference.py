@@ -152,7 +152,8 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | str | Path | None =
     try:
         examples, validation, _, data_names = prepare_data(
             source, input_shape=net.input_shape, num_classes=net.output_shape[0], validation_split=split,
-            seed=train["seed"], registry=registries.data_sources, base_dir=trained.base_dir if data is None else Path("."))
+            seed=train["seed"], registry=registries.data_sources,
+            base_dir=trained.base_dir if data is None else Path("."))
     except ConfigError as err:
         raise (err.in_file(str(network)) if data is None and not isinstance(network, dict) else err) from None
     if validation_only and validation is not None:

@@ -130,7 +130,7 @@ def test_resume_across_the_stopping_point_agrees_with_a_straight_run(tmp_path, r
     ({"monitor": "val_loss"}, r"train.early_stopping: missing required key 'patience'"),
     ({"patience": 0}, r"train.early_stopping: patience must be >= 1; got patience=0"),
     ({"patience": 2, "monitor": "loss"}, r"monitor must be one of val_loss, val_accuracy; got monitor=\"loss\""),
-    ({"patience": 2, "min_delta": -0.1}, r"train.early_stopping: min_delta must be in \[0.0, inf\); got min_delta=-0.1"),
+    ({"patience": 2, "min_delta": -0.1}, r"early_stopping: min_delta must be in \[0.0, inf\); got min_delta=-0.1"),
     ({"patience": 2, "mode": "min"}, r"unknown key 'mode'; early_stopping accepts: monitor, patience, min_delta"),
 ])
 def test_bad_early_stopping_is_one_clear_error(stopping, message):
