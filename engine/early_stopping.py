@@ -54,6 +54,14 @@ def monitored_score(record: dict, monitor: str) -> float:
     return -record["val_loss"] if monitor == "val_loss" else record["val_accuracy"]
 
 
+def best_scored_by(meta: dict) -> str:
+    """The metric that the ``best`` of a checkpoint's meta scores: the early-stopping monitor it was
+    trained with, else ``val_accuracy``."""
+    state = meta.get("early_stopping")
+    monitor = state.get("monitor") if isinstance(state, dict) else None
+    return monitor if monitor in MONITORS else "val_accuracy"
+
+
 class EarlyStopping:
     """The stopping state of a run: ``monitor``, ``best`` (the best monitored value), ``best_epoch``
     and ``wait`` (epochs since it); :meth:`after` gives the state after one more epoch without

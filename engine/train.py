@@ -19,7 +19,7 @@ from .augment import augment_rng, make_augmenter, training_augmenter
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
-from .early_stopping import EarlyStopping, check_early_stopping, monitored_score
+from .early_stopping import EarlyStopping, best_scored_by, check_early_stopping, monitored_score
 from .errors import CnnrunError, ConfigError, did_you_mean
 from .files import WriteError, write_text
 from .inference import BatchLoss, evaluate, resolve_checkpoint
@@ -214,6 +214,8 @@ class Trainer:
         self.epoch, self.best, self.last_record = meta["epoch"], meta["best"], meta.get("metrics")
         if self.stopper:
             self.stopper.restore(meta.get("early_stopping"), source)
+        if best_scored_by(meta) != self.monitor and self.last_record is not None:  # another monitor now:
+            self.best = score(self.last_record, self.monitor)  # best.npz is tracked from the resumed epoch on
         if self.epoch > self.config["epochs"]:
             raise CnnrunError(f"{source} holds epoch {self.epoch}, past epochs {self.config['epochs']} (the total, "
                               f"not the number to add): nothing to train; pass --epochs {self.epoch + 1} or more "

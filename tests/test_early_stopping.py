@@ -180,3 +180,16 @@ def test_metrics_csv_beside_metrics_jsonl_under_resume(tmp_path, registries):
 def test_metrics_csv_writes_null_as_an_empty_cell(tmp_path):
     write_metrics(tmp_path / "metrics.jsonl", [{"epoch": 1, "val_loss": None, "lr": float("nan"), "x": 0.5}])
     assert read_csv(tmp_path / "metrics.csv") == [["epoch", "val_loss", "lr", "x"], ["1", "", "", "0.5"]]
+
+
+def test_early_stopping_added_on_resume_tracks_best_by_its_monitor(tmp_path, registries, plain):
+    """best.npz of a run trained by val_accuracy, resumed with a val_loss monitor: scored by val_loss from then on."""
+    folder = tmp_path / "run"
+    train(copy.deepcopy(LINEAR), overrides={"epochs": 3}, out=folder, registries=registries)
+    stopping = {"monitor": "val_loss", "patience": 5}
+    train(with_stopping(stopping), overrides={"epochs": 5}, resume=folder, registries=registries)
+    values = [m["val_loss"] for m in plain.metrics]
+    best_epoch = 3 + int(np.argmin(values[3:5])) + 1 if min(values[3:5]) < values[2] else None
+    assert best_epoch is not None  # the series improves after epoch 3, so best.npz must move
+    best = load_checkpoint(folder / "best.npz").meta
+    assert best["epoch"] == best_epoch and best["best"] == pytest.approx(-values[best_epoch - 1])
