@@ -235,3 +235,11 @@ def test_predict_refuses_what_it_cannot_read(trained, tmp_path):
     with pytest.raises(CnnrunError, match="images need a network input of"):
         from cnnrun.engine.predict_inputs import read_inputs
         read_inputs([png], (1, 36), None)
+
+
+def test_a_fused_checkpoint_keeps_the_class_names(trained, registry):
+    from cnnrun.engine.fuse import fuse_network
+
+    root, net, folder = trained
+    _, fused, _ = fuse_network(json.loads(net.read_text()), load_checkpoint(folder / "best.npz"), registry=registry)
+    assert fused.meta["class_names"] == CLASSES
