@@ -27,7 +27,7 @@ def torch_run(config: dict) -> list[float]:
     from torch import nn
 
     train_config = resolve_train_config(config["train"])
-    train_set, validation, _ = prepare_data(
+    train_set, validation, _, _ = prepare_data(
         train_config["data"], input_shape=(1, 28, 28), num_classes=10,
         validation_split=train_config["validation_split"], seed=train_config["seed"],
         registry=default_registries().data_sources, base_dir=EXAMPLE.parent)

@@ -20,6 +20,9 @@ def format_option(function):
 
 checkpoint_option = click.option("--checkpoint", required=True, type=click.Path(exists=True),
                                  help="A checkpoint file, or a run folder (its latest.npz).")
+inference_checkpoint_option = click.option(
+    "--checkpoint", required=True, type=click.Path(exists=True),
+    help="A checkpoint file, or a run folder (its best.npz; latest.npz while it has none).")
 
 
 class DeviceChoice(click.ParamType):

@@ -2,7 +2,7 @@
 ``.npz`` file, written atomically and read without pickle.
 
 Layout: ``param/<layer>/<name>``, ``buffer/<layer>/<name>``, ``optim/<layer>/<param>/<slot>`` arrays,
-and ``meta``: a JSON string (format, epoch, optimizer step, RNG states, normalization, metrics).
+and ``meta``: a JSON string (format, epoch, optimizer step, RNG states, normalization, class names, metrics).
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ def _parse_meta(array: np.ndarray, path: Path) -> dict:
         for name, state in [("shuffle", rng["shuffle"]), *((f"layers.{k}", v) for k, v in rng["layers"].items())]:
             _check_generator_state(state, f"{path}: meta rng.{name}")
     _check_normalization(meta.get("normalization"), path)
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise fail("class_names", "null or a list of strings")
     return meta
 
 

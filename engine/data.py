@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -39,6 +39,15 @@ class Splits:
     train: Examples
     validation: Examples | None = None
     class_names: list[str] | None = None
+
+
+class PreparedData(NamedTuple):
+    """What :func:`prepare_data` returns."""
+
+    train: Examples
+    validation: Examples | None
+    normalization: dict | None  # {"mean": [...], "std": [...]} per channel
+    class_names: list[str] | None
 
 
 class DataSource(Configurable):
@@ -83,7 +92,7 @@ def make_source(data_config: dict, registry) -> tuple[DataSource, bool]:
 
 
 def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation_split: float,
-                 seed: int, registry, base_dir) -> tuple[Examples, Examples | None, dict | None]:
+                 seed: int, registry, base_dir) -> PreparedData:
     """Load ``train.data`` and check it against the network before any training.
 
     Builds the source through ``registry``, loads it (paths relative to ``base_dir``), gives a
@@ -94,7 +103,9 @@ def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation
     ``validation_split``. With ``normalize``, both splits
     are standardized per channel with the training split's statistics.
 
-    :return: ``(train, validation or None, {"mean": [...], "std": [...]} or None)``.
+    :return: ``(train, validation or None, {"mean": [...], "std": [...]} or None, class names or
+        None)``; the source's class names (:attr:`Splits.class_names`) must be strings, at most one
+        per network output.
     """
     try:
         validation_split = float_option(validation_split, "validation_split", low=0, high=1,
@@ -117,16 +128,30 @@ def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation
                     raise source.error(f"validation_split={show(validation_split)} of "
                                        f"{len(train) + len(validation)} examples leaves no {what} "
                                        "examples (each split needs at least one)")
+        class_names = _checked_names(splits.class_names, num_classes, source)
     except ConfigError as err:
         err.section = err.section or source.section()
         raise
     if not normalize:
-        return train, validation, None
+        return PreparedData(train, validation, None, class_names)
     normalization = channel_statistics(train.x)
     train = Examples(apply_normalization(train.x, normalization), train.y)
     if validation is not None:
         validation = Examples(apply_normalization(validation.x, normalization), validation.y)
-    return train, validation, normalization
+    return PreparedData(train, validation, normalization, class_names)
+
+
+def _checked_names(names, num_classes: int, source: DataSource) -> list[str] | None:
+    """The source's class names as a list of strings, or None; more names than classes is an error."""
+    if names is None:
+        return None
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise source.error(f"class names must be strings; got {show(names)[:60]}")
+    if len(names) > num_classes:
+        raise source.error(f"the data has {len(names)} classes ({', '.join(names[:5])}"
+                           f"{', ...' if len(names) > 5 else ''}) but the network has {num_classes} outputs")
+    return names
 
 
 def with_channel_axis(x: np.ndarray, input_shape: tuple) -> np.ndarray:

@@ -21,7 +21,7 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     trained ``checkpoint``, every foldable batchnorm folded into the layer before it.
 
     ``folded_pairs`` lists ``(layer, folded layer)`` names (:func:`foldable_pairs`). The new checkpoint keeps the
-    input normalization of the old one's meta; the optimizer state is left out. ``source`` names the
+    input normalization and class names of the old one's meta; the optimizer state is left out. ``source`` names the
     checkpoint in the error raised when it does not fit the network.
     """
     net = Network.from_config(config, registry=registry)
@@ -36,7 +36,8 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     removed = {bn for _, bn in pairs}
     buffers = {layer: dict(named) for layer, named in checkpoint.buffers.items() if layer not in removed}
     meta = {"network": net.name, "normalization": checkpoint.meta.get("normalization"),
-            "fused": [list(pair) for pair in pairs], "plugins": checkpoint.meta.get("plugins")}
+            "fused": [list(pair) for pair in pairs], "plugins": checkpoint.meta.get("plugins"),
+            "class_names": checkpoint.meta.get("class_names")}
     new_config = copy.deepcopy(config)
     if pairs:
         new_config["layers"] = _rewired_layers(config["layers"], net, {bn: layer for layer, bn in pairs})

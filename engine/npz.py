@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import CnnrunError
 from .files import FileProblem, regular_file
+from .image_files import image_kind
 from .memory import array_bytes, check_fits, format_bytes
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -51,6 +52,12 @@ def read_npz(path, names=None, *, what: str = "arrays") -> dict[str, np.ndarray]
             except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError):
                 if start.startswith(ZIP_MAGIC):
                     raise NpzError(f"{path}: is truncated or corrupted (not a complete zip archive)") from None
+                f.seek(0)
+                kind = image_kind(f.read(16))
+                if kind:
+                    raise NpzError(f"{path}: is {kind}, not an .npz file of arrays (np.savez writes one); "
+                                   "a folder of images is read by the image_folder data source, and "
+                                   "cnnrun predict takes image files directly") from None
                 raise NpzError(f"{path}: not an .npz file (np.savez writes one)") from None
             with archive:
                 return _read_members(archive, path, names, what)

@@ -10,7 +10,9 @@ temporary files left by a killed run are removed when a run next opens the folde
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import math
 import os
@@ -22,8 +24,9 @@ from .errors import CnnrunError
 from .files import cannot, is_temp_file, write_text
 
 LATEST, BEST, METRICS, CONFIG, CURVES = "latest.npz", "best.npz", "metrics.jsonl", "config.json", "curves.png"
+METRICS_CSV = "metrics.csv"
 RUN_FILES = (LATEST, BEST, METRICS, CONFIG)  # a folder holding any of these holds a run
-WRITTEN = RUN_FILES + (CURVES,)
+WRITTEN = RUN_FILES + (CURVES, METRICS_CSV)
 LOCK = ".lock"
 
 
@@ -199,8 +202,29 @@ def metrics_line(record: dict) -> str:
 
 
 def write_metrics(path, records: list[dict]) -> None:
-    """Replace ``path`` with ``records``, atomically (a kill never leaves half a line)."""
+    """Replace ``path`` (metrics.jsonl) with ``records``, then metrics.csv beside it with the same
+    records, each atomically (a kill never leaves half a line; the next write brings both in step)."""
+    path = Path(path)
     write_text(path, "".join(metrics_line(r) + "\n" for r in records))
+    write_text(path.with_name(METRICS_CSV), metrics_csv(records))
+
+
+def metrics_csv(records: list[dict]) -> str:
+    """The records as CSV: a header row of their keys (in order of first appearance), then one row
+    per record; null and non-finite values are empty cells, numbers are written as in the JSON."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    if columns:
+        writer.writerow(columns)
+    for record in records:
+        clean = json.loads(metrics_line(record))
+        writer.writerow([_cell(clean.get(c)) for c in columns])
+    return text.getvalue()
+
+
+def _cell(value) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 def read_metrics(path) -> list[dict]:

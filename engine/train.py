@@ -20,6 +20,7 @@ from .batch_loss import BatchLoss
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
+from .early_stopping import EarlyStopping, best_scored_by, monitored_score
 from .errors import CnnrunError, ConfigError
 from .files import WriteError, copy_file, write_text
 from .inference import evaluate
@@ -51,9 +52,10 @@ class TrainResult:
     run_dir: Path | None = None
 
 
-def score(record: dict) -> float:
-    """What best.npz maximizes: the validation accuracy, or minus the training loss without validation."""
-    return record["val_accuracy"] if record["val_accuracy"] is not None else -record["train_loss"]
+def score(record: dict, monitor: str = "val_accuracy") -> float:
+    """What best.npz maximizes: the validation accuracy (minus the validation loss when early stopping
+    monitors it), or minus the training loss without validation."""
+    return monitored_score(record, monitor) if record["val_accuracy"] is not None else -record["train_loss"]
 
 
 class Trainer:
@@ -78,7 +80,7 @@ class Trainer:
             raise ConfigError(f"training needs a network output of shape (classes,); the last layer gives "
                               f"{net.output_shape} (add flatten and linear layers)", section="train")
         check_batch_fits(net, config["batch_size"], "train")
-        self.train_data, self.validation, self.normalization = prepare_data(
+        self.train_data, self.validation, self.normalization, self.class_names = prepare_data(
             config["data"], input_shape=net.input_shape, num_classes=net.output_shape[0],
             validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
@@ -91,6 +93,8 @@ class Trainer:
         self.augmenter, self.normalization, self.validation = training_augmenter(
             config["augment"], net.input_shape, self.normalization, self.validation)
         self.augment_rng = augment_rng(config["seed"])
+        self.stopper = early_stopper(config, self.validation)
+        self.monitor = config["early_stopping"]["monitor"] if self.stopper else "val_accuracy"
         self.epoch = 0
         self.best: float | None = None
         self.last_record: dict | None = None  # the metrics of epoch self.epoch (None before epoch 1)
@@ -126,7 +130,8 @@ class Trainer:
                 "optimizer": {"type": self.config["optimizer"]["type"], "step": self.optimizer.step},
                 "rng": {"shuffle": self.shuffle.bit_generator.state, "augment": self.augment_rng.bit_generator.state,
                         "layers": {n: c.rng.bit_generator.state for n, c in self.net.contexts.items()}},
-                "normalization": self.normalization, "best": self.best, "metrics": metrics}
+                "normalization": self.normalization, "best": self.best, "metrics": metrics,
+                "class_names": self.class_names, "early_stopping": self.stopper and self.stopper.state}
         meta["plugins"] = self.layer_plugins
         return Checkpoint(params, buffers, self.optimizer.state_arrays(), meta)
 
@@ -144,6 +149,10 @@ class Trainer:
         for name, state in meta["rng"]["layers"].items():
             self.net.contexts[name].rng.bit_generator.state = state
         self.epoch, self.best, self.last_record = meta["epoch"], meta["best"], meta.get("metrics")
+        if self.stopper:
+            self.stopper.restore(meta.get("early_stopping"), source)
+        if best_scored_by(meta) != self.monitor and self.last_record is not None:  # another monitor now:
+            self.best = score(self.last_record, self.monitor)  # best.npz is tracked from the resumed epoch on
         if self.epoch > self.config["epochs"]:
             raise CnnrunError(f"{source} holds epoch {self.epoch}, past epochs {self.config['epochs']} (the total, "
                               f"not the number to add): nothing to train; pass --epochs {self.epoch + 1} or more "
@@ -153,7 +162,7 @@ class Trainer:
         """Write the starting state into a run folder that does not hold it yet: latest.npz, best.npz
         (``best``, or the starting state when it is the best so far) and the metrics so far."""
         start = self.checkpoint(self.last_record)
-        if best is None and self.last_record is not None and score(self.last_record) == self.best:
+        if best is None and self.last_record is not None and score(self.last_record, self.monitor) == self.best:
             best = start
         self._write_checkpoints(start, best)
         write_metrics(self.run_dir / METRICS, self.history)
@@ -172,11 +181,18 @@ class Trainer:
     def fit(self) -> None:
         """Train until ``config["epochs"]`` epochs are done; each epoch's record joins ``history``."""
         epochs, batch_size = self.config["epochs"], self.config["batch_size"]
-        while self.epoch < epochs:
+        while self.epoch < epochs and not self._stops_early():
             record = self._epoch(self.epoch + 1, epochs, batch_size)
             self.epoch += 1
             self._save(record)
             self.reporter.epoch_end(record)
+
+    def _stops_early(self) -> bool:
+        """Whether early stopping ends the run now (said on the reporter)."""
+        if self.stopper is None or not self.stopper.should_stop:
+            return False
+        self.reporter.note(f"{self.stopper.reason()}; stopped after epoch {self.epoch}")
+        return True
 
     def _epoch(self, epoch: int, epochs: int, batch_size: int) -> dict:
         lr = self.schedule.lr(epoch, self.optimizer.lr, epochs)
@@ -212,14 +228,18 @@ class Trainer:
     def _save(self, record: dict) -> None:
         """best.npz (if improved), then latest.npz (then a copy of best.npz), then metrics.jsonl: after
         a kill anywhere in between, resuming from latest.npz redoes or completes exactly what is missing."""
-        improved = self.best is None or score(record) > self.best
-        previous_best = self.best
+        improved = self.best is None or score(record, self.monitor) > self.best
+        previous_best, previous_stop = self.best, self.stopper and self.stopper.state
         if improved:
-            self.best = score(record)
+            self.best = score(record, self.monitor)
+        if self.stopper:
+            self.stopper.state = self.stopper.after(record)
         checkpoint = self.checkpoint(record)
         bad = non_finite_arrays(checkpoint)
         if bad:
             self.best = previous_best
+            if self.stopper:
+                self.stopper.state = previous_stop
             raise self._stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
                                 f"(lr {record['lr']:g})")
         self._write_checkpoints(checkpoint, checkpoint if improved else None)
@@ -229,6 +249,17 @@ class Trainer:
 
     def _stopped(self, reason: str) -> TrainingStopped:
         return TrainingStopped(f"{reason}; training stopped. {last_good(self.run_dir)}; try a lower learning rate")
+
+
+def early_stopper(config: dict, validation) -> EarlyStopping | None:
+    """The run's :class:`EarlyStopping` (None without ``early_stopping``); it needs a validation set."""
+    if config["early_stopping"] is None:
+        return None
+    if validation is None:
+        raise ConfigError(f"early_stopping monitors {config['early_stopping']['monitor']}, but there is no "
+                          f"validation set (validation_split is 0 and the data source has none)",
+                          section="train", key="early_stopping")
+    return EarlyStopping(config["early_stopping"])
 
 
 @explains_missing_plugins("resume")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from .augment import make_augmenter
+from .early_stopping import check_early_stopping
 from .errors import ConfigError, did_you_mean
 from .losses import LOSSES
 from .options import bool_option, choice_option, float_option, int_option, show
@@ -21,6 +22,7 @@ TRAIN_DEFAULTS = {
     "seed": 0,
     "drop_last": False,
     "augment": [],
+    "early_stopping": None,
 }
 
 
@@ -55,6 +57,7 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
         raise
     check_schedule(config["schedule"], config["epochs"])
     make_augmenter(config["augment"])
+    config["early_stopping"] = check_early_stopping(config["early_stopping"])
     return config
 
 

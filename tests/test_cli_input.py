@@ -68,7 +68,8 @@ def test_predict_refuses_to_write_over_its_input(trained, tmp_path):
 def test_predict_writes_and_reports_the_real_path(trained, tmp_path):
     result = predict(trained, trained[2], tmp_path / "preds")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"wrote predictions for 5 examples to {tmp_path / 'preds'}"
+    assert result.output.strip() == (f"checkpoint {trained[1]}\n"
+                                     f"wrote predictions for 5 examples to {tmp_path / 'preds'}")
     assert not (tmp_path / "preds.npz").exists()
     with np.load(tmp_path / "preds") as data:
         assert data["probabilities"].shape == (5, 10) and data["labels"].shape == (5,)
@@ -157,7 +158,7 @@ def test_eval_refuses_an_all_nan_checkpoint(trained, tmp_path):
 def test_eval_json_writes_null_for_a_non_finite_loss(trained, monkeypatch):
     import cnnrun.engine.inference as inference
 
-    monkeypatch.setattr(inference, "evaluate", lambda net, ex, loss, bs: (float("nan"), 0.5, np.zeros(len(ex), int)))
+    monkeypatch.setattr(inference, "network_scores", lambda net, loss, ex, bs: (float("nan"), np.zeros((len(ex), 10))))
     net_file, checkpoint, _ = trained
     result = run("eval", net_file, "--checkpoint", checkpoint, "--data", '{"type": "digits"}', "--format", "json")
     assert result.exit_code == 0, result.output

@@ -67,8 +67,11 @@ def test_eval_and_predict(tmp_path, net_file):
     assert run("train", net_file, "--out", out, "-q").exit_code == 0
     result = run("eval", net_file, "--checkpoint", out)
     assert result.exit_code == 0, result.output
-    head, *matrix = result.output.splitlines()
-    assert head.startswith("359 examples  loss ")  # round(0.2 * 1,797), stratified
+    used, head, *tables = result.output.splitlines()
+    assert used == f"checkpoint {out / 'best.npz'} (epoch 2)"  # a run folder: its best.npz
+    assert head.startswith("359 examples  loss ") and "top-5 accuracy" in head  # round(0.2 * 1,797), stratified
+    per_class, matrix = tables[:11], tables[11:]
+    assert per_class[0].split() == ["class", "examples", "accuracy"] and per_class[1].split()[0] == "0"
     assert matrix[0].split()[0] == "true\\pred" and len(matrix) == 11
     report = json.loads(run("eval", net_file, "--checkpoint", out / "best.npz", "--format", "json").output)
     confusion = np.array(report["confusion_matrix"])

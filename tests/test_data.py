@@ -107,7 +107,7 @@ def test_resize_literal_cases():
 
 # -- digits ----------------------------------------------------------------------------------------
 def test_digits(prepare):
-    train, validation, normalization = prepare({"type": "digits"}, [1, 8, 8])
+    train, validation, normalization, _ = prepare({"type": "digits"}, [1, 8, 8])
     assert validation is None and normalization is None
     assert train.x.shape == (1797, 1, 8, 8) and train.x.dtype == np.float32
     assert train.y.shape == (1797,) and train.y.dtype == np.int64
@@ -117,8 +117,8 @@ def test_digits(prepare):
 
 
 def test_digits_resize(prepare):
-    plain, _, _ = prepare({"type": "digits"}, [1, 8, 8])
-    train, _, _ = prepare({"type": "digits", "resize": [12, 10]}, [1, 12, 10])
+    plain, _, _, _ = prepare({"type": "digits"}, [1, 8, 8])
+    train, _, _, _ = prepare({"type": "digits", "resize": [12, 10]}, [1, 12, 10])
     assert train.x.shape == (1797, 1, 12, 10) and train.x.dtype == np.float32
     assert 0.0 <= train.x.min() and train.x.max() <= 1.0
     np.testing.assert_array_equal(train.y, plain.y)
@@ -140,7 +140,7 @@ def test_digits_bad_resize(prepare, resize, match):
 def test_npz_without_validation_path(prepare, tmp_path):
     x = np.arange(6 * 2 * 3 * 3, dtype=np.int32).reshape(6, 2, 3, 3) * 100
     save_npz(tmp_path / "train.npz", x, np.array([0, 1, 2, 0, 1, 2], dtype=np.uint8))
-    train, validation, _ = prepare({"type": "npz", "path": "train.npz"}, [2, 3, 3])
+    train, validation, _, _ = prepare({"type": "npz", "path": "train.npz"}, [2, 3, 3])
     assert validation is None
     assert train.x.dtype == np.float32 and train.y.dtype == np.int64
     np.testing.assert_array_equal(train.x, x)  # integers kept as they are, not scaled
@@ -152,7 +152,7 @@ def test_npz_with_validation_path(prepare, tmp_path):
     rng = np.random.default_rng(0)
     save_npz(tmp_path / "data" / "a.npz", rng.random((5, 4, 4)), np.arange(5))
     save_npz(tmp_path / "data" / "b.npz", rng.random((3, 4, 4)), np.array([2.0, 0.0, 1.0]))
-    train, validation, _ = prepare({"type": "npz", "path": "data/a.npz",
+    train, validation, _, _ = prepare({"type": "npz", "path": "data/a.npz",
                                     "validation_path": "data/b.npz"}, [1, 4, 4], validation_split=0.5)
     assert train.x.shape == (5, 1, 4, 4) and validation.x.shape == (3, 1, 4, 4)  # (N, H, W) + channel
     np.testing.assert_array_equal(validation.y, [2, 0, 1])  # integer-valued floats accepted
@@ -161,7 +161,7 @@ def test_npz_with_validation_path(prepare, tmp_path):
 @pytest.mark.parametrize("x_shape, input_shape", [((4, 3, 7), [3, 7]), ((4, 9), [9]), ((4, 9), [1, 9])])
 def test_npz_signals_and_features(prepare, tmp_path, x_shape, input_shape):
     save_npz(tmp_path / "d.npz", np.ones(x_shape), np.zeros(4, dtype=np.int64))
-    train, _, _ = prepare({"type": "npz", "path": str(tmp_path / "d.npz")}, input_shape)
+    train, _, _, _ = prepare({"type": "npz", "path": str(tmp_path / "d.npz")}, input_shape)
     assert train.x.shape == (4, *input_shape)
 
 
@@ -169,7 +169,7 @@ def test_npz_signals_and_features(prepare, tmp_path, x_shape, input_shape):
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_with_test_set(prepare, tmp_path, compress):
     arrays = write_mnist(tmp_path / "mnist", compress=compress)
-    train, validation, _ = prepare({"type": "idx", "path": "mnist", "validation": "test"}, [1, 6, 5])
+    train, validation, _, _ = prepare({"type": "idx", "path": "mnist", "validation": "test"}, [1, 6, 5])
     for examples, (images, labels) in ((train, arrays["train"]), (validation, arrays["t10k"])):
         assert examples.x.dtype == np.float32 and examples.y.dtype == np.int64
         np.testing.assert_allclose(examples.x[:, 0], images / 255.0, rtol=1e-6)
@@ -178,7 +178,7 @@ def test_idx_with_test_set(prepare, tmp_path, compress):
 
 def test_idx_split_and_limit(prepare, tmp_path):
     arrays = write_mnist(tmp_path / "mnist", n_train=40)
-    train, validation, _ = prepare({"type": "idx", "path": "mnist", "limit": 30}, [1, 6, 5],
+    train, validation, _, _ = prepare({"type": "idx", "path": "mnist", "limit": 30}, [1, 6, 5],
                                    validation_split=0.2)
     assert len(train) == 24 and len(validation) == 6  # 0.2 of the first 30 examples
     kept = {np.round(x * 255).astype(np.uint8).tobytes() for x in np.concatenate([train.x, validation.x])}
@@ -315,8 +315,8 @@ def test_normalization(prepare, tmp_path):
     y = np.arange(40) % 4
     save_npz(tmp_path / "d.npz", x, y)
     config = {"type": "npz", "path": "d.npz", "normalize": True}
-    train, validation, normalization = prepare(config, [3, 2, 2], num_classes=4, validation_split=0.25)
-    raw_train, raw_validation, none = prepare({"type": "npz", "path": "d.npz"}, [3, 2, 2], num_classes=4,
+    train, validation, normalization, _ = prepare(config, [3, 2, 2], num_classes=4, validation_split=0.25)
+    raw_train, raw_validation, none, _ = prepare({"type": "npz", "path": "d.npz"}, [3, 2, 2], num_classes=4,
                                               validation_split=0.25)
     assert none is None and len(validation) == 10
     mean = raw_train.x.astype(np.float64).mean(axis=(0, 2, 3))

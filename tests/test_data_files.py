@@ -110,7 +110,7 @@ def test_idx_limit_reads_only_the_first_examples(prepare, tmp_path, monkeypatch)
     write_idx(folder / "train-images-idx3-ubyte.gz", (16_000_000, 2, 2), images.tobytes(), compress=True)
     write_idx(folder / "train-labels-idx1-ubyte.gz", (16_000_000,), bytes(range(100)), compress=True)
     monkeypatch.setattr(memory, "available_memory", lambda: 10_000)
-    train, _, _ = prepare({"type": "idx", "path": "mnist", "limit": 50}, num_classes=100)
+    train, _, _, _ = prepare({"type": "idx", "path": "mnist", "limit": 50}, num_classes=100)
     assert len(train) == 50
     np.testing.assert_allclose(train.x[:, 0], images[:50] / np.float32(255))
     fails(prepare, {"type": "idx", "path": "mnist"},

@@ -116,10 +116,10 @@ def test_image_folder_through_prepare_data_splits_normalizes_and_batches_lazily(
     monkeypatch.setattr(lazy_inputs, "STATISTICS_CHUNK", 4)  # statistics over several chunks
     make_folder(tmp_path / "data", rng, per_class=4)
     config = {"type": "image_folder", "path": "data", "normalize": True}
-    train, validation, normalization = prepare(config, (3, 6, 5), validation_split=0.25)
+    train, validation, normalization, _ = prepare(config, (3, 6, 5), validation_split=0.25)
     assert isinstance(train.x, LazyInputs) and (len(train), len(validation)) == (9, 3)
     np.testing.assert_array_equal(np.bincount(validation.y), [1, 1, 1])
-    dense_train, _, _ = prepare({"type": "image_folder", "path": "data"}, (3, 6, 5), validation_split=0.25)
+    dense_train, _, _, _ = prepare({"type": "image_folder", "path": "data"}, (3, 6, 5), validation_split=0.25)
     expected = channel_statistics(np.asarray(dense_train.x))
     np.testing.assert_allclose(normalization["mean"], expected["mean"], rtol=1e-12)
     np.testing.assert_allclose(normalization["std"], expected["std"], rtol=1e-9)
@@ -244,7 +244,7 @@ def test_cifar10_reads_the_binary_records(tmp_path, cifar10, validation):
 
 def test_cifar10_through_prepare_data(prepare, cifar10):
     folder, _ = cifar10
-    train, validation, _ = prepare({"type": "cifar10", "path": folder.name, "validation": "test"}, (3, 32, 32),
+    train, validation, _, _ = prepare({"type": "cifar10", "path": folder.name, "validation": "test"}, (3, 32, 32),
                                    num_classes=10)
     assert (len(train), len(validation)) == (15, 3) and train.x.shape == (15, 3, 32, 32)
 

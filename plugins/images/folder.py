@@ -9,33 +9,9 @@ import numpy as np
 
 from cnnrun.engine import CnnrunError, ConfigError
 from cnnrun.engine.data import DataSource, Examples, Splits
+from cnnrun.engine.image_files import IMAGE_SUFFIXES, decode_errors, decode_image, image_files
 from cnnrun.engine.lazy_inputs import LazyInputs
 from cnnrun.engine.options import bool_option, int_option, int_tuple, show
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _decode_errors() -> tuple:
-    """What Pillow raises on a file it cannot decode (a bad header, truncated data, a bomb)."""
-    from PIL import Image
-
-    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
-
-
-def decode_image(file: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """``file`` as uint8 ``(channels, H, W)``: converted to Pillow's mode "L" (grey, ITU-R 601-2
-    luma) or "RGB" (alpha dropped, palettes expanded) as torchvision's loader does, then resized
-    to ``size`` with Pillow's bilinear filter (torchvision's ``Resize(size)`` on a PIL image)."""
-    from PIL import Image
-
-    with Image.open(file) as image:
-        with warnings.catch_warnings():  # palette transparency: dropped, as by convert("RGB")
-            warnings.simplefilter("ignore", UserWarning)
-            image = image.convert("L" if channels == 1 else "RGB")
-        if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
 class DecodedCache:
@@ -73,7 +49,7 @@ class ImageStore:
             if pixels is None:
                 try:
                     pixels = decode_image(file, self.example_shape[0], self.size)
-                except _decode_errors() as exc:
+                except decode_errors() as exc:
                     raise CnnrunError(f"{file}: cannot decode the image: {exc}") from None
                 if pixels.shape != self.example_shape:
                     raise CnnrunError(f"{file}: the image is now {pixels.shape[2]}x{pixels.shape[1]}; "
@@ -150,13 +126,12 @@ class ImageFolder(DataSource):
                   key: str) -> Examples:
         files, labels, skipped, shape = [], [], [], None
         for name in names:
-            found = sorted(f for f in (root / name).rglob("*")
-                           if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = image_files(root / name)
             kept = 0
             for file in found:
                 try:
                     pixels = decode_image(file, self.channels, self.size)
-                except _decode_errors() as exc:
+                except decode_errors() as exc:
                     if not self.skip_bad:
                         raise self.error(f"{key}: cannot decode the image {file}: {exc} (set \"skip_bad\": "
                                          f"true to leave such images out)", key=key) from None
