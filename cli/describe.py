@@ -11,7 +11,7 @@ from .common import device_option, format_option, load_network, net_argument, us
 BYTES_PER_VALUE = 4  # float32
 
 
-@click.command()
+@click.command(short_help="Show each layer's shape, inputs, parameters and MACs.")
 @net_argument
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size used for the activation-memory total.")

@@ -9,13 +9,13 @@ import click
 from .common import checkpoint_option, device_option, format_option, load_plugins, net_argument, user_errors
 
 
-@click.command("eval")
+@click.command("eval", short_help="Loss, accuracy and confusion matrix on a data set.")
 @net_argument
 @checkpoint_option
 @click.option("--data", "data", metavar="JSON|FILE.npz",
               help='Data to evaluate: a train.data object as JSON (e.g. \'{"type": "npz", "path": "test.npz"}\') '
                    "or an .npz file with x and y. Default: the validation split of the training data.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @device_option("Where to run the network.")
 @format_option
 @click.pass_context

@@ -7,14 +7,14 @@ import click
 from .common import checkpoint_option, device_option, load_plugins, net_argument, user_errors
 
 
-@click.command()
+@click.command(short_help="Class probabilities and labels for new inputs.")
 @net_argument
 @click.argument("inputs", metavar="INPUT.npz", type=click.Path(exists=True, dir_okay=False))
 @checkpoint_option
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the predictions: an .npz with probabilities and labels, written to exactly "
                    "this path (never onto INPUT.npz or the checkpoint).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @device_option("Where to run the network.")
 @click.pass_context
 def predict(ctx, net, inputs, checkpoint, out, batch_size, device):

@@ -42,6 +42,26 @@ def test_short_help_and_version():
     assert result.exit_code == 0 and "cnnrun, version" in result.output
 
 
+def test_command_summaries_are_not_cut_off():
+    listing = run("--help").output.split("Commands:")[1].strip().splitlines()
+    assert len(listing) == len(cli.commands)
+    for line in listing:
+        assert not line.rstrip().endswith("..."), line
+
+
+@pytest.mark.parametrize("path", [p for p, c in all_commands()
+                                  if any("--batch-size" in o.opts for o in c.params if isinstance(o, click.Option))],
+                         ids=" ".join)
+def test_b_is_short_for_batch_size(path):
+    option = next(o for o in dict(all_commands())[path].params if "--batch-size" in o.opts)
+    assert "-b" in option.opts
+
+
+def test_every_command_that_batches_takes_batch_size():
+    takes = {p for p, c in all_commands() if any("--batch-size" in o.opts for o in c.params)}
+    assert takes == {("describe",), ("eval",), ("predict",), ("profile",), ("train",)}
+
+
 def test_help_does_not_import_numpy_or_numba():
     code = ("import sys; from cnnrun.cli.main import cli; "
             "print(any(m in sys.modules for m in ('numpy', 'numba')))")
