@@ -29,7 +29,7 @@ from .optim import make_optimizer
 from .options import bool_option, choice_option, float_option, int_option, show
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
-from .prefetch import prefetched
+from .prefetch import DataWait, prefetched
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
@@ -231,7 +231,7 @@ class Trainer:
             self.epoch += 1
             self._save(record)
             records.append(record)
-            self.reporter.epoch_end(record)
+            self.reporter.epoch_end({**record, "data_wait_seconds": self.data_wait})
         return records
 
     def _epoch(self, epoch: int, epochs: int, batch_size: int) -> dict:
@@ -242,7 +242,8 @@ class Trainer:
         self.reporter.epoch_start(epoch, epochs, n_batches)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
-        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle)), start=1):
+        wait = DataWait()
+        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle), wait=wait), 1):
             if index > n_batches:
                 break  # drop_last: the smaller last batch
             x = self.augmenter(x, self.augment_rng)
@@ -257,6 +258,7 @@ class Trainer:
             seen += len(y)
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
+        self.data_wait = wait.seconds  # for the reporter: the summary shows the share
         val_loss, val_accuracy = (evaluate(self.net, self.validation, self.config["loss"], batch_size)[:2]
                                   if self.validation is not None else (None, None))
         if val_loss is not None and not math.isfinite(val_loss):
