@@ -398,5 +398,4 @@ def test_unknown_key_lists_every_accepted_key(prepare, sources, source):
     with pytest.raises(ConfigError) as info:
         prepare({"type": source, "path": "x", "bogus_key": 1}, [1, 8, 8])
     assert str(info.value).endswith(f"{source} accepts: {', '.join(accepted)}")
-    if source in ("digits", "npz", "idx"):
-        assert "resize" in accepted
+    assert ("resize" in accepted) == (source != "image_folder")  # image_folder: size (Pillow, as torchvision)
