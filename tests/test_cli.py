@@ -97,7 +97,8 @@ def test_describe_inputs_and_trainable_counts():
     rows = {r["name"]: r for r in report["layers"]}
     assert rows["stem"]["inputs"] == ["input"] and rows["a1"]["inputs"] == ["stem_relu"]
     assert rows["residual"]["inputs"] == ["a2_bn", "stem_relu"]
-    assert (rows["stem_bn"]["params"], rows["stem_bn"]["non_trainable_params"]) == (16, 16)  # weight, bias | running stats
+    # batchnorm: weight and bias are trained, running_mean and running_var are not
+    assert (rows["stem_bn"]["params"], rows["stem_bn"]["non_trainable_params"]) == (16, 16)
     assert (rows["stem"]["params"], rows["stem"]["non_trainable_params"]) == (224, 0)
     assert report["total_params"] == report["trainable_params"] == 2_258  # trained values only, as before
     assert report["non_trainable_params"] == 48  # three batchnorms of 8 channels: running_mean, running_var

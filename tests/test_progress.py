@@ -173,9 +173,10 @@ def test_training_tells_the_reporter_how_long_it_waited_for_data(tmp_path):
             self.records.append(metrics)
 
     reporter = Records()
-    net = {"name": "tiny", "input": {"shape": [1, 8, 8]}, "layers": [{"type": "flatten"}, {"type": "linear",
-                                                                                          "out_features": 10}],
-           "train": {"data": {"type": "digits"}, "epochs": 2, "batch_size": 600, "optimizer": {"type": "sgd", "lr": 0.1}}}
+    net = {"name": "tiny", "input": {"shape": [1, 8, 8]},
+           "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 10}],
+           "train": {"data": {"type": "digits"}, "epochs": 2, "batch_size": 600,
+                     "optimizer": {"type": "sgd", "lr": 0.1}}}
     registries = Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
     result = train(net, out=tmp_path / "run", reporter=reporter, registries=registries)
     assert len(reporter.records) == 2
