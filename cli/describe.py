@@ -1,4 +1,4 @@
-"""``cnnrun describe``: one row per layer with its output shape, parameters and MACs."""
+"""``cnnrun describe``: one row per layer with its inputs, output shape, parameters and MACs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .common import device_option, format_option, load_network, net_argument, us
 BYTES_PER_VALUE = 4  # float32
 
 
-@click.command()
+@click.command(short_help="Show each layer's shape, inputs, parameters and MACs.")
 @net_argument
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size used for the activation-memory total.")
@@ -19,8 +19,8 @@ BYTES_PER_VALUE = 4  # float32
 @format_option
 @click.pass_context
 def describe(ctx: click.Context, net: str, batch_size: int, device: str, output_format: str) -> None:
-    """Show each layer's output shape, parameters and MACs (multiply-accumulates per sample),
-    with totals and the activation memory of one batch."""
+    """Show each layer's inputs, output shape, parameters and MACs (multiply-accumulates per
+    sample), with totals (trainable and non-trainable values) and the activation memory of one batch."""
     network = load_network(ctx, net)
     with user_errors():
         network.to(device)
@@ -41,6 +41,8 @@ def describe_network(network, batch_size: int) -> dict:
         "batch_size": batch_size,
         "layers": rows,
         "total_params": sum(r["params"] for r in rows),
+        "trainable_params": sum(r["params"] for r in rows),
+        "non_trainable_params": sum(r["non_trainable_params"] for r in rows),
         "total_macs": sum(r["macs"] for r in rows),
         "activation_bytes": values * batch_size * BYTES_PER_VALUE,
     }
@@ -48,20 +50,21 @@ def describe_network(network, batch_size: int) -> dict:
 
 def format_table(report: dict) -> str:
     """``report`` as an aligned text table with totals."""
-    header = ("name", "type", "output shape", "params", "MACs")
-    body = [(r["name"], r["type"], "(" + ", ".join(map(str, r["output_shape"])) + ")",
-             f"{r['params']:,}", f"{r['macs']:,}") for r in report["layers"]]
+    header = ("name", "type", "inputs", "output shape", "params", "non-trainable", "MACs")
+    body = [(r["name"], r["type"], ", ".join(r["inputs"]), "(" + ", ".join(map(str, r["output_shape"])) + ")",
+             f"{r['params']:,}", f"{r['non_trainable_params']:,}", f"{r['macs']:,}") for r in report["layers"]]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def line(row):
-        left = [row[i].ljust(widths[i]) for i in range(3)]
-        right = [row[i].rjust(widths[i]) for i in range(3, 5)]
+        left = [row[i].ljust(widths[i]) for i in range(4)]
+        right = [row[i].rjust(widths[i]) for i in range(4, 7)]
         return "  ".join(left + right).rstrip()
 
     rule = "-" * len(line(header))
     shape = ", ".join(map(str, report["input_shape"]))
     out = [f"{report['name']}: input ({shape})", rule, line(header), rule, *map(line, body), rule]
-    out.append(f"total parameters: {report['total_params']:,}")
+    out.append(f"total parameters: {report['total_params']:,} trainable, {report['non_trainable_params']:,} "
+               f"non-trainable (buffers such as batchnorm's running statistics)")
     out.append(f"total MACs per sample: {report['total_macs']:,}")
     mib = report["activation_bytes"] / 2**20
     out.append(f"activation memory for a batch of {report['batch_size']} (float32): {mib:,.2f} MiB")

@@ -11,14 +11,14 @@ from .common import (device_option, format_option, inference_checkpoint_option, 
                      user_errors)
 
 
-@click.command("eval")
+@click.command("eval", short_help="Loss, accuracy and confusion matrix on a data set.")
 @net_argument
 @inference_checkpoint_option
 @click.option("--data", "data", metavar="JSON|FILE.npz|FOLDER",
               help='Data to evaluate: a train.data object as JSON (e.g. \'{"type": "npz", "path": "test.npz"}\'), '
                    "an .npz file with x and y, a folder of class folders of images, or a CIFAR binary folder "
                    "(its test file). Default: the validation split of the training data.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="Also report top-k accuracy (capped at the number of classes).")
 @device_option("Where to run the network.")

@@ -10,7 +10,7 @@ import click
 from .common import checkpoint_option, load_plugins, net_argument, user_errors
 
 
-@click.command()
+@click.command(short_help="Fold batchnorm layers into the layers before them.")
 @net_argument
 @checkpoint_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),

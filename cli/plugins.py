@@ -10,7 +10,7 @@ import click
 from .common import format_option, load_plugins
 
 
-@click.command()
+@click.command(short_help="List plugins, versions and what each provides.")
 @format_option
 @click.pass_context
 def plugins(ctx: click.Context, output_format: str) -> None:

@@ -10,7 +10,7 @@ from .common import (device_option, format_option, inference_checkpoint_option, 
                      user_errors)
 
 
-@click.command()
+@click.command(short_help="Class probabilities and labels for new inputs.")
 @net_argument
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path(exists=True))
 @inference_checkpoint_option
@@ -20,7 +20,7 @@ from .common import (device_option, format_option, inference_checkpoint_option, 
                    "class_names); never onto an input or the checkpoint.")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many of the most probable classes to print per input (capped at the number of classes).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=256, show_default=True, help="Examples per batch.")
 @device_option("Where to run the network.")
 @format_option
 @click.pass_context

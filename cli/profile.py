@@ -9,7 +9,7 @@ import click
 from .common import device_option, format_option, load_network, net_argument, user_errors
 
 
-@click.command()
+@click.command(short_help="Time each layer's forward and backward pass.")
 @net_argument
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per timed batch.")

@@ -22,10 +22,10 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-@click.command()
+@click.command(short_help="Train a network from its JSON file.")
 @net_argument
 @click.option("--epochs", type=click.IntRange(min=1), help="Total number of epochs (a resumed run trains up to it).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per batch.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), help="Examples per batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Base learning rate (train.optimizer.lr).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for initialization, the split, shuffling and dropout.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",

@@ -58,6 +58,7 @@ class DataSource(Configurable):
     """
 
     reserved_keys = ("type", "normalize")
+    listed_reserved_keys = ("normalize",)
 
     def load(self, base_dir: Path) -> Splits:
         raise NotImplementedError

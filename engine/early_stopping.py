@@ -54,6 +54,12 @@ def monitored_score(record: dict, monitor: str) -> float:
     return -record["val_loss"] if monitor == "val_loss" else record["val_accuracy"]
 
 
+def score(record: dict, monitor: str = "val_accuracy") -> float:
+    """What best.npz maximizes: the validation accuracy (minus the validation loss when early stopping
+    monitors it), or minus the training loss without validation."""
+    return monitored_score(record, monitor) if record["val_accuracy"] is not None else -record["train_loss"]
+
+
 def best_scored_by(meta: dict) -> str:
     """The metric that the ``best`` of a checkpoint's meta scores: the early-stopping monitor it was
     trained with, else ``val_accuracy``."""

@@ -250,13 +250,17 @@ class Network:
 
     # -- inspection ----------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:
-        """One row per layer: name, type, output_shape, params, macs (per sample)."""
+        """One row per layer: name, type, inputs (the names it reads; ``"input"`` is the network's
+        input), output_shape, params (trained values), non_trainable_params (buffer values, such as
+        batchnorm's running statistics) and macs (per sample)."""
         rows = []
         for node in self.nodes:
-            n_params = sum(int(np.prod(s)) for s in node.layer.parameter_shapes(*node.input_shapes).values())
-            rows.append({"name": node.name, "type": node.layer.type_name,
-                         "output_shape": list(node.output_shape), "params": n_params,
-                         "macs": int(node.layer.macs(*node.input_shapes))})
+            layer, shapes = node.layer, node.input_shapes
+            rows.append({"name": node.name, "type": layer.type_name, "inputs": list(node.inputs),
+                         "output_shape": list(node.output_shape),
+                         "params": sum(int(np.prod(s)) for s in layer.parameter_shapes(*shapes).values()),
+                         "non_trainable_params": sum(int(np.prod(s)) for s in layer.buffer_shapes(*shapes).values()),
+                         "macs": int(layer.macs(*shapes))})
         return rows
 
     def parameter_count(self) -> int:

@@ -109,6 +109,9 @@ class Configurable:
 
     type_name: ClassVar[str] = ""
     reserved_keys: ClassVar[tuple[str, ...]] = ("type",)
+    listed_reserved_keys: ClassVar[tuple[str, ...]] = ()
+    """Reserved keys that the owner reads itself but that belong to this class's JSON object all the
+    same (a data source's ``normalize``): listed with the ``__init__`` keys in an unknown-key error."""
 
     @classmethod
     def config_keys(cls) -> dict[str, Any]:
@@ -122,7 +125,7 @@ class Configurable:
         for key in config:
             if key not in accepted:
                 hint = did_you_mean(key, list(accepted) + list(cls.reserved_keys))
-                keys = ", ".join(accepted) or "none"
+                keys = ", ".join([*accepted, *cls.listed_reserved_keys]) or "none"
                 raise ConfigError(f"unknown key '{key}'{hint}; {cls.type_name} accepts: {keys}", key=key)
         for key, default in accepted.items():
             if default is inspect.Parameter.empty and key not in config:

@@ -76,15 +76,36 @@ class Prefetcher:
         self.worker.join()
 
 
-def prefetched(iterable: Iterable, depth: int | None = None) -> Iterator:
+class DataWait:
+    """Seconds that the consumer of :func:`prefetched` waited for its items, added up."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+
+def prefetched(iterable: Iterable, depth: int | None = None, wait: DataWait | None = None) -> Iterator:
     """The items of ``iterable``, loaded ``depth`` (default :data:`PREFETCH_DEPTH`) ahead by a
-    worker thread that is stopped when this generator ends, is closed or is collected."""
+    worker thread that is stopped when this generator ends, is closed or is collected.
+
+    ``wait.seconds`` grows by the time each item was waited for: with a worker, the time ``next()``
+    blocked; without one (``depth`` 0), the time the iterable took to make the item."""
     depth = PREFETCH_DEPTH if depth is None else depth
+    wait = wait if wait is not None else DataWait()
     if depth == 0:
-        yield from iterable
-        return
+        iterator = iter(iterable)
+        while True:
+            started = time.perf_counter()
+            item = next(iterator, _DONE)
+            wait.seconds += time.perf_counter() - started
+            if item is _DONE:
+                return
+            yield item
     prefetcher = Prefetcher(iterable, depth)
     try:
-        yield from prefetcher
+        for item in prefetcher:
+            wait.seconds += prefetcher.waited
+            prefetcher.waited = 0.0
+            yield item
     finally:
+        wait.seconds += prefetcher.waited  # the wait for the end
         prefetcher.close()

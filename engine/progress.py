@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
 import sys
 import time
 import warnings
+
+MIN_BAR = 10  # columns of bar below which the optional parts of the bar's line make room
+COMPILING = "compiling kernels (first run on this machine; later runs load them from the cache)..."
 
 
 class Reporter:
@@ -17,7 +22,9 @@ class Reporter:
         """Batch ``batch`` (from 1) is done; ``samples`` seen so far this epoch."""
 
     def epoch_end(self, metrics: dict) -> None:
-        """An epoch is done; ``metrics`` is its metrics.jsonl record."""
+        """An epoch is done; ``metrics`` is its metrics.jsonl record and ``data_wait_seconds``: how
+        long its training steps waited in all for their batches (loading and decoding that
+        prefetching did not hide)."""
 
     def note(self, text: str) -> None:
         """A line of information (a checkpoint written, how to resume, ...)."""
@@ -29,34 +36,46 @@ class Reporter:
 
 
 def summary_line(m: dict, epochs: int) -> str:
-    """One epoch's summary: ``epoch 3/20  train loss 0.4211 acc 0.8712  val loss ... lr ... 1.9s``."""
+    """One epoch's summary, in fixed-width fields so that the lines of a run line up:
+    ``epoch  3/20  train loss 0.4211 acc 0.8712  val loss ... acc ...  lr 5.00e-02   1.9s  data wait  3%``;
+    ``m["data_wait_seconds"]``, where present, is shown as a share of the epoch's training time."""
     val = ""
     if m.get("val_loss") is not None:
         val = f"  val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.4f}"
     width = len(str(epochs))
-    return (f"epoch {m['epoch']:>{width}}/{epochs}  train loss {m['train_loss']:.4f} "
-            f"acc {m['train_accuracy']:.4f}{val}  lr {m['lr']:.4g}  {m['seconds']:.1f}s")
+    line = (f"epoch {m['epoch']:>{width}}/{epochs}  train loss {m['train_loss']:.4f} "
+            f"acc {m['train_accuracy']:.4f}{val}  lr {m['lr']:.2e}  {_seconds(m['seconds'])}")
+    if m.get("data_wait_seconds") is not None and m["seconds"] > 0:
+        line += f"  data wait {min(m['data_wait_seconds'] / m['seconds'], 1.0):>4.0%}"
+    return line
 
 
 class TextReporter(Reporter):
     """Summary lines on ``stream``; with ``bar=True`` (a terminal) also a live bar during each epoch.
 
-    The bar shows batches, samples/s, the running loss and an ETA; the ETA and rate leave out the
-    epoch's first batch, which may spend its time compiling kernels.
+    The bar fits the terminal's width (``shutil.get_terminal_size``, read at each epoch's start) and
+    shows batches, samples/s, the running loss, the epoch's ETA and the whole run's; the ETA and rate
+    leave out the epoch's first batch, which may spend its time compiling kernels. While Numba
+    compiles (its ``numba:compile`` event, sent only on a cache miss, so a warm run pays nothing)
+    a line says so. Without a bar: one line per epoch, no carriage returns.
     """
 
-    def __init__(self, stream=None, bar: bool | None = None, width: int = 24, refresh: float = 0.1, errors=None):
+    def __init__(self, stream=None, bar: bool | None = None, refresh: float = 0.1, errors=None):
         self.stream = stream if stream is not None else sys.stdout
         self.errors = errors if errors is not None else sys.stderr  # where warnings go
         self.bar = self.stream.isatty() if bar is None else bar
-        self.width = width
         self.refresh = refresh  # seconds between redraws of the bar
         self.epochs = 0
+        self.epoch_seconds: float | None = None  # the last whole epoch, validation included
+        self.compile_listener = None  # registered with Numba during each epoch
+        self.compiling_shown = False
 
     def epoch_start(self, epoch, epochs, batches):
         self.epoch, self.epochs, self.batches = epoch, epochs, batches
         self.started = self.drawn = time.perf_counter()
         self.after_first: tuple[float, int] | None = None
+        self.columns = shutil.get_terminal_size().columns - 1  # the last column would wrap on some terminals
+        self._listen_for_compiles(True)
 
     def batch_end(self, batch, samples, running_loss):
         now = time.perf_counter()
@@ -65,22 +84,48 @@ class TextReporter(Reporter):
         if not self.bar or (now - self.drawn < self.refresh and 1 < batch < self.batches):
             return
         self.drawn = now
-        rate, eta = "", ""
+        self.stream.write("\r" + self.bar_line(batch, samples, running_loss, now) + "\033[K")
+        self.stream.flush()
+
+    def bar_line(self, batch: int, samples: int, running_loss: float, now: float) -> str:
+        """The bar after ``batch`` batches, as wide as the terminal: where the room runs short,
+        ``samples/s`` becomes ``/s``, then the rate goes, then the run's ETA."""
+        rates = etas = ("",)
         if self.after_first and batch > 1:
             t0, s0 = self.after_first
             per_batch = (now - t0) / (batch - 1)
-            rate = f"  {(samples - s0) / max(now - t0, 1e-9):,.0f} samples/s"
-            eta = f"  ETA {_clock(per_batch * (self.batches - batch))}"
-        filled = int(self.width * batch / self.batches)
-        bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
-        self.stream.write(f"\repoch {self.epoch}/{self.epochs} [{bar}] {batch}/{self.batches}"
-                          f"{rate}  loss {running_loss:.4f}{eta}\033[K")
-        self.stream.flush()
+            rate = f"  {(samples - s0) / max(now - t0, 1e-9):>7,.0f}"
+            rates = (f"{rate} samples/s", f"{rate}/s", "")
+            left = per_batch * (self.batches - batch)
+            etas = (f"  ETA {_clock(left)}",)
+            if self.epoch < self.epochs:
+                per_epoch = self.epoch_seconds if self.epoch_seconds is not None else per_batch * self.batches
+                etas = (etas[0] + f"  run {_clock(left + per_epoch * (self.epochs - self.epoch))}", etas[0])
+        head = f"epoch {self.epoch:>{len(str(self.epochs))}}/{self.epochs} "
+        count = f" {batch:>{len(str(self.batches))}}/{self.batches}"
+        loss = f"  loss {running_loss:.4f}"
+        tails = [count + rate + loss + eta for eta in etas for rate in rates]
+        tail = next((t for t in tails if self.columns - len(head) - len(t) - 2 >= MIN_BAR), tails[-1])
+        room = max(self.columns - len(head) - len(tail) - 2, 0)  # 2: the brackets
+        filled = room * batch // self.batches
+        bar = "=" * filled + (">" if filled < room else "") + " " * (room - filled - 1)
+        return (head + f"[{bar}]" + tail)[:self.columns]
 
     def epoch_end(self, metrics):
+        self._listen_for_compiles(False)
+        self.epoch_seconds = time.perf_counter() - self.started
         if self.bar:
             self.stream.write("\r\033[K")
         self.stream.write(summary_line(metrics, self.epochs) + "\n")
+        self.stream.flush()
+
+    def compiling(self) -> None:
+        """Numba began compiling a kernel that its cache did not hold."""
+        if self.bar:
+            self.stream.write("\r" + COMPILING[:self.columns] + "\033[K")
+        elif not self.compiling_shown:
+            self.stream.write(COMPILING + "\n")
+        self.compiling_shown = True
         self.stream.flush()
 
     def note(self, text):
@@ -91,7 +136,49 @@ class TextReporter(Reporter):
         self.errors.write(f"Warning: {text}\n")
         self.errors.flush()
 
+    def _listen_for_compiles(self, on: bool) -> None:
+        """Hear Numba's ``numba:compile`` events during an epoch (Numba is imported by then)."""
+        from numba.core import event
+
+        if self.compile_listener is not None:
+            event.unregister("numba:compile", self.compile_listener)
+            self.compile_listener = None
+        if on:
+            self.compile_listener = _compile_listener_class()(self.compiling)
+            event.register("numba:compile", self.compile_listener)
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_listener_class() -> type:
+    """A ``numba.core.event.Listener`` that calls ``callback()`` when the first of a burst of
+    compilations starts (they nest: a kernel compiles the helpers it calls). Made on first use, so
+    that importing this module does not import Numba."""
+    from numba.core import event
+
+    class CompileListener(event.Listener):
+        def __init__(self, callback):
+            self.callback = callback
+            self.depth = 0
+
+        def on_start(self, event):
+            if self.depth == 0:
+                self.callback()
+            self.depth += 1
+
+        def on_end(self, event):
+            self.depth = max(self.depth - 1, 0)
+
+    return CompileListener
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:>5.1f}s" if seconds < 1000 else f"{_clock(seconds):>6}"
+
 
 def _clock(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour."""
     seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}:{seconds:02d}"
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"

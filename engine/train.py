@@ -20,7 +20,7 @@ from .batch_loss import BatchLoss
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
-from .early_stopping import EarlyStopping, best_scored_by, monitored_score
+from .early_stopping import EarlyStopping, best_scored_by, score
 from .errors import CnnrunError, ConfigError
 from .files import WriteError, copy_file, write_text
 from .inference import evaluate
@@ -29,7 +29,7 @@ from .network import Network, read_network_file
 from .optim import make_optimizer
 from .plot import PLOT_HINT, write_curves
 from .plugins import Registries, default_registries
-from .prefetch import prefetched
+from .prefetch import DataWait, prefetched
 from .progress import Reporter
 from .provenance import explains_missing_plugins, layer_plugins
 from .run_folder import (BEST, CONFIG, CURVES, LATEST, METRICS, RunFolderError, RunLock, clear_run,
@@ -50,12 +50,6 @@ class TrainResult:
     network: Network
     metrics: list[dict] = field(default_factory=list)
     run_dir: Path | None = None
-
-
-def score(record: dict, monitor: str = "val_accuracy") -> float:
-    """What best.npz maximizes: the validation accuracy (minus the validation loss when early stopping
-    monitors it), or minus the training loss without validation."""
-    return monitored_score(record, monitor) if record["val_accuracy"] is not None else -record["train_loss"]
 
 
 class Trainer:
@@ -185,7 +179,7 @@ class Trainer:
             record = self._epoch(self.epoch + 1, epochs, batch_size)
             self.epoch += 1
             self._save(record)
-            self.reporter.epoch_end(record)
+            self.reporter.epoch_end({**record, "data_wait_seconds": self.data_wait})
 
     def _stops_early(self) -> bool:
         """Whether early stopping ends the run now (said on the reporter)."""
@@ -202,7 +196,8 @@ class Trainer:
         self.reporter.epoch_start(epoch, epochs, n_batches)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
-        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle)), start=1):
+        wait = DataWait()
+        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle), wait=wait), 1):
             if index > n_batches:
                 break  # drop_last: the smaller last batch
             x = self.augmenter(x, self.augment_rng)
@@ -217,6 +212,7 @@ class Trainer:
             seen += len(y)
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
+        self.data_wait = wait.seconds  # for the reporter: the summary shows the share
         val_loss, val_accuracy = (evaluate(self.net, self.validation, self.config["loss"], batch_size)[:2]
                                   if self.validation is not None else (None, None))
         if val_loss is not None and not math.isfinite(val_loss):
@@ -368,7 +364,7 @@ def _draw_curves(trainer: Trainer) -> None:
     if not trainer.history:
         return
     try:
-        drawn = write_curves(trainer.history, trainer.run_dir / CURVES)
+        drawn = write_curves(trainer.history, trainer.run_dir / CURVES, trainer.monitor)
     except WriteError as err:
         trainer.reporter.warning(f"{err} (the checkpoints and metrics are not affected)")
         return

@@ -42,6 +42,26 @@ def test_short_help_and_version():
     assert result.exit_code == 0 and "cnnrun, version" in result.output
 
 
+def test_command_summaries_are_not_cut_off():
+    listing = run("--help").output.split("Commands:")[1].strip().splitlines()
+    assert len(listing) == len(cli.commands)
+    for line in listing:
+        assert not line.rstrip().endswith("..."), line
+
+
+@pytest.mark.parametrize("path", [p for p, c in all_commands()
+                                  if any("--batch-size" in o.opts for o in c.params if isinstance(o, click.Option))],
+                         ids=" ".join)
+def test_b_is_short_for_batch_size(path):
+    option = next(o for o in dict(all_commands())[path].params if "--batch-size" in o.opts)
+    assert "-b" in option.opts
+
+
+def test_every_command_that_batches_takes_batch_size():
+    takes = {p for p, c in all_commands() if any("--batch-size" in o.opts for o in c.params)}
+    assert takes == {("describe",), ("eval",), ("predict",), ("profile",), ("train",)}
+
+
 def test_help_does_not_import_numpy_or_numba():
     code = ("import sys; from cnnrun.cli.main import cli; "
             "print(any(m in sys.modules for m in ('numpy', 'numba')))")
@@ -65,11 +85,27 @@ def test_describe_lenet_json():
     report = json.loads(result.output)
     assert report["total_params"] == 61_706
     assert report["total_macs"] == 416_520
-    assert report["layers"][0] == {"name": "conv1", "type": "conv2d", "output_shape": [6, 28, 28],
-                                   "params": 156, "macs": 117_600}
+    assert report["layers"][0] == {"name": "conv1", "type": "conv2d", "inputs": ["input"], "output_shape": [6, 28, 28],
+                                   "params": 156, "non_trainable_params": 0, "macs": 117_600}
     values = 28 * 28 + sum(math.prod(r["output_shape"]) for r in report["layers"])
     assert report["activation_bytes"] == values * 2 * 4
     assert report["batch_size"] == 2 and report["input_shape"] == [1, 28, 28]
+
+
+def test_describe_inputs_and_trainable_counts():
+    report = json.loads(run("describe", "examples/resnet_block.json", "--format", "json").output)
+    rows = {r["name"]: r for r in report["layers"]}
+    assert rows["stem"]["inputs"] == ["input"] and rows["a1"]["inputs"] == ["stem_relu"]
+    assert rows["residual"]["inputs"] == ["a2_bn", "stem_relu"]
+    # batchnorm: weight and bias are trained, running_mean and running_var are not
+    assert (rows["stem_bn"]["params"], rows["stem_bn"]["non_trainable_params"]) == (16, 16)
+    assert (rows["stem"]["params"], rows["stem"]["non_trainable_params"]) == (224, 0)
+    assert report["total_params"] == report["trainable_params"] == 2_258  # trained values only, as before
+    assert report["non_trainable_params"] == 48  # three batchnorms of 8 channels: running_mean, running_var
+    table = run("describe", "examples/resnet_block.json").output
+    assert re.search(r"^residual +add +a2_bn, stem_relu +\(8, 16, 16\) +0 +0 +0$", table, re.M)
+    assert re.search(r"^stem_bn +batchnorm +stem +\(8, 16, 16\) +16 +16 +0$", table, re.M)
+    assert "total parameters: 2,258 trainable, 48 non-trainable" in table
 
 
 @pytest.mark.parametrize("layer, message", [

@@ -360,3 +360,42 @@ def test_batches_shuffled():
     assert not np.array_equal(epochs[0], np.arange(10))
     again = np.concatenate([y for _, y in batches(examples, 3, np.random.default_rng(5))])
     np.testing.assert_array_equal(again, epochs[0])
+
+
+# -- resize for every array source, and the accepted keys --------------------------------------------
+def test_npz_resize_matches_the_digits_resize(prepare, tmp_path):
+    x = np.random.default_rng(1).random((3, 2, 5, 4)).astype(np.float32)
+    save_npz(tmp_path / "train.npz", x, np.array([0, 1, 2]))
+    train, *_ = prepare({"type": "npz", "path": "train.npz", "resize": [7, 6]}, [2, 7, 6])
+    assert train.x.shape == (3, 2, 7, 6) and train.x.dtype == np.float32
+    np.testing.assert_allclose(train.x[2, 1], naive_bilinear(x[2, 1].astype(np.float64), 7, 6), rtol=1e-6)
+    one_channel, *_ = prepare({"type": "npz", "path": save_npz(tmp_path / "grey.npz", x[:, 0], [0, 1, 2]).name,
+                                 "resize": 3}, [1, 3, 3])
+    assert one_channel.x.shape == (3, 1, 3, 3)
+
+
+def test_npz_resize_needs_images(prepare, tmp_path):
+    save_npz(tmp_path / "features.npz", np.zeros((3, 5), np.float32), np.array([0, 1, 2]))
+    with pytest.raises(ConfigError, match=r"train\.data \(npz\): .*features\.npz: resize \[4, 4\] needs "
+                                          r"images \(N, C, H, W\) or \(N, H, W\); x has shape \(3, 5\)"):
+        prepare({"type": "npz", "path": "features.npz", "resize": [4, 4]}, [5])
+
+
+def test_idx_resize(prepare, tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images = np.random.default_rng(2).integers(0, 256, (4, 6, 6), dtype=np.uint8)
+    write_idx(folder / "train-images-idx3-ubyte", images)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(4, dtype=np.uint8))
+    train, *_ = prepare({"type": "idx", "path": "mnist", "resize": [3, 4]}, [1, 3, 4])
+    assert train.x.shape == (4, 1, 3, 4) and train.x.dtype == np.float32
+    np.testing.assert_allclose(train.x[3, 0], naive_bilinear(images[3] / 255.0, 3, 4), rtol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["digits", "npz", "idx", "image_folder", "cifar10", "cifar100"])
+def test_unknown_key_lists_every_accepted_key(prepare, sources, source):
+    accepted = [*sources.get(source).config_keys(), "normalize"]
+    with pytest.raises(ConfigError) as info:
+        prepare({"type": source, "path": "x", "bogus_key": 1}, [1, 8, 8])
+    assert str(info.value).endswith(f"{source} accepts: {', '.join(accepted)}")
+    assert ("resize" in accepted) == (source != "image_folder")  # image_folder: size (Pillow, as torchvision)

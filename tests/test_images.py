@@ -249,6 +249,18 @@ def test_cifar10_through_prepare_data(prepare, cifar10):
     assert (len(train), len(validation)) == (15, 3) and train.x.shape == (15, 3, 32, 32)
 
 
+def test_cifar10_resize_is_the_bilinear_resize_of_every_source(prepare, cifar10):
+    from cnnrun.plugins.data.datasets import resize_bilinear
+
+    folder, written = cifar10
+    train, validation, *_ = prepare({"type": "cifar10", "path": folder.name, "validation": "test", "resize": [16, 20]},
+                                   (3, 16, 20), num_classes=10)
+    assert train.x.shape == (15, 3, 16, 20) and validation.x.shape == (3, 3, 16, 20)
+    pixels = written["test_batch.bin"][1].astype(np.float32) / np.float32(255)
+    np.testing.assert_allclose(validation.x[:], resize_bilinear(pixels, (16, 20)), rtol=1e-6)
+    assert validation.x[:].dtype == np.float32
+
+
 @pytest.mark.parametrize("label, column, names", [("fine", 1, "fine_label_names.txt"),
                                                   ("coarse", 0, "coarse_label_names.txt")])
 def test_cifar100_fine_labels_by_default_or_coarse(tmp_path, rng, label, column, names):

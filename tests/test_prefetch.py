@@ -2,13 +2,14 @@
 
 import copy
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from cnnrun.engine import prefetch
 from cnnrun.engine.plugins import Registries, make_plugin_manager
-from cnnrun.engine.prefetch import Prefetcher, prefetched
+from cnnrun.engine.prefetch import DataWait, Prefetcher, prefetched
 from cnnrun.engine.train import train
 
 
@@ -108,3 +109,15 @@ def test_training_on_lazy_images_with_augmentation_gives_the_same_run_with_and_w
     for layer, params in ahead.network.params.items():
         for name, value in params.items():
             np.testing.assert_array_equal(inline.network.params[layer][name], value)
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_the_time_spent_waiting_for_slow_items_is_counted(depth):
+    def slow():
+        for k in range(3):
+            time.sleep(0.05)
+            yield k
+
+    wait = DataWait()
+    assert list(prefetched(slow(), depth, wait)) == [0, 1, 2]
+    assert 0.1 <= wait.seconds  # the consumer asked at once for each item: it waited about 0.15 s

@@ -43,6 +43,21 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return rows @ np.asarray(x, dtype=np.float64) @ cols.T
 
 
+def resize_option(resize) -> tuple[int, int] | None:
+    """The ``resize`` option every array source takes: null, ``[H, W]`` or an integer ``n`` for ``[n, n]``."""
+    return None if resize is None else int_tuple(resize, 2, "resize")
+
+
+def resized(x: np.ndarray, size: tuple[int, int] | None, where: str) -> np.ndarray:
+    """Images ``x`` (``(N, C, H, W)`` or ``(N, H, W)``) resized by :func:`resize_bilinear` to float32,
+    after checking that the float64 result and its float32 copy fit in memory; ``x`` as is for None."""
+    if size is None:
+        return x
+    planes = int(np.prod(x.shape[:-2]))  # the float64 result, then its float32 copy
+    check_fits(array_bytes((planes, *size), 8 + 4), f"{where}: resize {show(size)} of {len(x)} images")
+    return resize_bilinear(x, size).astype(np.float32)
+
+
 def _path_option(value, key: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key} must be a file path (a non-empty string); got {key}={show(value)}",
@@ -64,18 +79,14 @@ class Digits(DataSource):
     type_name = "digits"
 
     def __init__(self, resize=None):
-        self.resize = None if resize is None else int_tuple(resize, 2, "resize")
+        self.resize = resize_option(resize)
 
     def load(self, base_dir: Path) -> Splits:
         with importlib.resources.files(__package__).joinpath("digits.npz").open("rb") as f:
             with np.load(f, allow_pickle=False) as data:
                 x, y = data["x"], data["y"]
-        x = x[:, None].astype(np.float64) / 16.0
-        if self.resize is not None:
-            check_fits(array_bytes((len(x), *self.resize), 8 + 4),  # the float64 result, then float32
-                       f"{self.section()}: resize {show(self.resize)} of {len(x)} images")
-            x = resize_bilinear(x, self.resize)
-        return Splits(Examples(x.astype(np.float32), y.astype(np.int64)))
+        x = resized(x[:, None].astype(np.float32) / np.float32(16), self.resize, self.section())
+        return Splits(Examples(x, y.astype(np.int64)))
 
 
 class Npz(DataSource):
@@ -85,6 +96,8 @@ class Npz(DataSource):
         path: required; the training file. A relative path is relative to the network file's folder.
         validation_path: null (default: the engine splits the training file by ``validation_split``)
             or a second ``.npz`` file with the same arrays, used as the validation set.
+        resize: null (default) or [H, W] (an integer n means [n, n]): resize images ``(N, C, H, W)``
+            or ``(N, H, W)`` bilinearly, as the ``digits`` source does.
 
     ``x``: ``(N, C, H, W)`` images, ``(N, H, W)`` one-channel images (the channel axis is added for
     a network input ``[1, H, W]``), ``(N, C, L)`` signals or ``(N, F)`` feature vectors; any real
@@ -94,10 +107,11 @@ class Npz(DataSource):
 
     type_name = "npz"
 
-    def __init__(self, path, validation_path=None):
+    def __init__(self, path, validation_path=None, resize=None):
         self.path = _path_option(path, "path")
         self.validation_path = (None if validation_path is None
                                 else _path_option(validation_path, "validation_path"))
+        self.resize = resize_option(resize)
 
     def load(self, base_dir: Path) -> Splits:
         train = self._read(Path(base_dir) / self.path, "path")
@@ -121,9 +135,12 @@ class Npz(DataSource):
         if y.ndim != 1 or len(y) != len(x):
             raise self.error(f"{file}: x has {len(x)} examples but y has shape {y.shape}; "
                              f"expected ({len(x)},)", key=key)
+        if self.resize is not None and x.ndim not in (3, 4):
+            raise self.error(f"{file}: resize {show(self.resize)} needs images (N, C, H, W) or (N, H, W); "
+                             f"x has shape {x.shape}", key="resize")
         with np.errstate(over="ignore"):  # values beyond float32 become inf: the engine reports them
             x = x.astype(np.float32)
-        return Examples(x, self._labels(y, file, key))
+        return Examples(resized(x, self.resize, str(file)), self._labels(y, file, key))
 
     def _labels(self, y: np.ndarray, file: Path, key: str) -> np.ndarray:
         if np.issubdtype(y.dtype, np.integer):
@@ -154,16 +171,20 @@ class Idx(DataSource):
         validation: "split" (default: the engine splits the training files by ``validation_split``)
             or "test" (the t10k files are the validation set).
         limit: null (default: all) or n >= 1: use only the first n training examples.
+        resize: null (default) or [H, W] (an integer n means [n, n]): resize the images bilinearly,
+            as the ``digits`` source does.
 
-    Inputs: ``(N, 1, 28, 28)`` for MNIST (``(N, 1, H, W)`` in general); labels as stored (0..9).
+    Inputs: ``(N, 1, 28, 28)`` for MNIST (``(N, 1, H, W)`` in general, ``(N, 1, *resize)`` with
+    ``resize``); labels as stored (0..9).
     """
 
     type_name = "idx"
 
-    def __init__(self, path, validation="split", limit=None):
+    def __init__(self, path, validation="split", limit=None, resize=None):
         self.path = _path_option(path, "path")
         self.validation = choice_option(validation, "validation", ("split", "test"))
         self.limit = None if limit is None else int_option(limit, "limit")
+        self.resize = resize_option(resize)
 
     def load(self, base_dir: Path) -> Splits:
         folder = Path(base_dir) / self.path
@@ -188,7 +209,7 @@ class Idx(DataSource):
                              f"{n_labels} labels")
         check_fits(images.size * 4, f"{image_file}: converting {len(images)} images to float32")
         x = images[:, None].astype(np.float32) / np.float32(255)
-        return Examples(x, labels.astype(np.int64))
+        return Examples(resized(x, self.resize, str(image_file)), labels.astype(np.int64))
 
     def _read(self, folder: Path, name: str, ndim: int, limit: int | None,
               expected: str) -> tuple[np.ndarray, Path, int]:

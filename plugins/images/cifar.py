@@ -10,6 +10,7 @@ from cnnrun.engine import ConfigError
 from cnnrun.engine.data import DataSource, Examples, Splits
 from cnnrun.engine.lazy_inputs import LazyInputs
 from cnnrun.engine.options import choice_option, show
+from cnnrun.plugins.data.datasets import resize_bilinear, resize_option
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 IMAGE_SHAPE = (3, 32, 32)
@@ -18,16 +19,19 @@ IMAGE_BYTES = 3 * 32 * 32
 
 class PixelStore:
     """The store of :class:`LazyInputs` for uint8 images held in memory (``(N, C, H, W)``, a
-    quarter of their float32 size): ``read`` scales them to [0, 1] (``pixels / 255`` in float32)."""
+    quarter of their float32 size): ``read`` scales them to [0, 1] (``pixels / 255`` in float32),
+    then resizes them to ``size`` (``resize_bilinear``, as the ``digits`` source) when given."""
 
-    def __init__(self, pixels: np.ndarray):
+    def __init__(self, pixels: np.ndarray, size: tuple[int, int] | None = None):
         self.pixels = pixels
+        self.size = size
         self.count = len(pixels)
-        self.example_shape = pixels.shape[1:]
+        self.example_shape = pixels.shape[1:2] + (tuple(size) if size else pixels.shape[2:])
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = self.pixels[indices].astype(np.float32)
-        return np.divide(out, np.float32(255), out=out)
+        out = np.divide(out, np.float32(255), out=out)
+        return out if self.size is None else resize_bilinear(out, self.size).astype(np.float32)
 
 
 class CifarBinary(DataSource):
@@ -45,12 +49,13 @@ class CifarBinary(DataSource):
     label_offset = 0      # which label byte is the label
     names_file = ""       # one class name a line
 
-    def __init__(self, path, validation="split"):
+    def __init__(self, path, validation="split", resize=None):
         if not isinstance(path, str) or not path:
             raise ConfigError(f"path must be a folder path (a non-empty string); got path={show(path)}",
                               key="path")
         self.path = path
         self.validation = choice_option(validation, "validation", ("split", "test"))
+        self.resize = resize_option(resize)
 
     def load(self, base_dir: Path) -> Splits:
         folder = Path(base_dir) / self.path
@@ -91,7 +96,7 @@ class CifarBinary(DataSource):
             rows = data.reshape(-1, record)
             labels.append(rows[:, self.label_offset].astype(np.int64))
             pixels.append(rows[:, self.label_bytes:].reshape(-1, *IMAGE_SHAPE))
-        return Examples(LazyInputs(PixelStore(np.concatenate(pixels))), np.concatenate(labels))
+        return Examples(LazyInputs(PixelStore(np.concatenate(pixels), self.resize)), np.concatenate(labels))
 
     def _class_names(self, file: Path) -> list[str]:
         if not file.is_file():
@@ -108,8 +113,10 @@ class Cifar10(CifarBinary):
         path: required; the folder. A relative path is relative to the network file's folder.
         validation: "split" (default: the engine splits the training files by ``validation_split``)
             or "test" (test_batch.bin is the validation set).
+        resize: null (default) or [H, W] (an integer n means [n, n]): resize the images bilinearly
+            as each batch is read, as the ``digits`` source does.
 
-    Inputs: ``(N, 3, 32, 32)`` in [0, 1] (``pixels / 255``); labels 0..9;
+    Inputs: ``(N, 3, 32, 32)`` in [0, 1] (``pixels / 255``; ``(N, 3, H, W)`` with ``resize``); labels 0..9;
     ``Splits.class_names`` from batches.meta.txt.
     """
 
@@ -130,7 +137,7 @@ class Cifar100(CifarBinary):
     (20). Records: 1 coarse label byte, 1 fine label byte, 3072 pixel bytes.
 
     Options:
-        path, validation: as for ``cifar10`` (``validation: "test"`` uses test.bin).
+        path, validation, resize: as for ``cifar10`` (``validation: "test"`` uses test.bin).
         label: "fine" (default: 100 classes) or "coarse" (the 20 superclasses).
 
     Inputs: ``(N, 3, 32, 32)`` in [0, 1]; labels 0..99 or 0..19; ``Splits.class_names`` from the
@@ -147,8 +154,8 @@ class Cifar100(CifarBinary):
     label_bytes = 2
     listed = "train.bin, test.bin, fine_label_names.txt, coarse_label_names.txt"
 
-    def __init__(self, path, validation="split", label="fine"):
-        super().__init__(path, validation)
+    def __init__(self, path, validation="split", label="fine", resize=None):
+        super().__init__(path, validation, resize)
         self.label = choice_option(label, "label", ("fine", "coarse"))
         self.label_offset = 1 if self.label == "fine" else 0
         self.names_file = f"{self.label}_label_names.txt"
