@@ -52,8 +52,8 @@ class BatchNorm(Layer):
     def forward(self, ctx, x):
         batch_statistics = ctx.training or not self.track_running_stats
         if batch_statistics and x.size // x.shape[1] == 1:
-            raise self.error(f"expected more than 1 value per channel when using batch statistics; got a "
-                             f"batch of shape {x.shape}")
+            when = "when training" if ctx.training else "without running statistics (track_running_stats false)"
+            raise self.error(f"expected more than 1 value per channel {when}; got a batch of shape {x.shape}")
         y, ctx.saved.xhat, ctx.saved.inv_std = ctx.kernels.batchnorm_forward(
             ctx, x, ctx.params.get("weight"), ctx.params.get("bias"), ctx.buffers.get("running_mean"),
             ctx.buffers.get("running_var"), self.eps, self.momentum, batch_statistics)
