@@ -17,6 +17,5 @@ def cnnrun_register_layers(register):
 
 @hookimpl
 def cnnrun_register_kernels(register):
-    for module in ("", "_groups", "_lrn"):
-        register("cpu", f"cnnrun.plugins.norm.cpu{module}")
-        register("cuda", f"cnnrun.plugins.norm.cuda{module}")
+    register("cpu", "cnnrun.plugins.norm.cpu")
+    register("cuda", "cnnrun.plugins.norm.cuda")

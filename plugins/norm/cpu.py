@@ -1,8 +1,11 @@
-"""CPU kernels of batch normalization (NumPy: memory-bound)."""
+"""CPU kernels of normalization: batchnorm's here (NumPy: memory-bound), the group-wise ones' in
+:mod:`.cpu_groups` and lrn's in :mod:`.cpu_lrn`, all in this module's ``KERNELS``."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import cpu_groups, cpu_lrn
 
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
@@ -63,4 +66,5 @@ def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, 
     return dx
 
 
-KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward}
+KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward,
+           **cpu_groups.KERNELS, **cpu_lrn.KERNELS}

@@ -1,4 +1,5 @@
-"""CUDA kernels of batch normalization.
+"""CUDA kernels of normalization: batchnorm's here, the group-wise ones' in :mod:`.cuda_groups` and
+lrn's in :mod:`.cuda_lrn`, all in this module's ``KERNELS``.
 
 Batchnorm views its input as (N, C, S) and reduces per channel on the device in two launches, with
 no block-wide synchronization: first ``lanes`` threads per channel each sum every lanes-th of the
@@ -14,6 +15,8 @@ import numpy as np
 from numba import cuda
 
 from cnnrun.engine.cuda import channel_view, grid
+
+from . import cuda_groups, cuda_lrn
 
 MAX_LANES = 1024  # partial sums per channel
 
@@ -178,4 +181,5 @@ def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, 
     return dx
 
 
-KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward}
+KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward,
+           **cuda_groups.KERNELS, **cuda_lrn.KERNELS}
