@@ -10,7 +10,7 @@ import reference_norm as refn
 from cnnrun.engine import ConfigError, Network
 from cnnrun.engine.checkpoint import Checkpoint, network_state
 from cnnrun.engine.fuse import foldable_pairs, fuse_network
-from cnnrun.engine.gradcheck import check_layer_gradients
+from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
 
 DTYPES = ("float32", "float64")
 TOL = {"float32": dict(rtol=1e-5, atol=2e-5), "float64": dict(rtol=1e-11, atol=1e-11)}
@@ -285,3 +285,14 @@ def test_fuse_folds_batchnorm_without_affine(registry):
 def test_fuse_leaves_batchnorm_without_running_statistics(registry):
     net, (config, _, pairs) = fused_pair(registry, {"type": "batchnorm", "track_running_stats": False})
     assert pairs == [] and foldable_pairs(net) == [] and [layer["name"] for layer in config["layers"]] == ["c", "b"]
+
+
+def test_a_network_of_every_new_layer_has_correct_gradients(registry):
+    layers = [{"type": "conv2d", "out_channels": 6, "kernel_size": 3}, {"type": "group_norm", "num_groups": 3},
+              {"type": "lrn", "size": 3, "alpha": 0.3}, {"type": "instance_norm", "affine": True},
+              {"type": "layer_norm", "normalized_shape": 6, "channels_first": True, "eps": 1e-6},
+              {"type": "batchnorm", "affine": False}, {"type": "layer_norm", "normalized_shape": [3, 3]},
+              {"type": "flatten"}, {"type": "linear", "out_features": 3}]
+    net = Network.from_config({"input": {"shape": [2, 5, 5]}, "layers": layers}, registry=registry,
+                              dtype="float64", seed=0)
+    check_network_gradients(net, batch=2, max_checks=12)
