@@ -1,8 +1,11 @@
-"""CPU kernels of batch normalization (NumPy: memory-bound)."""
+"""CPU kernels of normalization: batchnorm's here (NumPy: memory-bound), the group-wise ones' in
+:mod:`.cpu_groups` and lrn's in :mod:`.cpu_lrn`, all in this module's ``KERNELS``."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import cpu_groups, cpu_lrn
 
 
 def _channel_sum(a: np.ndarray) -> np.ndarray:
@@ -17,8 +20,8 @@ def _per_channel(v: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, momentum, training):
     """``(y, xhat, inv_std)``: y = weight * xhat + bias, xhat = (x - mean) * inv_std with the batch
-    statistics (``training``: the running ones move by ``momentum``) or the running ones; ``inv_std``
-    float64 (C,)."""
+    statistics (``training``: the running ones, unless None, move by ``momentum``) or the running
+    ones; ``inv_std`` float64 (C,). ``weight`` and ``bias`` None: y = xhat."""
     n = x.size // x.shape[1]
     y = np.empty_like(x)
     xhat = ctx.workspace("xhat", x.shape, x.dtype)
@@ -26,27 +29,33 @@ def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, mome
         mean = _channel_sum(x) / n
         np.subtract(x, _per_channel(mean, x), out=xhat)
         var = _channel_sum(np.square(xhat, out=y)) / n
-        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-        running_var[...] = (1 - momentum) * running_var + momentum * var * (n / (n - 1))
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = (1 - momentum) * running_var + momentum * var * (n / (n - 1))
     else:
         var = running_var.astype(np.float64)
         np.subtract(x, _per_channel(running_mean, x), out=xhat)
     inv_std = 1 / np.sqrt(var + eps)
     xhat *= _per_channel(inv_std, x)
-    np.multiply(xhat, _per_channel(weight, x), out=y)
-    y += _per_channel(bias, x)
+    if weight is None:
+        y[...] = xhat
+    else:
+        np.multiply(xhat, _per_channel(weight, x), out=y)
+        y += _per_channel(bias, x)
     return y, xhat, inv_std
 
 
 def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, grad_bias):
-    """dgamma = sum(dy * xhat) and dbeta = sum(dy) into ``grad_weight``/``grad_bias``; returns dx."""
+    """dgamma = sum(dy * xhat) and dbeta = sum(dy) into ``grad_weight``/``grad_bias`` (unless
+    ``weight`` is None: gamma = 1); returns dx."""
     n = grad.size // grad.shape[1]
-    scale = weight * inv_std
+    scale = inv_std if weight is None else weight * inv_std
     dx = np.multiply(grad, xhat)
     dgamma = _channel_sum(dx)
     dbeta = _channel_sum(grad)
-    grad_weight[...] = dgamma
-    grad_bias[...] = dbeta
+    if weight is not None:
+        grad_weight[...] = dgamma
+        grad_bias[...] = dbeta
     if training:
         np.multiply(xhat, _per_channel(dgamma / n, grad), out=dx)
         np.subtract(grad, dx, out=dx)
@@ -57,4 +66,5 @@ def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, 
     return dx
 
 
-KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward}
+KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward,
+           **cpu_groups.KERNELS, **cpu_lrn.KERNELS}

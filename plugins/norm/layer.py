@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnrun.engine import Layer
-from cnnrun.engine.options import float_option
+from cnnrun.engine.options import bool_option, float_option
 
 
 class BatchNorm(Layer):
@@ -17,55 +17,66 @@ class BatchNorm(Layer):
     Eval: the running statistics. Shape: unchanged.
     Backward (training): dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat));
     (eval): dx = dy * gamma / sqrt(running_var + eps). dgamma = sum(dy * xhat), dbeta = sum(dy).
+    ``affine: false``: no ``weight``/``bias`` (gamma = 1, beta = 0); ``track_running_stats: false``:
+    no running buffers, the batch statistics in evaluation too (PyTorch's options of the same names).
 
     Folds into a layer before it that declares ``affine_output_channels`` (conv, linear: ``cnnrun
     fuse``): per output channel c, with s = gamma / sqrt(running_var + eps),
     w'[c] = w[c] * s[c] and b'[c] = (b[c] - running_mean[c]) * s[c] + beta[c] (b = 0 without bias).
-    PyTorch: ``fuse_conv_bn_eval``.
+    PyTorch: ``fuse_conv_bn_eval``. Without running statistics it does not fold (its output depends
+    on the batch).
     """
 
     type_name = "batchnorm"
     kernels = ("batchnorm_forward", "batchnorm_backward")
 
-    def __init__(self, name, eps=1e-5, momentum=0.1):
+    def __init__(self, name, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__(name)
         self.eps = float_option(eps, "eps", low=0, low_open=True)
         self.momentum = float_option(momentum, "momentum", low=0, high=1)
+        self.affine = bool_option(affine, "affine")
+        self.track_running_stats = bool_option(track_running_stats, "track_running_stats")
 
     def parameter_shapes(self, shape):
-        return {"weight": (shape[0],), "bias": (shape[0],)}
+        return {"weight": (shape[0],), "bias": (shape[0],)} if self.affine else {}
 
     def buffer_shapes(self, shape):
-        return {"running_mean": (shape[0],), "running_var": (shape[0],)}
+        return {"running_mean": (shape[0],), "running_var": (shape[0],)} if self.track_running_stats else {}
 
     def initialize(self, params, buffers, rng):
-        params["weight"][...] = 1
-        buffers["running_var"][...] = 1
+        if self.affine:
+            params["weight"][...] = 1
+        if self.track_running_stats:
+            buffers["running_var"][...] = 1
 
     def forward(self, ctx, x):
-        if ctx.training and x.size // x.shape[1] == 1:
-            raise self.error(f"expected more than 1 value per channel when training; got a batch "
-                             f"of shape {x.shape}")
+        batch_statistics = ctx.training or not self.track_running_stats
+        if batch_statistics and x.size // x.shape[1] == 1:
+            when = "when training" if ctx.training else "without running statistics (track_running_stats false)"
+            raise self.error(f"expected more than 1 value per channel {when}; got a batch of shape {x.shape}")
         y, ctx.saved.xhat, ctx.saved.inv_std = ctx.kernels.batchnorm_forward(
-            ctx, x, ctx.params["weight"], ctx.params["bias"], ctx.buffers["running_mean"],
-            ctx.buffers["running_var"], self.eps, self.momentum, ctx.training)
-        ctx.saved.training = ctx.training
+            ctx, x, ctx.params.get("weight"), ctx.params.get("bias"), ctx.buffers.get("running_mean"),
+            ctx.buffers.get("running_var"), self.eps, self.momentum, batch_statistics)
+        ctx.saved.batch_statistics = batch_statistics
         return y
 
     def backward(self, ctx, grad):
         saved = ctx.saved
-        return ctx.kernels.batchnorm_backward(ctx, grad, saved.xhat, saved.inv_std, ctx.params["weight"],
-                                              saved.training, ctx.grads["weight"], ctx.grads["bias"])
+        return ctx.kernels.batchnorm_backward(ctx, grad, saved.xhat, saved.inv_std, ctx.params.get("weight"),
+                                              saved.batch_statistics, ctx.grads.get("weight"),
+                                              ctx.grads.get("bias"))
 
     def folds_into(self, producer):
-        return producer.affine_output_channels
+        return producer.affine_output_channels and self.track_running_stats
 
     def fold_parameters(self, producer_params, params, buffers):
         """The producer's ``weight`` and ``bias`` with this batchnorm folded in (computed in float64)."""
         weight = np.asarray(producer_params["weight"])
+        channels = weight.shape[0]
         variance = np.asarray(buffers["running_var"], np.float64)
-        scale = np.asarray(params["weight"], np.float64) / np.sqrt(variance + self.eps)
-        bias = np.asarray(producer_params.get("bias", np.zeros(weight.shape[0])), np.float64)
+        gamma = np.asarray(params.get("weight", np.ones(channels)), np.float64)
+        scale = gamma / np.sqrt(variance + self.eps)
+        bias = np.asarray(producer_params.get("bias", np.zeros(channels)), np.float64)
         new_weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-        new_bias = (bias - buffers["running_mean"]) * scale + params["bias"]
+        new_bias = (bias - buffers["running_mean"]) * scale + params.get("bias", np.zeros(channels))
         return {"weight": new_weight.astype(weight.dtype), "bias": new_bias.astype(weight.dtype)}
