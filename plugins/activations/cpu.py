@@ -1,7 +1,7 @@
 """CPU kernels of the activations: NumPy, and Numba ufuncs of the scalar functions of :mod:`.scalar`.
 
 Each takes its inputs and returns a fresh output, as the CUDA kernels in :mod:`.cuda` do. The ufuncs
-compile on first use (``cache=True``), compute in float64 and write into an array of the input's dtype.
+compile on first use (``cache=True``) and compute in float64; the results are cast to the input's dtype.
 """
 
 from __future__ import annotations
@@ -89,12 +89,10 @@ def _elementwise_kernels(op, function, derivative):
     f, df = vectorize(cache=True)(function), vectorize(cache=True)(derivative)
 
     def forward(x, a, b):
-        t = x.dtype.type
-        return f(x, t(a), t(b), out=np.empty_like(x))
+        return f(x, a, b).astype(x.dtype, copy=False)
 
     def backward(x, grad, a, b):
-        t = x.dtype.type
-        return grad * df(x, t(a), t(b), out=np.empty_like(x))
+        return grad * df(x, a, b).astype(grad.dtype, copy=False)
 
     forward.__name__, backward.__name__ = f"{op}_forward", f"{op}_backward"
     return forward, backward
