@@ -11,7 +11,7 @@ import pytest
 import reference_activations as ref
 from cnnrun.engine import ConfigError, Network
 from cnnrun.engine.batch_loss import ends_in_softmax
-from cnnrun.engine.gradcheck import check_layer_gradients
+from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
 
 DTYPES = ("float32", "float64")
 TOL = {"float32": dict(rtol=1e-6, atol=1e-7), "float64": dict(rtol=1e-13, atol=1e-15)}
@@ -74,21 +74,26 @@ def inputs(shape, batch, dtype, seed=8):
     return x.astype(dtype)
 
 
+def one_pass(net, x):
+    """``net``'s output for ``x``, after checking that forward and backward warn of no overflow or
+    invalid value, keep the dtype and shape, and give a finite input gradient."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = net.forward(x, training=True)
+        dx = net.backward(np.ones_like(y))
+    assert y.dtype == x.dtype == dx.dtype and y.shape == x.shape == dx.shape
+    assert np.all(np.isfinite(dx)), f"non-finite gradient for inputs {x[~np.isfinite(dx)]}"
+    return y
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_elementwise_matches_reference(registry, dtype, name):
     layer, reference = ELEMENTWISE[name]
     for shape in SHAPES:
         for batch in (1, 2):
-            net = network(registry, layer, shape, dtype)
             x = inputs(shape, batch, dtype)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # no overflow, no invalid value
-                y = net.forward(x, training=True)
-                dx = net.backward(np.ones_like(y))
-            assert y.dtype == dtype and y.shape == x.shape and dx.dtype == dtype
-            np.testing.assert_allclose(y, reference(x), **TOL[dtype])
-            assert np.all(np.isfinite(dx)), f"{name}: non-finite gradient for {x[np.isfinite(dx) == 0]}"
+            np.testing.assert_allclose(one_pass(network(registry, layer, shape, dtype), x), reference(x), **TOL[dtype])
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
@@ -102,13 +107,9 @@ def test_elementwise_gradients(registry, name, shape):
 def test_over_axis_matches_reference(registry, dtype, name):
     layer, shape, reference = OVER_AXIS[name]
     for batch in (1, 3):
-        net = network(registry, layer, shape, dtype)
         x = (np.random.default_rng(3).standard_normal((batch, *shape)) * 5).astype(dtype)
         x.reshape(-1)[:2] = [1000.0, -1000.0]  # no overflow
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            y = net.forward(x, training=True)
-        assert y.dtype == dtype and y.shape == x.shape
+        y = one_pass(network(registry, layer, shape, dtype), x)
         np.testing.assert_allclose(y, reference(x), rtol=TOL[dtype]["rtol"], atol=1e-6 if dtype == "float32" else 1e-12)
 
 
@@ -132,7 +133,7 @@ def test_only_softmax_over_classes_fuses_cross_entropy(registry):
     assert not ends_in_softmax(network(registry, {"type": "softmax", "axis": -1}, (3, 5)))
     assert not ends_in_softmax(network(registry, {"type": "softmax", "axis": 1}, (3, 5)))
     assert not ends_in_softmax(network(registry, {"type": "log_softmax"}, (5,)))
-    # a second softmax layer of another shape does not change the first one's class
+    # the (3, 5) layers above dropped only their own fused loss, not the class's
     assert network(registry, {"type": "softmax"}, (5,)).nodes[-1].layer.fused_loss
 
 
@@ -144,13 +145,11 @@ def test_prelu_matches_reference(registry, dtype, name):
         net = network(registry, layer, shape, dtype)
         stored = net.params[net.nodes[-1].name]["weight"]
         assert stored.shape == (layer.get("num_parameters", 1),)
-        np.testing.assert_array_equal(stored, np.asarray(layer.get("init", 0.25), dtype))  # PyTorch's init: every slope 0.25
+        np.testing.assert_array_equal(stored, np.asarray(layer.get("init", 0.25), dtype))  # PyTorch's init
         if weight is not None:
             stored[...] = weight
         x = inputs(shape, batch, dtype)
-        y = net.forward(x, training=True)
-        assert y.dtype == dtype
-        np.testing.assert_allclose(y, ref.prelu(x, stored), **TOL[dtype])
+        np.testing.assert_allclose(one_pass(net, x), ref.prelu(x, stored), **TOL[dtype])
 
 
 @pytest.mark.parametrize("name", PRELU)
@@ -159,8 +158,6 @@ def test_prelu_gradients(registry, name):
     config = {"input": {"shape": list(shape)}, "layers": [layer]}
     check_layer_gradients(layer, shape, batch=3, registry=registry)
     if weight is not None:  # and with slopes of both signs, the weight gradient included
-        from cnnrun.engine.gradcheck import check_network_gradients
-
         net = Network.from_config(config, registry=registry, dtype="float64")
         net.params[net.nodes[-1].name]["weight"][...] = weight
         check_network_gradients(net, batch=3)
@@ -184,7 +181,8 @@ DERIVATIVES_AT_KINKS = [  # PyTorch's backward formulas at the points where the 
 ]
 
 
-@pytest.mark.parametrize("layer, x, expected", DERIVATIVES_AT_KINKS, ids=lambda v: str(v) if isinstance(v, dict) else "")
+@pytest.mark.parametrize("layer, x, expected", DERIVATIVES_AT_KINKS,
+                         ids=lambda v: str(v) if isinstance(v, dict) else "")
 def test_derivatives_follow_pytorch(registry, layer, x, expected):
     net = network(registry, layer, (len(x),))
     with warnings.catch_warnings():
@@ -205,8 +203,10 @@ def test_derivatives_follow_pytorch(registry, layer, x, expected):
     ({"type": "prelu", "num_parameters": 3}, (4, 5, 5),
      "layer 'a' (prelu): num_parameters must be 1 or the channel count (4) of input shape (4, 5, 5); "
      "got num_parameters=3"),
-    ({"type": "prelu", "num_parameters": 0}, (4,), "layer 'a' (prelu): num_parameters must be >= 1; got num_parameters=0"),
-    ({"type": "clip", "min": 1, "max": 0}, (3,), "layer 'a' (clip): min must not be greater than max; got min=1, max=0"),
+    ({"type": "prelu", "num_parameters": 0}, (4,),
+     "layer 'a' (prelu): num_parameters must be >= 1; got num_parameters=0"),
+    ({"type": "clip", "min": 1, "max": 0}, (3,),
+     "layer 'a' (clip): min must not be greater than max; got min=1, max=0"),
     ({"type": "celu", "alpha": 0}, (3,), "layer 'a' (celu): alpha must not be 0 (celu divides by it); got alpha=0"),
     ({"type": "elu", "alpha": None}, (3,), "layer 'a' (elu): alpha must be a finite number; got alpha=null"),
     ({"type": "gelu", "approximate": "fast"}, (3,),

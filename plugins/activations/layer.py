@@ -1,4 +1,5 @@
-"""relu, leaky_relu, sigmoid, tanh, softmax, log_softmax, prelu: the math once, the kernels from the device (:mod:`.cpu`, :mod:`.cuda`)."""
+"""relu, leaky_relu, sigmoid, tanh, softmax, log_softmax, prelu: the math once, the kernels from the
+device (:mod:`.cpu`, :mod:`.cuda`)."""
 
 from __future__ import annotations
 
