@@ -86,15 +86,15 @@ class _OverAxis(Layer):
         if not (1 <= self.axis < ndim or -ndim < self.axis <= -1):
             raise self.error(f"axis must be one of the input's axes, 1 to {ndim - 1} or -{ndim - 1} to -1 "
                              f"(0 is the batch); got axis={self.axis} for input shape {shape}", key="axis")
-        self._axis = self.axis % ndim
         return shape
 
     def forward(self, ctx, x):
-        y = ctx.saved.y = getattr(ctx.kernels, f"{self.op}_forward")(x, self._axis)
+        y = ctx.saved.y = getattr(ctx.kernels, f"{self.op}_forward")(x, self.axis % x.ndim)
         return y
 
     def backward(self, ctx, grad):
-        return getattr(ctx.kernels, f"{self.op}_backward")(ctx.saved.y, grad, self._axis)
+        y = ctx.saved.y
+        return getattr(ctx.kernels, f"{self.op}_backward")(y, grad, self.axis % y.ndim)
 
 
 class Softmax(_OverAxis):
