@@ -2,8 +2,10 @@
 f'(v, a, b) each, shared by the CPU (Numba ufuncs, :mod:`.cpu`) and CUDA (device functions,
 :mod:`.cuda`) kernels. ``a`` and ``b`` are the layer's two numeric options (unused ones are 0).
 
-Written so that no intermediate overflows for large |v|: sigmoid and softplus split on the sign,
-exponentials only of non-positive arguments. Derivatives at the kinks follow PyTorch's backward.
+Each is ``register_jitable``: plain Python when called from Python (the CUDA simulator), compiled
+where a Numba ufunc or CUDA kernel calls it. Written so that no intermediate overflows for large |v|:
+sigmoid and softplus split on the sign, exponentials only of non-positive arguments, gelu's tanh form
+saturates before v^3 can overflow. Derivatives at the kinks follow PyTorch's backward formulas.
 """
 
 from __future__ import annotations
