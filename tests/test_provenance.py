@@ -16,10 +16,10 @@ from cnnrun.engine.plugins import Registries, make_plugin_manager
 from cnnrun.engine.train import train
 
 
-class PReLU(Layer):
+class SlopeReLU(Layer):
     """y = max(x, 0) + a * min(x, 0) with one trained slope a (a throwaway plugin layer)."""
 
-    type_name = "prelu"
+    type_name = "slope_relu"
 
     def parameter_shapes(self, input_shape):
         return {"slope": (1,)}
@@ -37,26 +37,26 @@ class PReLU(Layer):
         return grad * np.where(x > 0, x.dtype.type(1), ctx.params["slope"][0])
 
 
-class PReLUPlugin:
+class SlopeReLUPlugin:
     @hookimpl
     def cnnrun_register_layers(self, register):
-        register(PReLU)
+        register(SlopeReLU)
 
 
 NET = {"name": "tiny", "input": {"shape": [1, 8, 8]}, "layers": [
-    {"type": "flatten"}, {"name": "conv3", "type": "prelu"}, {"name": "fc", "type": "linear", "out_features": 10}],
+    {"type": "flatten"}, {"name": "conv3", "type": "slope_relu"}, {"name": "fc", "type": "linear", "out_features": 10}],
     "train": {"data": {"type": "digits"}, "epochs": 1, "batch_size": 256, "validation_split": 0.5}}
-MISSING = ("layer type 'prelu' of conv3 came from plugin 'cnnrun-prelu' 0.2, which is not installed "
+MISSING = ("layer type 'slope_relu' of conv3 came from plugin 'cnnrun-slope-relu' 0.2, which is not installed "
            "(the checkpoint {path} needs it")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A one-epoch run of NET with the plugin installed as 'cnnrun-prelu' 0.2, and the network file."""
+    """A one-epoch run of NET with the plugin installed as 'cnnrun-slope-relu' 0.2, and the network file."""
     folder = tmp_path_factory.mktemp("provenance")
     pm = make_plugin_manager(load_entrypoints=False)
-    pm.register(PReLUPlugin(), name="cnnrun-prelu")
-    pm.versions["cnnrun-prelu"] = "0.2"  # as an installed distribution's version
+    pm.register(SlopeReLUPlugin(), name="cnnrun-slope-relu")
+    pm.versions["cnnrun-slope-relu"] = "0.2"  # as an installed distribution's version
     net_file = folder / "net.json"
     net_file.write_text(json.dumps(NET))
     train(net_file, out=folder / "run", registries=Registries.from_plugin_manager(pm))
@@ -74,7 +74,7 @@ def test_the_checkpoint_records_the_plugin_of_each_layer_type(trained):
         assert load_checkpoint(run / name).meta["plugins"] == {
             "flatten": {"plugin": "cnnrun.plugins.reshape", "version": cnnrun.__version__},
             "linear": {"plugin": "cnnrun.plugins.dense", "version": cnnrun.__version__},
-            "prelu": {"plugin": "cnnrun-prelu", "version": "0.2"}}
+            "slope_relu": {"plugin": "cnnrun-slope-relu", "version": "0.2"}}
 
 
 def test_eval_names_the_missing_plugin(trained, without_plugin):
@@ -97,11 +97,14 @@ def test_resume_names_the_missing_plugin(trained, without_plugin, tmp_path):
         train(net_file, resume=run, out=tmp_path / "again", overrides={"epochs": 2}, registries=without_plugin)
 
 
+UNKNOWN = r"layer 'conv3': unknown layer type 'slope_relu' \(did you mean 'leaky_relu'\?\)$"
+
+
 def test_without_a_record_the_unknown_type_error_stands(trained, without_plugin, tmp_path):
     run, net_file = trained
-    with pytest.raises(ConfigError, match=r"layer 'conv3': unknown layer type 'prelu' \(did you mean 'relu'\?\)$"):
+    with pytest.raises(ConfigError, match=UNKNOWN):
         train(net_file, out=tmp_path / "fresh", registries=without_plugin)  # no checkpoint to ask
-    with pytest.raises(ConfigError, match=r"layer 'conv3': unknown layer type 'prelu' \(did you mean 'relu'\?\)$"):
+    with pytest.raises(ConfigError, match=UNKNOWN):
         evaluate_checkpoint(net_file, tmp_path / "no-such-run", registries=without_plugin)
 
 
@@ -120,7 +123,7 @@ def test_a_fused_checkpoint_keeps_the_record(trained):
 
     run, net_file = trained
     pm = make_plugin_manager(load_entrypoints=False)
-    pm.register(PReLUPlugin(), name="cnnrun-prelu")
+    pm.register(SlopeReLUPlugin(), name="cnnrun-slope-relu")
     checkpoint = load_checkpoint(run / "latest.npz")
     _, fused, _ = fuse_network(NET, checkpoint, registry=Registries.from_plugin_manager(pm).layers)
     assert fused.meta["plugins"] == checkpoint.meta["plugins"]

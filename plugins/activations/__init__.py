@@ -1,13 +1,16 @@
-"""Activations: relu, leaky_relu, sigmoid, tanh, softmax (:mod:`.layer`; kernels in :mod:`.cpu`, :mod:`.cuda`)."""
+"""Activations: relu, leaky_relu, sigmoid, tanh, softmax, log_softmax, prelu (:mod:`.layer`) and the
+element-wise ones of :mod:`.elementwise` (elu, selu, celu, gelu, silu, mish, hardswish, hardsigmoid,
+hardtanh, relu6, clip, softplus, softsign); kernels in :mod:`.cpu`, :mod:`.cuda`."""
 
 from cnnrun.engine import hookimpl
 
-from .layer import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .elementwise import LAYERS as ELEMENTWISE
+from .layer import LeakyReLU, LogSoftmax, PReLU, ReLU, Sigmoid, Softmax, Tanh
 
 
 @hookimpl
 def cnnrun_register_layers(register):
-    for layer in (ReLU, LeakyReLU, Sigmoid, Tanh, Softmax):
+    for layer in (ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, LogSoftmax, PReLU, *ELEMENTWISE):
         register(layer)
 
 

@@ -1,11 +1,15 @@
-"""CPU kernels of the activations (NumPy: memory-bound, so no Numba loops of their own).
+"""CPU kernels of the activations: NumPy, and Numba ufuncs of the scalar functions of :mod:`.scalar`.
 
-Each takes its inputs and returns a fresh output, as the CUDA kernels in :mod:`.cuda` do.
+Each takes its inputs and returns a fresh output, as the CUDA kernels in :mod:`.cuda` do. The ufuncs
+compile on first use (``cache=True``) and compute in float64; the results are cast to the input's dtype.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import vectorize
+
+from .scalar import OPS
 
 
 def relu_forward(x):
@@ -40,16 +44,62 @@ def tanh_backward(y, grad):
     return grad * (1 - y ** 2)
 
 
-def softmax_forward(x):
-    """Softmax over axis 1."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def softmax_forward(x, axis):
+    """Softmax over ``axis`` of the batch."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
 
 
-def softmax_backward(y, grad):
-    return y * (grad - np.sum(grad * y, axis=1, keepdims=True))
+def softmax_backward(y, grad, axis):
+    return y * (grad - np.sum(grad * y, axis=axis, keepdims=True))
+
+
+def log_softmax_forward(x, axis):
+    """x - max - log(sum(exp(x - max))) over ``axis``."""
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def log_softmax_backward(y, grad, axis):
+    return grad - np.exp(y) * grad.sum(axis=axis, keepdims=True)
+
+
+def _per_parameter(x, weight):
+    """(x as (N, P, S), weight as (1, P, 1)): P = 1 (one slope) or the channel count."""
+    return x.reshape(x.shape[0], weight.size, -1), weight.reshape(1, -1, 1)
+
+
+def prelu_forward(x, weight):
+    """y = x where x > 0, else weight[c] * x."""
+    xs, w = _per_parameter(x, weight)
+    return np.where(xs > 0, xs, w * xs).reshape(x.shape)
+
+
+def prelu_backward(x, weight, grad, grad_weight):
+    """dx = dy where x > 0, else weight[c] * dy; grad_weight[c] = sum of dy * x where x <= 0."""
+    xs, w = _per_parameter(x, weight)
+    gs = grad.reshape(xs.shape)
+    negative = xs <= 0
+    grad_weight[...] = np.sum(np.where(negative, gs * xs, 0), axis=(0, 2))
+    return np.where(negative, w * gs, gs).reshape(x.shape)
+
+
+def _elementwise_kernels(op, function, derivative):
+    """``OP_forward(x, a, b)`` = f(x) and ``OP_backward(x, grad, a, b)`` = grad * f'(x)."""
+    f, df = vectorize(cache=True)(function), vectorize(cache=True)(derivative)
+
+    def forward(x, a, b):
+        return f(x, a, b).astype(x.dtype, copy=False)
+
+    def backward(x, grad, a, b):
+        return grad * df(x, a, b).astype(grad.dtype, copy=False)
+
+    forward.__name__, backward.__name__ = f"{op}_forward", f"{op}_backward"
+    return forward, backward
 
 
 KERNELS = {f.__name__: f for f in (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,
                                    sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward,
-                                   softmax_forward, softmax_backward)}
+                                   softmax_forward, softmax_backward, log_softmax_forward,
+                                   log_softmax_backward, prelu_forward, prelu_backward)}
+KERNELS.update({f.__name__: f for op, functions in OPS.items() for f in _elementwise_kernels(op, *functions)})

@@ -1,9 +1,12 @@
-"""Element-wise activations and softmax: the math once, the kernels from the device (:mod:`.cpu`, :mod:`.cuda`)."""
+"""relu, leaky_relu, sigmoid, tanh, softmax, log_softmax, prelu: the math once, the kernels from the
+device (:mod:`.cpu`, :mod:`.cuda`)."""
 
 from __future__ import annotations
 
-from cnnrun.engine import Layer
-from cnnrun.engine.options import float_option
+from typing import ClassVar
+
+from cnnrun.engine import ConfigError, Layer
+from cnnrun.engine.options import float_option, int_option, show
 
 
 class ReLU(Layer):
@@ -66,21 +69,94 @@ class Tanh(Layer):
         return ctx.kernels.tanh_backward(ctx.saved.y, grad)
 
 
-class Softmax(Layer):
-    """y_c = exp(x_c) / sum_k exp(x_k) over the channel axis (axis 1 of the batch).
+class _OverAxis(Layer):
+    """Base of softmax and log_softmax: normalized over ``axis``, PyTorch's ``dim`` counting the
+    batch as axis 0 (1: the channels, the default; -1: the last axis). Subclasses set ``op``."""
 
-    dx = y * (dy - sum_c(dy * y)). PyTorch: ``nn.Softmax(dim=1)``. As the last layer, cross-entropy
-    is computed from its probabilities, with the gradient (p - onehot) / N of its input
-    (``fused_loss``), so training skips its backward.
-    """
+    op: ClassVar[str]
 
-    type_name = "softmax"
-    kernels = ("softmax_forward", "softmax_backward")
-    fused_loss = {"cross_entropy": "cross_entropy_from_probabilities"}
+    def __init__(self, name, axis=1):
+        super().__init__(name)
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise ConfigError(f"axis must be an integer; got axis={show(axis)}", key="axis")
+        self.axis = axis
+
+    def output_shape(self, shape):
+        ndim = len(shape) + 1
+        if not (1 <= self.axis < ndim or -ndim < self.axis <= -1):
+            raise self.error(f"axis must be one of the input's axes, 1 to {ndim - 1} or -{ndim - 1} to -1 "
+                             f"(0 is the batch); got axis={self.axis} for input shape {shape}", key="axis")
+        return shape
 
     def forward(self, ctx, x):
-        y = ctx.saved.y = ctx.kernels.softmax_forward(x)
+        y = ctx.saved.y = getattr(ctx.kernels, f"{self.op}_forward")(x, self.axis % x.ndim)
         return y
 
     def backward(self, ctx, grad):
-        return ctx.kernels.softmax_backward(ctx.saved.y, grad)
+        y = ctx.saved.y
+        return getattr(ctx.kernels, f"{self.op}_backward")(y, grad, self.axis % y.ndim)
+
+
+class Softmax(_OverAxis):
+    """y_k = exp(x_k) / sum_j exp(x_j) over ``axis`` (default 1: the channels).
+
+    dx = y * (dy - sum_k(dy * y)). PyTorch: ``nn.Softmax(dim=axis)``. As the last layer on a (classes,)
+    input, cross-entropy is computed from its probabilities, with the gradient (p - onehot) / N of its
+    input (``fused_loss``), so training skips its backward; over other shapes it has no fused loss.
+    """
+
+    type_name = "softmax"
+    op = "softmax"
+    kernels = ("softmax_forward", "softmax_backward")
+    fused_loss = {"cross_entropy": "cross_entropy_from_probabilities"}
+
+    def output_shape(self, shape):
+        shape = super().output_shape(shape)
+        if len(shape) != 1:
+            self.fused_loss = {}
+        return shape
+
+
+class LogSoftmax(_OverAxis):
+    """y_k = x_k - log(sum_j exp(x_j)) over ``axis`` (default 1), computed as x - m - log(sum exp(x - m)),
+    m the maximum. dx = dy - exp(y) * sum_k(dy). PyTorch: ``nn.LogSoftmax(dim=axis)``."""
+
+    type_name = "log_softmax"
+    op = "log_softmax"
+    kernels = ("log_softmax_forward", "log_softmax_backward")
+
+
+class PReLU(Layer):
+    """y = x if x > 0 else weight[c] * x, with a trained slope per channel c (axis 1), or one for all.
+
+    ``weight`` has shape (num_parameters,): 1, or the channel count (C of (C, H, W) or (C, L), the
+    features of (F,)); it starts at ``init``. dx = dy where x > 0, else weight[c] * dy;
+    dweight[c] = the sum of dy * x where x <= 0. PyTorch: ``nn.PReLU(num_parameters=1, init=0.25)``.
+    """
+
+    type_name = "prelu"
+    kernels = ("prelu_forward", "prelu_backward")
+
+    def __init__(self, name, num_parameters=1, init=0.25):
+        super().__init__(name)
+        self.num_parameters = int_option(num_parameters, "num_parameters")
+        self.init = float_option(init, "init")
+
+    def output_shape(self, shape):
+        if self.num_parameters not in (1, shape[0]):
+            raise self.error(f"num_parameters must be 1 or the channel count ({shape[0]}) of input shape "
+                             f"{shape}; got num_parameters={self.num_parameters}", key="num_parameters")
+        return shape
+
+    def parameter_shapes(self, shape):
+        return {"weight": (self.num_parameters,)}
+
+    def initialize(self, params, buffers, rng):
+        params["weight"][...] = self.init
+
+    def forward(self, ctx, x):
+        ctx.saved.x = x
+        return ctx.kernels.prelu_forward(x, ctx.params["weight"])
+
+    def backward(self, ctx, grad):
+        return ctx.kernels.prelu_backward(ctx.saved.x, ctx.params["weight"], grad, ctx.grads["weight"])

@@ -1,0 +1,158 @@
+"""The element-wise activations of :mod:`.scalar`: y = f(x), dx = dy * f'(x), through the device's
+``OP_forward(x, a, b)`` / ``OP_backward(x, grad, a, b)`` kernels. Each layer names its operation and
+its two numeric arguments (a, b); the formulas and derivatives are in :mod:`.scalar`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from cnnrun.engine import Layer
+from cnnrun.engine.options import choice_option, float_option, show
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class Elementwise(Layer):
+    """Base class: ``op`` names the operation (``ops`` all those an instance may pick), and
+    ``arguments`` are the (a, b) passed to its kernels."""
+
+    op: ClassVar[str]
+    ops: ClassVar[tuple[str, ...]] = ()
+    arguments: tuple[float, float] = (0.0, 0.0)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.kernels = tuple(f"{op}_{way}" for op in cls.ops or (cls.op,) for way in ("forward", "backward"))
+
+    def forward(self, ctx, x):
+        ctx.saved.x = x
+        return getattr(ctx.kernels, f"{self.op}_forward")(x, *self.arguments)
+
+    def backward(self, ctx, grad):
+        return getattr(ctx.kernels, f"{self.op}_backward")(ctx.saved.x, grad, *self.arguments)
+
+
+class ELU(Elementwise):
+    """y = x if x > 0 else alpha * (exp(x) - 1). PyTorch: ``nn.ELU(alpha=1.0)``."""
+
+    type_name = op = "elu"
+
+    def __init__(self, name, alpha=1.0):
+        super().__init__(name)
+        self.arguments = (float_option(alpha, "alpha"), 1.0)
+
+
+class SELU(Elementwise):
+    """y = scale * (x if x > 0 else alpha * (exp(x) - 1)), alpha = 1.67326..., scale = 1.05070...
+    PyTorch: ``nn.SELU``."""
+
+    type_name, op = "selu", "elu"
+    arguments = (SELU_ALPHA, SELU_SCALE)
+
+
+class CELU(Elementwise):
+    """y = x if x > 0 else alpha * (exp(x / alpha) - 1), alpha != 0. PyTorch: ``nn.CELU(alpha=1.0)``."""
+
+    type_name = op = "celu"
+
+    def __init__(self, name, alpha=1.0):
+        super().__init__(name)
+        alpha = float_option(alpha, "alpha")
+        if alpha == 0:
+            raise self.error("alpha must not be 0 (celu divides by it); got alpha=0", key="alpha")
+        self.arguments = (alpha, 0.0)
+
+
+class GELU(Elementwise):
+    """y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)); with ``approximate: "tanh"``
+    y = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))). PyTorch: ``nn.GELU(approximate="none")``."""
+
+    type_name = "gelu"
+    ops = ("gelu", "gelu_tanh")
+
+    def __init__(self, name, approximate="none"):
+        super().__init__(name)
+        self.op = "gelu_tanh" if choice_option(approximate, "approximate", ("none", "tanh")) == "tanh" else "gelu"
+
+
+class SiLU(Elementwise):
+    """y = x * sigmoid(x) (swish). PyTorch: ``nn.SiLU``."""
+
+    type_name = op = "silu"
+
+
+class Mish(Elementwise):
+    """y = x * tanh(softplus(x)), softplus(x) = log(1 + exp(x)). PyTorch: ``nn.Mish``."""
+
+    type_name = op = "mish"
+
+
+class Hardswish(Elementwise):
+    """y = x * min(max(x + 3, 0), 6) / 6. PyTorch: ``nn.Hardswish``."""
+
+    type_name = op = "hardswish"
+
+
+class Hardsigmoid(Elementwise):
+    """y = min(max(x + 3, 0), 6) / 6. PyTorch: ``nn.Hardsigmoid``."""
+
+    type_name = op = "hardsigmoid"
+
+
+class Hardtanh(Elementwise):
+    """y = min(max(x, min_val), max_val), min_val < max_val; dy/dx = 1 strictly between them, else 0.
+    PyTorch: ``nn.Hardtanh(min_val=-1.0, max_val=1.0)``."""
+
+    type_name = op = "hardtanh"
+
+    def __init__(self, name, min_val=-1.0, max_val=1.0):
+        super().__init__(name)
+        low, high = float_option(min_val, "min_val"), float_option(max_val, "max_val")
+        if low >= high:
+            raise self.error(f"min_val must be less than max_val; got min_val={show(min_val)}, max_val={show(max_val)}",
+                             key="min_val")
+        self.arguments = (low, high)
+
+
+class ReLU6(Elementwise):
+    """y = min(max(x, 0), 6) (hardtanh from 0 to 6). PyTorch: ``nn.ReLU6``."""
+
+    type_name, op = "relu6", "hardtanh"
+    arguments = (0.0, 6.0)
+
+
+class Clip(Elementwise):
+    """y = min(max(x, min), max); a bound left out (null) is no bound; dy/dx = 1 where
+    min <= x <= max, else 0. PyTorch: ``torch.clamp(x, min, max)``; ONNX ``Clip``."""
+
+    type_name = op = "clip"
+
+    def __init__(self, name, min=None, max=None):  # noqa: A002 (PyTorch's and ONNX's names)
+        super().__init__(name)
+        low = -float("inf") if min is None else float_option(min, "min")
+        high = float("inf") if max is None else float_option(max, "max")
+        if low > high:
+            raise self.error(f"min must not be greater than max; got min={show(min)}, max={show(max)}", key="min")
+        self.arguments = (low, high)
+
+
+class Softplus(Elementwise):
+    """y = log(1 + exp(beta x)) / beta, and y = x where beta x > threshold; beta > 0.
+    PyTorch: ``nn.Softplus(beta=1.0, threshold=20.0)``."""
+
+    type_name = op = "softplus"
+
+    def __init__(self, name, beta=1.0, threshold=20.0):
+        super().__init__(name)
+        self.arguments = (float_option(beta, "beta", low=0, low_open=True), float_option(threshold, "threshold"))
+
+
+class Softsign(Elementwise):
+    """y = x / (1 + |x|). PyTorch: ``nn.Softsign``."""
+
+    type_name = op = "softsign"
+
+
+LAYERS = (ELU, SELU, CELU, GELU, SiLU, Mish, Hardswish, Hardsigmoid, Hardtanh, ReLU6, Clip, Softplus, Softsign)
