@@ -4,7 +4,7 @@ concatenation.
 A broadcasting operation gathers each input's element of output element i through
 :func:`~cnnrun.engine.cuda.strided_index` with the input's strides set to 0 on its size-1 axes; inputs
 of one shape take a plain flat loop. The sum of a gradient to a broadcast input's shape is one
-thread per output element looping over the summed axes (again through strided offsets).
+block per output element, its threads striding over the summed values (again through strided offsets).
 
 Concatenation copies each input into its channel range of the output viewed as (N, C, S); the
 backward copies the ranges back out. Both are one grid-stride copy kernel.
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
-from cnnrun.engine.cuda import channel_view, flat, grid, index_array, strided_index
+from cnnrun.engine.cuda import (MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, channel_view, flat, grid,
+                               index_array, strided_index)
 
 from .cpu import reduced_axes
 
@@ -46,20 +47,18 @@ def _broadcast(op, out, shape, a, a_strides, b, b_strides):
 
 @cuda.jit
 def _sum_to(x, strides, kept_shape, summed_shape, factor, out):
-    """out[t] = factor * the sum of x over the summed axes at output position t."""
+    """out[t] = factor * the sum of x over the summed axes at output position t: one block per output
+    element (grid-stride over them), its threads striding over the summed values, then a block sum."""
+    partial = cuda.shared.array(MAX_BLOCK_SIZE, float64)
     count = x.size // out.size
-    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+    for t in range(cuda.blockIdx.x, out.size, cuda.gridDim.x):
         base = strided_index(t, kept_shape, strides)
         total = 0.0
-        for j in range(count):
+        for j in range(cuda.threadIdx.x, count, cuda.blockDim.x):
             total += x[base + strided_index(j, summed_shape, strides)]
-        out[t] = total * factor
-
-
-@cuda.jit
-def _add(out, a, b):
-    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        out[i] = a[i] + b[i]
+        total = block_sum(partial, total)
+        if cuda.threadIdx.x == 0:
+            out[t] = total * factor
 
 
 @cuda.jit
@@ -84,7 +83,7 @@ def add_forward(inputs):
     """x_1 + x_2 + ... (same shapes), as a new array."""
     y = cuda.device_array(inputs[0].shape, inputs[0].dtype)
     if y.size:
-        _add[grid(y.size)](flat(y), flat(inputs[0]), flat(inputs[1]))
+        _same_shape[grid(y.size)](OPERATIONS["add"], flat(y), flat(inputs[0]), flat(inputs[1]))
         for x in inputs[2:]:
             _add_into[grid(y.size)](flat(y), flat(x))
     return y
@@ -120,7 +119,7 @@ def sum_to_shape(x, shape, factor, out=None):
     if result.size:
         summed = [n if d in axes else 1 for d, n in enumerate(x.shape)]
         strides = [math.prod(x.shape[d + 1:]) for d in range(x.ndim)]
-        _sum_to[grid(result.size)](flat(x), index_array(strides), index_array(shape), index_array(summed),
+        _sum_to[blocks_for(result.size), block_size()](flat(x), index_array(strides), index_array(shape), index_array(summed),
                                    x.dtype.type(factor), flat(result))
     return result if out is None else out
 
