@@ -18,7 +18,8 @@ SE = [{"type": "global_avgpool", "name": "pool"}, {"type": "sigmoid", "name": "g
                                         ("sub", ["gate", "input"]), ("sub", ["input", "input"]),
                                         ("mul", ["input", "gate", "map"]), ("mul", ["map", "input"])])
 def test_elementwise(cuda_backend, registry, dtype, op, inputs):
-    # (3, 5, 7) against (3, 1, 1) and (1, 5, 7): 105 values per sample over 64 threads
+    # (3, 5, 7) against (3, 1, 1) and (1, 5, 7): 105 values per sample over 64 threads; the gate's
+    # gradient sums 35 values (a block each, 32 threads), the map's 3 (a thread each)
     layers = SE + [{"type": op, "name": "merge", "inputs": inputs}]
     cpu, gpu = both_devices(registry, layers, (3, 5, 7), dtype)
     x = np.random.default_rng(1).standard_normal((3, 3, 5, 7)).astype(dtype)

@@ -3,8 +3,9 @@ concatenation.
 
 A broadcasting operation gathers each input's element of output element i through
 :func:`~cnnrun.engine.cuda.strided_index` with the input's strides set to 0 on its size-1 axes; inputs
-of one shape take a plain flat loop. The sum of a gradient to a broadcast input's shape is one
-block per output element, its threads striding over the summed values (again through strided offsets).
+of one shape take a plain flat loop. The sum of a gradient to a broadcast input's shape (again through
+strided offsets) is a thread per output element when it sums fewer values than a block has threads,
+else a block per output element with a block sum (a per-channel gradient over the batch and the map).
 
 Concatenation copies each input into its channel range of the output viewed as (N, C, S); the
 backward copies the ranges back out. Both are one grid-stride copy kernel.
@@ -46,9 +47,22 @@ def _broadcast(op, out, shape, a, a_strides, b, b_strides):
 
 
 @cuda.jit
-def _sum_to(x, strides, kept_shape, summed_shape, factor, out):
-    """out[t] = factor * the sum of x over the summed axes at output position t: one block per output
-    element (grid-stride over them), its threads striding over the summed values, then a block sum."""
+def _sum_to_by_thread(x, strides, kept_shape, summed_shape, factor, out):
+    """out[t] = factor * the sum of x over the summed axes at output position t: a thread per output
+    element (few values summed each)."""
+    count = x.size // out.size
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        base = strided_index(t, kept_shape, strides)
+        total = 0.0
+        for j in range(count):
+            total += x[base + strided_index(j, summed_shape, strides)]
+        out[t] = total * factor
+
+
+@cuda.jit
+def _sum_to_by_block(x, strides, kept_shape, summed_shape, factor, out):
+    """The same with a block per output element (many values summed each), its threads striding over
+    the summed values, then a block sum."""
     partial = cuda.shared.array(MAX_BLOCK_SIZE, float64)
     count = x.size // out.size
     for t in range(cuda.blockIdx.x, out.size, cuda.gridDim.x):
@@ -119,8 +133,11 @@ def sum_to_shape(x, shape, factor, out=None):
     if result.size:
         summed = [n if d in axes else 1 for d, n in enumerate(x.shape)]
         strides = [math.prod(x.shape[d + 1:]) for d in range(x.ndim)]
-        _sum_to[blocks_for(result.size), block_size()](flat(x), index_array(strides), index_array(shape), index_array(summed),
-                                   x.dtype.type(factor), flat(result))
+        by_block = x.size // result.size >= block_size()
+        launch = (blocks_for(result.size), block_size()) if by_block else grid(result.size)
+        kernel = _sum_to_by_block if by_block else _sum_to_by_thread
+        kernel[launch](flat(x), index_array(strides), index_array(shape), index_array(summed),
+                       x.dtype.type(factor), flat(result))
     return result if out is None else out
 
 
