@@ -8,7 +8,7 @@ import pytest
 
 import reference_structure as ref
 from cnnrun.engine import ConfigError, Network
-from cnnrun.engine.gradcheck import check_layer_gradients
+from cnnrun.engine.gradcheck import check_layer_gradients, check_network_gradients
 
 
 def one_layer(registry, layer, shape):
@@ -153,3 +153,14 @@ def test_gradients(registry, layer, shape):
 def test_config_errors(registry, layer, shape, message):
     with pytest.raises(ConfigError, match=re.escape(f"layer 'l' ({layer['type']}): ") + ".*" + re.escape(message)):
         one_layer(registry, layer, shape)
+
+
+def test_channel_shuffle_through_a_rank_four_sample(registry, rng):
+    # ShuffleNet's channel shuffle: (C, H, W) -> (g, C/g, H, W) -> (C/g, g, H, W) -> (C, H, W)
+    layers = [{"type": "reshape", "shape": [2, 3, 4, 5]}, {"type": "permute", "dims": [0, 2, 1, 3, 4]},
+              {"type": "reshape", "shape": [6, 4, 5]}]
+    net = Network.from_config({"input": {"shape": [6, 4, 5]}, "layers": layers}, registry=registry, dtype="float64")
+    x = rng.standard_normal((2, 6, 4, 5))
+    expected = ref.reshape(ref.permute(ref.reshape(x, (2, 2, 3, 4, 5)), [0, 2, 1, 3, 4]), (2, 6, 4, 5))
+    np.testing.assert_array_equal(net.forward(x), expected)
+    check_network_gradients(net, batch=2)
