@@ -106,6 +106,23 @@ def block_sum(partial, value):
     return total
 
 
+@cuda.jit(device=True)
+def strided_index(i, shape, strides):
+    """The element offset ``sum_d k_d * strides[d]`` of flat C-order index ``i`` of an array of
+    ``shape`` (k its multi-index): with ``strides`` of another array (0 on broadcast axes, permuted
+    for a transpose) it gathers that array's element for output element ``i``."""
+    offset = 0
+    for d in range(shape.size - 1, -1, -1):
+        offset += (i % shape[d]) * strides[d]
+        i //= shape[d]
+    return offset
+
+
+def index_array(values):
+    """Small int64 device array (shapes and strides handed to kernels)."""
+    return cuda.to_device(np.asarray(values, dtype=np.int64))
+
+
 @cuda.jit
 def _fill(out, value):
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):

@@ -322,7 +322,7 @@ def test_missing_numba_cuda_is_one_line(monkeypatch):
 class Scale(Layer):
     """A throwaway layer with a CPU implementation only."""
 
-    type_name = "scale"
+    type_name = "test_scale"
 
     def forward(self, ctx, x):
         return 2 * x
@@ -334,9 +334,9 @@ class Scale(Layer):
 def test_layer_without_cuda_is_named(cuda_backend, registry):
     registry.register(Scale, "tests")
     net = Network.from_config({"name": "net", "input": {"shape": [3]},
-                               "layers": [{"type": "relu"}, {"type": "scale", "name": "double"}]},
+                               "layers": [{"type": "relu"}, {"type": "test_scale", "name": "double"}]},
                               registry=registry)
-    with pytest.raises(CnnrunError, match=r"^net: no cuda implementation for layer\(s\) 'double' \(scale\); "):
+    with pytest.raises(CnnrunError, match=r"^net: no cuda implementation for layer\(s\) 'double' \(test_scale\); "):
         net.to("cuda")
     assert net.device == "cpu"
 

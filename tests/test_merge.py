@@ -121,9 +121,10 @@ def test_dag_forward_matches_references(registry, rng):
 
 
 @pytest.mark.parametrize("type_name, shapes, message", [
-    ("add", [(4,), (5,)], "inputs must all have the same shape; got input shapes (4,), (5,)"),
-    ("add", [(2, 3, 3), (2, 3, 3), (2, 3, 4)],
-     "inputs must all have the same shape; got input shapes (2, 3, 3), (2, 3, 3), (2, 3, 4)"),
+    ("add", [(4,), (5,)], "inputs cannot broadcast: every dimension must be equal or 1; "
+                          "got input shapes (4,), (5,)"),
+    ("add", [(2, 3, 3), (2, 3, 3), (2, 3, 4)], "inputs cannot broadcast: every dimension must be equal or 1; "
+                                               "got input shapes (2, 3, 3), (2, 3, 3), (2, 3, 4)"),
     ("concat", [(2, 3, 3), (4, 3, 2)], "inputs must match in every dimension but the channel axis "
                                        "(the first); got input shapes (2, 3, 3), (4, 3, 2)"),
     ("concat", [(2, 3), (2, 3, 3)], "inputs must match in every dimension but the channel axis "
@@ -138,7 +139,7 @@ def test_mismatched_shapes(registry, type_name, shapes, message):
 def test_add_of_different_shapes_in_a_network(registry):
     layers = [{"type": "linear", "name": "fc", "out_features": 5},
               {"type": "add", "name": "merge", "inputs": ["input", "fc"]}]
-    message = "layer 'merge' (add): inputs must all have the same shape; got input shapes (4,), (5,)"
+    message = "layer 'merge' (add): inputs cannot broadcast: every dimension must be equal or 1; got input shapes (4,), (5,)"
     with pytest.raises(ConfigError, match=re.escape(message)):
         dag(registry, layers, (4,))
     layers[1]["type"] = "concat"  # any feature counts concatenate: (4,) and (5,) -> (9,)

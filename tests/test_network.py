@@ -16,7 +16,7 @@ LENET = "examples/lenet5.json"
 class Scale(Layer):
     """y = x * w (one trained scalar per feature); a throwaway layer for engine tests."""
 
-    type_name = "scale"
+    type_name = "test_scale"
 
     def __init__(self, name, init=1.0):
         super().__init__(name)
@@ -52,8 +52,8 @@ def build(layers, shape=(3, 4), reg=None, **kw):
 @pytest.mark.parametrize("layers, message", [
     ([{"type": "rleu"}], r"layer 'layers\[0\]': unknown layer type 'rleu' \(did you mean 'relu'\?\)"),
     ([{"name": "a"}], r"layer 'a': missing required key 'type'"),
-    ([{"type": "scale", "iint": 2.0}], r"layer 'scale_1' \(scale\): unknown key 'iint' \(did you mean 'init'\?\)"),
-    ([{"type": "scale", "init": "big"}], r"layer 'scale_1' \(scale\): init must be a finite number; got init=\"big\""),
+    ([{"type": "test_scale", "iint": 2.0}], r"layer 'test_scale_1' \(test_scale\): unknown key 'iint' \(did you mean 'init'\?\)"),
+    ([{"type": "test_scale", "init": "big"}], r"layer 'test_scale_1' \(test_scale\): init must be a finite number; got init=\"big\""),
     ([{"type": "relu", "name": "a"}, {"type": "relu", "name": "a"}], r"layer 'a' \(relu\): name 'a' is used by an earlier layer"),
     ([{"type": "relu", "name": "input"}], r"the name 'input' is reserved"),
     ([{"type": "relu", "name": ""}], r"name must be a non-empty string"),
@@ -110,11 +110,11 @@ def test_default_names_skip_explicit_ones(reg):
 
 def test_dag_inputs_and_gradient_accumulation(reg):
     """x feeds two branches that are multiplied back together: y = (x*a) * ... checked by gradcheck."""
-    layers = [{"type": "scale", "name": "a"},
+    layers = [{"type": "test_scale", "name": "a"},
               {"type": "tanh", "name": "t", "inputs": ["input"]},
-              {"type": "scale", "name": "b", "inputs": ["t"]},
+              {"type": "test_scale", "name": "b", "inputs": ["t"]},
               {"type": "sigmoid", "name": "s", "inputs": ["a"]},
-              {"type": "scale", "name": "c", "inputs": ["s"]}]
+              {"type": "test_scale", "name": "c", "inputs": ["s"]}]
     net = build(layers, shape=(5,), reg=reg, dtype="float64")
     assert [n.inputs for n in net.nodes] == [("input",), ("input",), ("t",), ("a",), ("s",)]
     check_network_gradients(net, batch=3)
@@ -123,7 +123,7 @@ def test_dag_inputs_and_gradient_accumulation(reg):
 
 
 def test_input_used_twice_sums_gradients(reg):
-    net = build([{"type": "scale", "name": "a"}, {"type": "scale", "name": "b", "inputs": ["input"]}],
+    net = build([{"type": "test_scale", "name": "a"}, {"type": "test_scale", "name": "b", "inputs": ["input"]}],
                 shape=(2,), reg=reg, dtype="float64")
     x = np.ones((1, 2))
     net.forward(x)
@@ -135,7 +135,7 @@ def test_input_used_twice_sums_gradients(reg):
 # -- the Python API -----------------------------------------------------------------------------------
 
 def test_params_are_float32_writable_in_place(reg):
-    net = build([{"type": "scale", "name": "s"}], reg=reg)
+    net = build([{"type": "test_scale", "name": "s"}], reg=reg)
     w = net.params["s"]["weight"]
     assert w.dtype == np.float32 and w.shape == (3, 4) and w.flags.c_contiguous
     w[...] = 2.0
@@ -145,8 +145,8 @@ def test_params_are_float32_writable_in_place(reg):
 
 
 def test_initialize_is_seeded(reg):
-    a = build([{"type": "scale", "name": "s"}], reg=reg)
-    b = build([{"type": "scale", "name": "s"}], reg=reg)
+    a = build([{"type": "test_scale", "name": "s"}], reg=reg)
+    b = build([{"type": "test_scale", "name": "s"}], reg=reg)
     np.testing.assert_array_equal(a.params["s"]["weight"], b.params["s"]["weight"])
     b.initialize(seed=1)
     assert not np.array_equal(a.params["s"]["weight"], b.params["s"]["weight"])
@@ -184,7 +184,7 @@ def test_unknown_device_is_a_clear_error(reg):
 
 
 def test_timer_wraps_every_layer(reg):
-    net = build([{"type": "scale", "name": "s"}, {"type": "relu", "name": "r"}], reg=reg)
+    net = build([{"type": "test_scale", "name": "s"}, {"type": "relu", "name": "r"}], reg=reg)
     seen = []
 
     @contextmanager
@@ -198,17 +198,17 @@ def test_timer_wraps_every_layer(reg):
 
 
 def test_layer_config_and_repr(reg):
-    net = build([{"type": "leaky_relu", "name": "l", "negative_slope": 0.2}, {"type": "scale"}], reg=reg)
+    net = build([{"type": "leaky_relu", "name": "l", "negative_slope": 0.2}, {"type": "test_scale"}], reg=reg)
     assert net.nodes[0].layer.get_config() == {"type": "leaky_relu", "name": "l", "negative_slope": 0.2}
-    assert net.nodes[1].layer.get_config() == {"type": "scale", "name": "scale_1", "init": 1.0}
+    assert net.nodes[1].layer.get_config() == {"type": "test_scale", "name": "test_scale_1", "init": 1.0}
     assert repr(net.nodes[0].layer) == "LeakyReLU('l', negative_slope=0.2)"
-    assert repr(net.nodes[1].layer) == "Scale('scale_1')"
+    assert repr(net.nodes[1].layer) == "Scale('test_scale_1')"
 
 
 def test_direct_registration_rejects_duplicates():
     registry = LayerRegistry()
     registry.register(Scale, "one")
-    with pytest.raises(CnnrunError, match="layer type 'scale' is registered by two plugins: 'one' and 'two'"):
+    with pytest.raises(CnnrunError, match="layer type 'test_scale' is registered by two plugins: 'one' and 'two'"):
         registry.register(Scale, "two")
 
 

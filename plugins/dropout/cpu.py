@@ -22,4 +22,19 @@ def dropout_backward(grad, mask):
     return grad * mask
 
 
-KERNELS = {"dropout_forward": dropout_forward, "dropout_backward": dropout_backward}
+def group_mask(ctx, x, p, mask_shape):
+    """keep / (1 - p) in x's dtype, keep ~ Bernoulli(1 - p) of ``mask_shape`` (x's leading axes),
+    drawn from ``ctx.rng`` and shaped to broadcast against x."""
+    keep = ctx.rng.random(mask_shape) >= p
+    mask = np.multiply(keep, kept_scale(p, x.dtype), dtype=x.dtype)
+    return mask.reshape(*mask_shape, *(1,) * (x.ndim - len(mask_shape)))
+
+
+def group_dropout_forward(ctx, x, p, mask_shape):
+    """``(y, mask)``: one keep per index of x's leading axes ``mask_shape``; y = x * mask."""
+    mask = group_mask(ctx, x, p, mask_shape)
+    return x * mask, mask
+
+
+KERNELS = {"dropout_forward": dropout_forward, "dropout_backward": dropout_backward,
+           "group_dropout_forward": group_dropout_forward, "group_dropout_backward": dropout_backward}

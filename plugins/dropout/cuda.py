@@ -1,4 +1,5 @@
-"""CUDA kernels of dropout: the mask is drawn on the device.
+"""CUDA kernels of dropout: the element-wise mask is drawn on the device; the small masks of
+dropout2d and drop_path (one value per channel or per sample) are drawn on the host as on the CPU.
 
 xoroshiro128+ generators (``numba.cuda.random``), one per thread, seeded from a seed drawn from
 ``ctx.rng`` at every training forward, so a seed gives the same masks (for the same launch size)
@@ -13,7 +14,7 @@ from numba.cuda.random import init_xoroshiro128p_state, xoroshiro128p_dtype, xor
 
 from cnnrun.engine.cuda import flat, grid
 
-from .cpu import kept_scale
+from .cpu import group_mask, kept_scale
 
 
 @cuda.jit(device=True)
@@ -42,6 +43,20 @@ def _dropout_backward(grad, keep, scale, dx):
         dx[i] = grad[i] * scale if keep[i] else grad[i] * 0
 
 
+@cuda.jit
+def _scale_groups(x, mask, group, y):
+    """y[i] = x[i] * mask[i // group]: one mask value per run of ``group`` consecutive values."""
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        y[i] = x[i] * mask[i // group]
+
+
+def _times_mask(x, mask):
+    y = cuda.device_array(x.shape, x.dtype)
+    if y.size:
+        _scale_groups[grid(y.size)](flat(x), mask, x.size // mask.size, flat(y))
+    return y
+
+
 def dropout_forward(ctx, x, p):
     """``(y, mask)``: the mask ``(keep, scale)``, keep a uint8 workspace shaped like ``x`` drawn with one
     generator per thread from a seed drawn from ``ctx.rng``; y = x * keep * scale."""
@@ -61,4 +76,16 @@ def dropout_backward(grad, mask):
     return dx
 
 
-KERNELS = {"dropout_forward": dropout_forward, "dropout_backward": dropout_backward}
+def group_dropout_forward(ctx, x, p, mask_shape):
+    """``(y, mask)``: the CPU's mask (one keep per index of x's leading axes, drawn from ``ctx.rng`` on
+    the host: N or N * C values), copied to the device; y = x * mask."""
+    mask = cuda.to_device(group_mask(ctx, x, p, mask_shape).reshape(-1))
+    return _times_mask(x, mask), mask
+
+
+def group_dropout_backward(grad, mask):
+    return _times_mask(grad, mask)
+
+
+KERNELS = {"dropout_forward": dropout_forward, "dropout_backward": dropout_backward,
+           "group_dropout_forward": group_dropout_forward, "group_dropout_backward": group_dropout_backward}

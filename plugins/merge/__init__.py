@@ -1,13 +1,14 @@
-"""Merge layers: add and concat (:mod:`.layer`; kernels in :mod:`.cpu`, :mod:`.cuda`)."""
+"""Merge layers: add, sub, mul (broadcasting), concat, and scale (:mod:`.layer`; kernels in
+:mod:`.cpu`, :mod:`.cuda`)."""
 
 from cnnrun.engine import hookimpl
 
-from .layer import Add, Concat
+from .layer import Add, Concat, Mul, Scale, Sub
 
 
 @hookimpl
 def cnnrun_register_layers(register):
-    for layer in (Add, Concat):
+    for layer in (Add, Sub, Mul, Concat, Scale):
         register(layer)
 
 

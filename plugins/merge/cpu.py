@@ -1,8 +1,11 @@
-"""CPU kernels of the merge layers (NumPy): element-wise sum and channel concatenation."""
+"""CPU kernels of the merge layers (NumPy): broadcasting element-wise operations, the sum of a
+gradient over broadcast axes, and channel concatenation."""
 
 from __future__ import annotations
 
 import numpy as np
+
+OPERATIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 
 
 def add_forward(inputs):
@@ -11,6 +14,31 @@ def add_forward(inputs):
     for x in inputs[2:]:
         y += x
     return y
+
+
+def elementwise(op, a, b):
+    """``a OP b`` ("add", "sub" or "mul") for arrays of one rank, size-1 dimensions broadcast; a new array."""
+    return OPERATIONS[op](a, b)
+
+
+def reduced_axes(shape, target) -> tuple[int, ...]:
+    """The axes along which ``target`` (size 1 there) was broadcast to ``shape``."""
+    return tuple(d for d, (n, t) in enumerate(zip(shape, target)) if t == 1 and n != 1)
+
+
+def sum_to_shape(x, shape, factor, out=None):
+    """factor * x summed over the axes where ``shape`` is 1 and x is not (the gradient of a broadcast
+    input), shaped ``shape``; into ``out`` (any array of that size) when given. x itself when nothing
+    is summed, factor is 1 and no ``out``."""
+    axes = reduced_axes(x.shape, shape)
+    if not axes and factor == 1 and out is None:
+        return x
+    result = np.sum(x, axis=axes, keepdims=True) if axes else x
+    result = result * x.dtype.type(factor)
+    if out is None:
+        return np.ascontiguousarray(result)
+    out.reshape(shape)[...] = result
+    return out
 
 
 def concat_forward(inputs):
@@ -23,4 +51,5 @@ def concat_backward(grad, channels):
     return tuple(np.ascontiguousarray(g) for g in np.split(grad, np.cumsum(channels[:-1]), axis=1))
 
 
-KERNELS = {"add_forward": add_forward, "concat_forward": concat_forward, "concat_backward": concat_backward}
+KERNELS = {"add_forward": add_forward, "elementwise": elementwise, "sum_to_shape": sum_to_shape,
+           "concat_forward": concat_forward, "concat_backward": concat_backward}

@@ -1,37 +1,108 @@
-"""Layers that merge several inputs: element-wise sum and channel concatenation (kernels in
-:mod:`.cpu` and :mod:`.cuda`)."""
+"""Layers that merge several inputs: element-wise sum, difference and product with broadcasting,
+channel concatenation, and the learnable per-channel scale (kernels in :mod:`.cpu` and :mod:`.cuda`)."""
 
 from __future__ import annotations
 
 from cnnrun.engine import Layer
+from cnnrun.engine.options import float_option
 
 
 def _shapes(shapes) -> str:
     return ", ".join(str(tuple(s)) for s in shapes)
 
 
-class Add(Layer):
-    """y = x_1 + x_2 + ... (a residual sum); backward hands dy to every input.
-    PyTorch: ``x_1 + x_2`` (``torch.add``). Shape: every input and the output share one shape.
-    """
+def broadcast_shape(layer: Layer, shapes) -> tuple:
+    """PyTorch's broadcasting of inputs of one rank: every dimension equal or 1 (the 1s stretched)."""
+    if any(len(s) != len(shapes[0]) for s in shapes):
+        raise layer.error(f"inputs must have the same number of dimensions to broadcast; "
+                          f"got input shapes {_shapes(shapes)}", key="inputs")
+    result = []
+    for sizes in zip(*shapes):
+        stretched = {d for d in sizes if d != 1}
+        if len(stretched) > 1:
+            raise layer.error(f"inputs cannot broadcast: every dimension must be equal or 1; "
+                              f"got input shapes {_shapes(shapes)}", key="inputs")
+        result.append(stretched.pop() if stretched else 1)
+    return tuple(result)
 
-    type_name = "add"
-    kernels = ("add_forward",)
+
+class _Elementwise(Layer):
+    """y = x_1 OP x_2 OP ... with broadcasting over size-1 dimensions, left to right; the gradient of a
+    broadcast input is summed over the axes it was stretched along."""
+
+    op: str
+    kernels = ("elementwise", "sum_to_shape")
     min_inputs = 2
     max_inputs = None
 
     def output_shape(self, *shapes):
-        if any(s != shapes[0] for s in shapes):
-            raise self.error(f"inputs must all have the same shape; got input shapes {_shapes(shapes)}",
-                             key="inputs")
-        return shapes[0]
+        return broadcast_shape(self, shapes)
 
     def forward(self, ctx, *inputs):
-        ctx.saved.count = len(inputs)
+        ctx.saved.shapes = [x.shape for x in inputs]
+        y = inputs[0]
+        for x in inputs[1:]:
+            y = ctx.kernels.elementwise(self.op, y, x)
+        return y
+
+
+class Add(_Elementwise):
+    """y = x_1 + x_2 + ... (a residual sum), broadcasting size-1 dimensions; dx_i = dy summed to x_i's shape.
+    PyTorch: ``x_1 + x_2`` (``torch.add``). Shape: inputs of one rank, each dimension equal or 1 -> the
+    broadcast shape, e.g. (C, H, W), (C, 1, 1) -> (C, H, W). Inputs of one shape take a plain sum.
+    """
+
+    type_name = "add"
+    op = "add"
+    kernels = ("add_forward", "elementwise", "sum_to_shape")
+
+    def forward(self, ctx, *inputs):
+        if any(x.shape != inputs[0].shape for x in inputs):
+            return super().forward(ctx, *inputs)
+        ctx.saved.shapes = [x.shape for x in inputs]
         return ctx.kernels.add_forward(inputs)
 
     def backward(self, ctx, grad):
-        return (grad,) * ctx.saved.count
+        return tuple(ctx.kernels.sum_to_shape(grad, shape, 1) for shape in ctx.saved.shapes)
+
+
+class Sub(_Elementwise):
+    """y = a - b, broadcasting size-1 dimensions; da = dy, db = -dy, each summed to its input's shape.
+    PyTorch: ``a - b`` (``torch.sub``). Shape: two inputs of one rank -> the broadcast shape.
+    """
+
+    type_name = "sub"
+    op = "sub"
+    max_inputs = 2
+
+    def backward(self, ctx, grad):
+        first, second = ctx.saved.shapes
+        return ctx.kernels.sum_to_shape(grad, first, 1), ctx.kernels.sum_to_shape(grad, second, -1)
+
+
+class Mul(_Elementwise):
+    """y = x_1 * x_2 * ..., broadcasting size-1 dimensions (squeeze-and-excitation's x * s, s (C, 1, 1));
+    dx_i = dy * (the product of the other inputs), summed to x_i's shape.
+    PyTorch: ``x_1 * x_2`` (``torch.mul``). Shape: inputs of one rank -> the broadcast shape.
+    """
+
+    type_name = "mul"
+    op = "mul"
+
+    def forward(self, ctx, *inputs):
+        ctx.saved.inputs = inputs
+        return super().forward(ctx, *inputs)
+
+    def backward(self, ctx, grad):
+        inputs, kernels = ctx.saved.inputs, ctx.kernels
+        grads = []
+        for i, x in enumerate(inputs):
+            g = grad
+            for j, other in enumerate(inputs):
+                if j != i:
+                    g = kernels.elementwise("mul", g, other)
+            grads.append(kernels.sum_to_shape(g, x.shape, 1))
+        return tuple(grads)
 
 
 class Concat(Layer):
@@ -57,3 +128,38 @@ class Concat(Layer):
 
     def backward(self, ctx, grad):
         return ctx.kernels.concat_backward(grad, ctx.saved.channels)
+
+
+class Scale(Layer):
+    """y[n, c, ...] = weight[c] * x[n, c, ...]: a learnable per-channel factor (ConvNeXt's layer scale).
+
+    ``weight`` has shape (C,) and starts at ``init``. dx = weight[c] * dy; dweight[c] = the sum of
+    dy * x over the batch and every position. PyTorch: ``x * weight.view(1, C, 1, 1)`` with
+    ``weight = nn.Parameter(torch.full((C,), init))``. Shape: unchanged: (C,), (C, L) or (C, H, W).
+    """
+
+    type_name = "scale"
+    kernels = ("elementwise", "sum_to_shape")
+
+    def __init__(self, name, init=1.0):
+        super().__init__(name)
+        self.init = float_option(init, "init")
+
+    def parameter_shapes(self, shape):
+        return {"weight": (shape[0],)}
+
+    def initialize(self, params, buffers, rng):
+        params["weight"][...] = self.init
+
+    def _weight(self, ctx, x):
+        return ctx.params["weight"].reshape(1, x.shape[1], *(1,) * (x.ndim - 2))
+
+    def forward(self, ctx, x):
+        ctx.saved.x = x
+        return ctx.kernels.elementwise("mul", x, self._weight(ctx, x))
+
+    def backward(self, ctx, grad):
+        x, kernels = ctx.saved.x, ctx.kernels
+        weight = self._weight(ctx, x)
+        kernels.sum_to_shape(kernels.elementwise("mul", grad, x), weight.shape, 1, out=ctx.grads["weight"])
+        return kernels.elementwise("mul", grad, weight)
