@@ -23,7 +23,7 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
-from .window import taps, window
+from .window import bin_end, bin_start, taps, window
 
 
 def _is_2x2(kernel, stride, padding, in_hw, out_hw) -> bool:
@@ -85,6 +85,38 @@ def global_avg_pool_forward(x) -> np.ndarray:
 def global_avg_pool_backward(grad_y, in_hw) -> np.ndarray:
     """``grad_x[p] = grad_y[p] / (H * W)`` everywhere, for ``grad_y`` ``(P,)``; ``grad_x`` is ``(P, H, W)``."""
     return avg_pool_backward(grad_y.reshape(grad_y.shape[0], 1, 1), in_hw, in_hw, in_hw, (0, 0), (0, 0), True)
+
+
+def adaptive_avg_pool_forward(x, out_hw) -> np.ndarray:
+    """Mean over each adaptive bin of ``x`` ``(P, H, W)``: rows ``[floor(i H / OH), ceil((i + 1) H / OH))``."""
+    x = np.ascontiguousarray(x)
+    y = np.empty((x.shape[0], *out_hw), x.dtype)
+    launch(_adaptive_avg_forward, x.size + y.size, x, y)
+    return y
+
+
+def adaptive_avg_pool_backward(grad_y, in_hw) -> np.ndarray:
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value / bin size added over its bin."""
+    grad_y = np.ascontiguousarray(grad_y)
+    grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    launch(_adaptive_avg_backward, grad_x.size + grad_y.size, grad_y, grad_x)
+    return grad_x
+
+
+def adaptive_max_pool_forward(x, argmax) -> np.ndarray:
+    """Max over each adaptive bin of ``x`` ``(P, H, W)``; ``argmax`` as in :func:`max_pool_forward`."""
+    x = np.ascontiguousarray(x)
+    y = np.empty(argmax.shape, x.dtype)
+    launch(_adaptive_max_forward, x.size + 2 * y.size, x, y, argmax)
+    return y
+
+
+def adaptive_max_pool_backward(grad_y, argmax, in_hw) -> np.ndarray:
+    """The input gradient ``(P, H, W)``: each ``grad_y`` value added at its bin's argmax."""
+    grad_y = np.ascontiguousarray(grad_y)
+    grad_x = np.empty((grad_y.shape[0], *in_hw), grad_y.dtype)
+    launch(_max_backward, grad_x.size + 2 * grad_y.size, grad_y, argmax, grad_x, False)
+    return grad_x
 
 
 GENERAL, TWO_BY_TWO, WHOLE_PLANE = 0, 1, 2
@@ -240,6 +272,62 @@ def _avg_backward(grad_y, grad_x, kh, kw, sh, sw, ph, pw, pb, pr, count_include_
                             gx[ih, iw] += g
 
 
+@cpu_kernel
+def _adaptive_avg_forward(x, y):
+    planes, height, width = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        for oh in range(out_h):
+            h0, h1 = _bin_start(oh, out_h, height), _bin_end(oh, out_h, height)
+            for ow in range(out_w):
+                w0, w1 = _bin_start(ow, out_w, width), _bin_end(ow, out_w, width)
+                total = 0.0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        total += x[p, ih, iw]
+                y[p, oh, ow] = total / ((h1 - h0) * (w1 - w0))
+
+
+@cpu_kernel
+def _adaptive_avg_backward(grad_y, grad_x):
+    planes, out_h, out_w = grad_y.shape
+    height, width = grad_x.shape[1], grad_x.shape[2]
+    for p in prange(planes):
+        gx = grad_x[p]
+        gx[:, :] = 0
+        for oh in range(out_h):
+            h0, h1 = _bin_start(oh, out_h, height), _bin_end(oh, out_h, height)
+            for ow in range(out_w):
+                w0, w1 = _bin_start(ow, out_w, width), _bin_end(ow, out_w, width)
+                g = grad_y[p, oh, ow] / ((h1 - h0) * (w1 - w0))
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        gx[ih, iw] += g
+
+
+@cpu_kernel
+def _adaptive_max_forward(x, y, argmax):
+    planes, height, width = x.shape
+    out_h, out_w = y.shape[1], y.shape[2]
+    for p in prange(planes):
+        xp = x[p]
+        for oh in range(out_h):
+            h0, h1 = _bin_start(oh, out_h, height), _bin_end(oh, out_h, height)
+            for ow in range(out_w):
+                w0, w1 = _bin_start(ow, out_w, width), _bin_end(ow, out_w, width)
+                best, at = xp[h0, w0], h0 * width + w0
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = xp[ih, iw]
+                        take = (v > best) | (v != v)
+                        best, at = (v, ih * width + iw) if take else (best, at)
+                y[p, oh, ow] = best
+                argmax[p, oh, ow] = at
+
+
+_bin_start, _bin_end = serial_kernel(bin_start), serial_kernel(bin_end)
+"""The CPU builds of :func:`.window.bin_start` and :func:`.window.bin_end`."""
+
 _window = serial_kernel(window)
 """The CPU build of :func:`.window.window`."""
 
@@ -248,4 +336,5 @@ _taps = serial_kernel(taps)
 
 
 KERNELS = {f.__name__: f for f in (max_pool_forward, max_pool_backward, avg_pool_forward, avg_pool_backward,
-                                   global_avg_pool_forward, global_avg_pool_backward)}
+                                   global_avg_pool_forward, global_avg_pool_backward, adaptive_avg_pool_forward,
+                                   adaptive_avg_pool_backward, adaptive_max_pool_forward, adaptive_max_pool_backward)}

@@ -170,27 +170,62 @@ class AvgPool1d(_AvgPool):
     dims = 1
 
 
-class GlobalAvgPool(Layer):
+class _GlobalPool(Layer):
+    """What the global pools share: the output shape, ``(C, 1, 1)`` / ``(C, 1)``, or ``(C,)`` with ``flatten``."""
+
+    def __init__(self, name, flatten=False):
+        super().__init__(name)
+        self.flatten = bool_option(flatten, "flatten")
+
+    def output_shape(self, shape):
+        if len(shape) not in (2, 3):
+            raise self.error(f"expects a (C, H, W) or (C, L) input; got input shape {tuple(shape)}")
+        return (shape[0],) if self.flatten else (shape[0],) + (1,) * (len(shape) - 1)
+
+    def _output(self, y, x_shape):
+        return y.reshape(x_shape[0], *self.output_shape(x_shape[1:]))
+
+
+class GlobalAvgPool(_GlobalPool):
     """The mean of each channel over all positions; dx = dy / (H * W) everywhere.
 
-    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1).
-    PyTorch: ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveAvgPool1d(1)``.
+    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1); (C,) with ``flatten: true``.
+    PyTorch: ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveAvgPool1d(1)`` (then ``nn.Flatten()`` with ``flatten``).
     """
 
     type_name = "global_avgpool"
     kernels = ("global_avg_pool_forward", "global_avg_pool_backward")
 
-    def output_shape(self, shape):
-        if len(shape) not in (2, 3):
-            raise self.error(f"expects a (C, H, W) or (C, L) input; got input shape {tuple(shape)}")
-        return (shape[0],) + (1,) * (len(shape) - 1)
-
     def forward(self, ctx, x):
         planes = as_planes(x)
         ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
-        y = ctx.kernels.global_avg_pool_forward(planes)
-        return y.reshape(*x.shape[:2], *(1,) * (len(x.shape) - 2))
+        return self._output(ctx.kernels.global_avg_pool_forward(planes), x.shape)
 
     def backward(self, ctx, grad):
         grad_x = ctx.kernels.global_avg_pool_backward(grad.reshape(grad.size), ctx.saved.in_hw)
+        return grad_x.reshape(ctx.saved.in_shape)
+
+
+class GlobalMaxPool(_GlobalPool):
+    """The maximum of each channel over all positions (the first one; NaN wins); backward puts dy there.
+
+    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1); (C,) with ``flatten: true``.
+    PyTorch: ``nn.AdaptiveMaxPool2d(1)`` / ``nn.AdaptiveMaxPool1d(1)`` (then ``nn.Flatten()`` with ``flatten``).
+    """
+
+    type_name = "global_maxpool"
+    kernels = ("max_pool_forward", "max_pool_backward")
+
+    def forward(self, ctx, x):
+        planes = as_planes(x)
+        hw = planes.shape[1:]
+        argmax = ctx.workspace("argmax", (planes.shape[0], 1, 1), np.int32)
+        y = ctx.kernels.max_pool_forward(planes, argmax, hw, hw, (0, 0), (1, 1))
+        ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, hw
+        return self._output(y, x.shape)
+
+    def backward(self, ctx, grad):
+        hw = ctx.saved.in_hw
+        grad_x = ctx.kernels.max_pool_backward(grad.reshape(grad.size, 1, 1), ctx.saved.argmax, hw, hw, (0, 0),
+                                               (1, 1), hw)
         return grad_x.reshape(ctx.saved.in_shape)

@@ -24,3 +24,13 @@ def taps(start, k, d, size):
     ``range(first, stop, d)`` (the window must hold one)."""
     first = start if start >= 0 else start + (-start + d - 1) // d * d
     return first, min(start + (k - 1) * d + 1, size)
+
+
+def bin_start(i, out, size):
+    """The first input index of adaptive bin ``i`` of ``out`` over ``size``: floor(i * size / out)."""
+    return (i * size) // out
+
+
+def bin_end(i, out, size):
+    """One past the last input index of adaptive bin ``i``: ceil((i + 1) * size / out) (PyTorch's rule)."""
+    return -((-(i + 1) * size) // out)
