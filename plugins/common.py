@@ -27,17 +27,17 @@ PADDING_WORDS = ("valid", "same", "same_lower")
 """``padding`` words: none; ONNX SAME_UPPER (the odd pixel after); ONNX SAME_LOWER (the odd pixel before)."""
 
 
-def padding_option(value, dims: int, key: str = "padding"):
-    """A padding option: one of :data:`PADDING_WORDS`, or ``((before, after), ...)`` per dimension from an
-    integer (every side), one integer per dimension (both sides), or one per side: ``[top, left, bottom,
-    right]`` in 2-D, ``[left, right]`` in 1-D (ONNX's ``pads`` order)."""
-    if isinstance(value, str):
-        return choice_option(value, key, PADDING_WORDS)
-    if isinstance(value, (list, tuple)) and len(value) not in (dims, 2 * dims):
+def padding_option(value, dims: int, key: str = "padding", words=PADDING_WORDS):
+    """A padding option: one of ``words``, or ``((before, after), ...)`` per dimension from an integer
+    (every side), one integer per dimension (both sides), or one per side: ``[top, left, bottom, right]``
+    in 2-D, ``[left, right]`` in 1-D (ONNX's ``pads`` order)."""
+    named = f", or one of {', '.join(map(show, words))}" if words else ""
+    if isinstance(value, str) and words:
+        return choice_option(value, key, words)
+    if isinstance(value, str) or isinstance(value, (list, tuple)) and len(value) not in (dims, 2 * dims):
         sides = "[top, left, bottom, right]" if dims == 2 else "[left, right]"
         raise ConfigError(f"{key} must be an integer, a list of {dims} (per dimension) or {2 * dims} (per side: "
-                          f"{sides}) integers, or one of {', '.join(map(show, PADDING_WORDS))}; "
-                          f"got {key}={show(value)}", key=key)
+                          f"{sides}) integers{named}; got {key}={show(value)}", key=key)
     if isinstance(value, (list, tuple)) and len(value) == 2 * dims:
         sides = int_tuple(value, 2 * dims, key, minimum=0)
         return tuple(zip(sides[:dims], sides[dims:]))
