@@ -18,6 +18,11 @@ def _scale(size, out, align_corners, scale_factor):
 
 
 def nearest_index(o, size, out, scale_factor):
+    """ATen's nearest_idx."""
+    if out == size:
+        return o
+    if out == 2 * size:
+        return o >> 1
     return min(math.floor(o * _scale(size, out, False, scale_factor)), size - 1)
 
 

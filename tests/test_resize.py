@@ -70,6 +70,9 @@ def test_upsample_by_hand(registry):
     # scale 1.5 on 5 columns: 7 outputs reading floor(o / 1.5) (PyTorch), not floor(o * 5 / 7)
     row = run(registry, {"type": "upsample", "scale_factor": [1, 1.5]}, np.arange(5.0).reshape(1, 1, 1, 5))
     np.testing.assert_array_equal(row[0, 0, 0], [0, 0, 1, 2, 2, 3, 4])
+    # an unchanged size is the identity (ATen's nearest_idx), though floor(o / 1.2) would repeat column 0
+    same = run(registry, {"type": "upsample", "scale_factor": [1, 1.2]}, np.arange(3.0).reshape(1, 1, 1, 3))
+    np.testing.assert_array_equal(same[0, 0, 0], [0, 1, 2])
 
 
 def pad_cases(count, seed):

@@ -22,7 +22,7 @@ class Upsample(Layer):
 
     Shape: (C, H, W) -> (C, H_out, W_out), ``H_out = size[0]`` or ``floor(H * scale_factor[0])``.
     ``nearest``: output ``o`` takes input ``min(floor(o * s), H - 1)``, ``s = 1 / scale_factor`` if given,
-    else ``H / H_out``. ``bilinear``: source ``(o + 0.5) * s - 0.5`` (clamped at 0), or
+    else ``H / H_out`` (``o`` when ``H_out == H``, ``o // 2`` when ``H_out == 2 H``). ``bilinear``: source ``(o + 0.5) * s - 0.5`` (clamped at 0), or
     ``o * (H - 1) / (H_out - 1)`` with ``align_corners``, between its two neighbouring rows, columns alike.
     PyTorch: ``nn.Upsample(size=None, scale_factor=None, mode="nearest", align_corners=None)``.
     """

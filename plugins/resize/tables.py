@@ -37,10 +37,13 @@ def padded_source(size: int, before: int, after: int, mode: str) -> np.ndarray:
 
 
 def nearest_source(size: int, out: int, scale) -> np.ndarray:
-    """PyTorch's ``nearest``: ``min(floor(o * s), size - 1)``, ``s = 1 / scale_factor`` when one is given,
-    else ``size / out``."""
+    """PyTorch's ``nearest`` (``nearest_idx``): ``o`` when ``out == size``, ``o // 2`` when ``out == 2 size``,
+    else ``min(floor(o * s), size - 1)``, ``s = 1 / scale_factor`` when one is given, else ``size / out``."""
+    o = np.arange(out)
+    if out == size or out == 2 * size:
+        return (o // (out // size)).astype(np.int32)
     s = 1.0 / scale if scale is not None else size / out
-    return np.minimum(np.floor(np.arange(out) * s), size - 1).astype(np.int32)
+    return np.minimum(np.floor(o * s), size - 1).astype(np.int32)
 
 
 def linear_source(size: int, out: int, scale, align_corners: bool):
