@@ -25,6 +25,7 @@ from .options import show
 DEFAULT_PLUGINS = (
     "cnnrun.plugins.conv",
     "cnnrun.plugins.pool",
+    "cnnrun.plugins.resize",
     "cnnrun.plugins.dense",
     "cnnrun.plugins.reshape",
     "cnnrun.plugins.activations",

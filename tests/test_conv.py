@@ -259,7 +259,7 @@ def test_vertical_edges_of_a_6x8_image(registry):
     (_transpose(out_channels=2, kernel_size=3, padding=3), (1, 2, 2),
      r"padding=\[3, 3\] is too large: output size would be \(-2, -2\)"),
     (_conv2d(out_channels=2, kernel_size=3, padding="full"), (1, 5, 5),
-     r"padding must be one of \"valid\", \"same\"; got padding=\"full\""),
+     r"padding must be one of \"valid\", \"same\", \"same_lower\"; got padding=\"full\""),
     (_conv2d(out_channels=2, kernel_size=3, padding=-1), (1, 5, 5),
      r"padding must be >= 0; got padding=-1"),
     (_transpose(out_channels=2, kernel_size=3, padding="same"), (1, 5, 5),
@@ -451,7 +451,7 @@ def test_algorithm_gradients_match_finite_differences(registry, monkeypatch, alg
 
 
 def test_unknown_or_unfit_algorithm_is_one_clear_error():
-    geom = cpu.Geometry((3, 3), (2, 2), (1, 1), (1, 1), 1)
+    geom = cpu.Geometry((3, 3), (2, 2), (1, 1), (1, 1), 1, (1, 1))
     with pytest.raises(CnnrunError, match=r"the direct conv algorithm needs stride 1; got stride=\(2, 2\)"):
         cpu.choose_path((4, 3, 3, 3), geom, "direct")
     with pytest.raises(CnnrunError, match=r"unknown conv algorithm 'fft'; expected one of: im2col, direct"):

@@ -212,7 +212,7 @@ def test_pools_have_no_parameters_and_no_macs(registry):
         ([3, 4, 4], 0, 0), ([3, 4, 4], 0, 0), ([3, 1, 1], 0, 0)]
     pool = net.nodes[0].layer
     assert pool.get_config() == {"type": "maxpool2d", "name": "p1", "kernel_size": 2, "stride": None,
-                                 "padding": 0, "ceil_mode": False}
+                                 "padding": 0, "ceil_mode": False, "dilation": 1}
     assert repr(net.nodes[1].layer) == "AvgPool2d('avgpool2d_1', kernel_size=3, stride=1, padding=1)"
 
 

@@ -284,7 +284,7 @@ def test_config_and_repr_show_the_algorithm(registry):
 
 # -- auto -----------------------------------------------------------------------------------------
 def _geometry(kernel=3, stride=1, dilation=1, groups=1):
-    return Geometry((kernel, kernel), (stride, stride), (1, 1), (dilation, dilation), groups)
+    return Geometry((kernel, kernel), (stride, stride), (1, 1), (dilation, dilation), groups, (1, 1))
 
 
 @pytest.mark.parametrize("channels, out_channels, geom, out_hw, expected", [

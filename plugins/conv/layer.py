@@ -10,7 +10,7 @@ from cnnrun.engine import Layer
 from cnnrun.engine.layer import uniform_fan_in_
 from cnnrun.engine.options import bool_option, choice_option, int_option, int_tuple, show
 
-from cnnrun.plugins.common import Geometry
+from cnnrun.plugins.common import Geometry, padding_option, resolve_padding
 
 from . import winograd
 
@@ -31,10 +31,8 @@ class _Conv(Layer):
         self.out_channels = int_option(out_channels, "out_channels")
         self.kernel_size = int_tuple(kernel_size, n, "kernel_size")
         self.stride = int_tuple(stride, n, "stride")
-        if isinstance(padding, str):
-            self.padding = choice_option(padding, "padding", ("valid", "same"))
-        else:
-            self.padding = int_tuple(padding, n, "padding", minimum=0)
+        self.padding = padding_option(padding, n)
+        self.padding_json = padding
         self.dilation = int_tuple(dilation, n, "dilation")
         self.groups = int_option(groups, "groups")
         self.bias = bool_option(bias, "bias")
@@ -48,17 +46,9 @@ class _Conv(Layer):
                              key="algorithm")
 
     # -- shapes ------------------------------------------------------------------------------------
-    def pads(self, size) -> list[tuple[int, int]]:
+    def pads(self, size) -> tuple[tuple[int, int], ...]:
         """``(before, after)`` padding per spatial dimension for an input of spatial ``size``."""
-        if self.padding == "valid":
-            return [(0, 0)] * self.spatial
-        if self.padding == "same":  # SAME_UPPER: output ceil(in / s), the odd pixel after
-            pads = []
-            for i, k, s, d in zip(size, self.kernel_size, self.stride, self.dilation):
-                total = max((-(-i // s) - 1) * s + (k - 1) * d + 1 - i, 0)
-                pads.append((total // 2, total - total // 2))
-            return pads
-        return [(p, p) for p in self.padding]
+        return resolve_padding(self.padding, size, self.kernel_size, self.stride, self.dilation)
 
     def output_shape(self, input_shape):
         if len(input_shape) != self.spatial + 1:
@@ -70,7 +60,7 @@ class _Conv(Layer):
         if min(out) <= 0:
             raise self.error(f"kernel_size={show(self.kernel_size)} with dilation={show(self.dilation)} "
                              f"does not fit the padded input: output size would be {tuple(out)}; "
-                             f"input shape {input_shape}, padding={show(self.padding)}", key="kernel_size")
+                             f"input shape {input_shape}, padding={show(self.padding_json)}", key="kernel_size")
         return (self.out_channels, *out)
 
     def parameter_shapes(self, input_shape):
@@ -90,11 +80,12 @@ class _Conv(Layer):
 
     # -- computation -------------------------------------------------------------------------------
     def _geometry(self, size) -> Geometry:
-        before = tuple(b for b, _ in self.pads(size))
+        pads = self.pads(size)
+        before, after = tuple(b for b, _ in pads), tuple(a for _, a in pads)
         if self.spatial == 1:  # (N, C, L) runs as (N, C, 1, L)
             return Geometry((1, *self.kernel_size), (1, *self.stride), (0, *before), (1, *self.dilation),
-                            self.groups)
-        return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups)
+                            self.groups, (0, *after))
+        return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups, after)
 
     def forward(self, ctx, x):
         ctx.saved.x = x
@@ -117,7 +108,9 @@ class Conv2d(_Conv):
 
     Shape: ``(C, H, W) -> (out_channels, H_out, W_out)``,
     ``H_out = floor((H + pad_top + pad_bottom - dilation * (kernel - 1) - 1) / stride) + 1``;
-    ``padding="same"`` gives ``ceil(H / stride)`` (TensorFlow/ONNX SAME_UPPER).
+    ``padding``: an integer, one per dimension, one per side ``[top, left, bottom, right]``, ``"valid"``,
+    or ``"same"`` / ``"same_lower"``: output ``ceil(H / stride)``, the odd padded pixel after / before
+    (ONNX SAME_UPPER / SAME_LOWER).
     Weight ``(out_channels, C / groups, kh, kw)``, bias ``(out_channels,)``.
     ``algorithm``: "im2col", "direct", "winograd" (F(2x2, 3x3): 3x3, stride 1, dilation 1 only) or
     "auto" (:func:`.winograd.choose_algorithm`); the result is the same up to rounding.
@@ -130,7 +123,8 @@ class Conv1d(_Conv):
     """1-D convolution. PyTorch: ``nn.Conv1d``.
 
     Shape: ``(C, L) -> (out_channels, L_out)``,
-    ``L_out = floor((L + pad_left + pad_right - dilation * (kernel - 1) - 1) / stride) + 1``.
+    ``L_out = floor((L + pad_left + pad_right - dilation * (kernel - 1) - 1) / stride) + 1``;
+    ``padding`` as conv2d's, per side ``[left, right]``.
     Weight ``(out_channels, C / groups, k)``, bias ``(out_channels,)``.
     """
 
@@ -195,7 +189,7 @@ class ConvTranspose2d(Layer):
         return math.prod(input_shape) * (self.out_channels // self.groups) * math.prod(self.kernel_size)
 
     def _geometry(self) -> Geometry:
-        return Geometry(self.kernel_size, self.stride, self.padding, self.dilation, self.groups)
+        return Geometry(self.kernel_size, self.stride, self.padding, self.dilation, self.groups, self.padding)
 
     def forward(self, ctx, x):
         ctx.saved.x = x

@@ -12,13 +12,16 @@ import numpy as np
 
 from cnnrun.engine import Layer
 from cnnrun.engine.options import bool_option, int_tuple, show
+from cnnrun.plugins.common import padding_option, resolve_padding
 
 
-def pooled_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
-    """PyTorch's output size: floor_or_ceil((size + 2 padding - kernel) / stride) + 1, where in ceil
-    mode a last window that would start inside the right padding is dropped."""
-    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
+def pooled_size(size: int, kernel: int, stride: int, before: int, after: int, dilation: int,
+                ceil_mode: bool) -> int:
+    """PyTorch's output size: floor_or_ceil((size + before + after - dilation * (kernel - 1) - 1) / stride)
+    + 1, where in ceil mode a last window that would start inside the padding after is dropped."""
+    span = dilation * (kernel - 1) + 1
+    out = (size + before + after - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + before:
         out -= 1
     return out
 
@@ -36,21 +39,32 @@ def from_planes(y, batch_shape):
 
 
 class _WindowPool(Layer):
-    """What the max and average pools share: options, output shape. ``dims`` is 1 or 2."""
+    """What the max and average pools share: options, output shape. ``dims`` is 1 or 2.
+
+    ``window(in_hw)`` is the kernels' ``(kernel, stride, padding before, padding after, dilation)``, each
+    ``(h, w)``, for planes of ``in_hw`` (a 1-D window is a height-1 2-D window)."""
 
     dims: ClassVar[int] = 2
 
-    def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False):
+    def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False, dilation=1):
         super().__init__(name)
         self.kernel_size = int_tuple(kernel_size, self.dims, "kernel_size")
         self.stride = self.kernel_size if stride is None else int_tuple(stride, self.dims, "stride")
-        self.padding = int_tuple(padding, self.dims, "padding", minimum=0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+        self.padding = padding_option(padding, self.dims)
+        self.dilation = int_tuple(dilation, self.dims, "dilation")
+        if not isinstance(self.padding, str) and any(2 * p > k for side, k in zip(self.padding, self.kernel_size)
+                                                     for p in side):
             raise self.error(f"padding must be at most half of kernel_size; got padding={show(padding)} "
                              f"with kernel_size={show(kernel_size)}", key="padding")
+        self.padding_json = padding
         self.ceil_mode = bool_option(ceil_mode, "ceil_mode")
-        lead = 2 - self.dims  # a 1-D window is a height-1 2-D window
-        self.window = ((1,) * lead + self.kernel_size, (1,) * lead + self.stride, (0,) * lead + self.padding)
+
+    def window(self, in_hw):
+        lead = 2 - self.dims
+        size = tuple(in_hw)[lead:]
+        pads = resolve_padding(self.padding, size, self.kernel_size, self.stride, self.dilation)
+        return ((1,) * lead + self.kernel_size, (1,) * lead + self.stride, (0,) * lead + tuple(b for b, _ in pads),
+                (0,) * lead + tuple(a for _, a in pads), (1,) * lead + self.dilation)
 
     def output_shape(self, shape):
         if len(shape) != self.dims + 1:
@@ -61,11 +75,13 @@ class _WindowPool(Layer):
         size = self._output_hw((1,) * (2 - self.dims) + tuple(shape[1:]))[2 - self.dims:]
         if min(size) <= 0:
             raise self.error(f"output size {size} is not positive: input shape {tuple(shape)} is smaller "
-                             f"than kernel_size={show(self.kernel_size)} with padding={show(self.padding)}")
+                             f"than kernel_size={show(self.kernel_size)} with padding={show(self.padding_json)}"
+                             f" and dilation={show(self.dilation)}")
         return (shape[0], *size)
 
     def _output_hw(self, in_hw) -> tuple[int, int]:
-        return tuple(pooled_size(n, k, s, p, self.ceil_mode) for n, k, s, p in zip(in_hw, *self.window))
+        return tuple(pooled_size(n, k, s, b, a, d, self.ceil_mode)
+                     for n, k, s, b, a, d in zip(in_hw, *self.window(in_hw)))
 
 
 class _MaxPool(_WindowPool):
@@ -73,13 +89,16 @@ class _MaxPool(_WindowPool):
 
     def forward(self, ctx, x):
         planes = as_planes(x)
+        kernel, stride, before, _, dilation = self.window(planes.shape[1:])
         argmax = ctx.workspace("argmax", (planes.shape[0], *self._output_hw(planes.shape[1:])), np.int32)
-        y = ctx.kernels.max_pool_forward(planes, argmax, *self.window)
+        y = ctx.kernels.max_pool_forward(planes, argmax, kernel, stride, before, dilation)
         ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, planes.shape[1:]
         return from_planes(y, x.shape)
 
     def backward(self, ctx, grad):
-        grad_x = ctx.kernels.max_pool_backward(as_planes(grad), ctx.saved.argmax, *self.window, ctx.saved.in_hw)
+        kernel, stride, before, _, dilation = self.window(ctx.saved.in_hw)
+        grad_x = ctx.kernels.max_pool_backward(as_planes(grad), ctx.saved.argmax, kernel, stride, before, dilation,
+                                               ctx.saved.in_hw)
         return grad_x.reshape(ctx.saved.in_shape)
 
 
@@ -92,13 +111,15 @@ class _AvgPool(_WindowPool):
 
     def forward(self, ctx, x):
         planes = as_planes(x)
-        y = ctx.kernels.avg_pool_forward(planes, self._output_hw(planes.shape[1:]), *self.window,
+        kernel, stride, before, after, _ = self.window(planes.shape[1:])
+        y = ctx.kernels.avg_pool_forward(planes, self._output_hw(planes.shape[1:]), kernel, stride, before, after,
                                          self.count_include_pad)
         ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
         return from_planes(y, x.shape)
 
     def backward(self, ctx, grad):
-        grad_x = ctx.kernels.avg_pool_backward(as_planes(grad), ctx.saved.in_hw, *self.window,
+        kernel, stride, before, after, _ = self.window(ctx.saved.in_hw)
+        grad_x = ctx.kernels.avg_pool_backward(as_planes(grad), ctx.saved.in_hw, kernel, stride, before, after,
                                                self.count_include_pad)
         return grad_x.reshape(ctx.saved.in_shape)
 
@@ -149,27 +170,62 @@ class AvgPool1d(_AvgPool):
     dims = 1
 
 
-class GlobalAvgPool(Layer):
+class _GlobalPool(Layer):
+    """What the global pools share: the output shape, ``(C, 1, 1)`` / ``(C, 1)``, or ``(C,)`` with ``flatten``."""
+
+    def __init__(self, name, flatten=False):
+        super().__init__(name)
+        self.flatten = bool_option(flatten, "flatten")
+
+    def output_shape(self, shape):
+        if len(shape) not in (2, 3):
+            raise self.error(f"expects a (C, H, W) or (C, L) input; got input shape {tuple(shape)}")
+        return (shape[0],) if self.flatten else (shape[0],) + (1,) * (len(shape) - 1)
+
+    def _output(self, y, x_shape):
+        return y.reshape(x_shape[0], *self.output_shape(x_shape[1:]))
+
+
+class GlobalAvgPool(_GlobalPool):
     """The mean of each channel over all positions; dx = dy / (H * W) everywhere.
 
-    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1).
-    PyTorch: ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveAvgPool1d(1)``.
+    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1); (C,) with ``flatten: true``.
+    PyTorch: ``nn.AdaptiveAvgPool2d(1)`` / ``nn.AdaptiveAvgPool1d(1)`` (then ``nn.Flatten()`` with ``flatten``).
     """
 
     type_name = "global_avgpool"
     kernels = ("global_avg_pool_forward", "global_avg_pool_backward")
 
-    def output_shape(self, shape):
-        if len(shape) not in (2, 3):
-            raise self.error(f"expects a (C, H, W) or (C, L) input; got input shape {tuple(shape)}")
-        return (shape[0],) + (1,) * (len(shape) - 1)
-
     def forward(self, ctx, x):
         planes = as_planes(x)
         ctx.saved.in_shape, ctx.saved.in_hw = x.shape, planes.shape[1:]
-        y = ctx.kernels.global_avg_pool_forward(planes)
-        return y.reshape(*x.shape[:2], *(1,) * (len(x.shape) - 2))
+        return self._output(ctx.kernels.global_avg_pool_forward(planes), x.shape)
 
     def backward(self, ctx, grad):
         grad_x = ctx.kernels.global_avg_pool_backward(grad.reshape(grad.size), ctx.saved.in_hw)
+        return grad_x.reshape(ctx.saved.in_shape)
+
+
+class GlobalMaxPool(_GlobalPool):
+    """The maximum of each channel over all positions (the first one; NaN wins); backward puts dy there.
+
+    Shape: (C, H, W) -> (C, 1, 1); (C, L) -> (C, 1); (C,) with ``flatten: true``.
+    PyTorch: ``nn.AdaptiveMaxPool2d(1)`` / ``nn.AdaptiveMaxPool1d(1)`` (then ``nn.Flatten()`` with ``flatten``).
+    """
+
+    type_name = "global_maxpool"
+    kernels = ("max_pool_forward", "max_pool_backward")
+
+    def forward(self, ctx, x):
+        planes = as_planes(x)
+        hw = planes.shape[1:]
+        argmax = ctx.workspace("argmax", (planes.shape[0], 1, 1), np.int32)
+        y = ctx.kernels.max_pool_forward(planes, argmax, hw, hw, (0, 0), (1, 1))
+        ctx.saved.argmax, ctx.saved.in_shape, ctx.saved.in_hw = argmax, x.shape, hw
+        return self._output(y, x.shape)
+
+    def backward(self, ctx, grad):
+        hw = ctx.saved.in_hw
+        grad_x = ctx.kernels.max_pool_backward(grad.reshape(grad.size, 1, 1), ctx.saved.argmax, hw, hw, (0, 0),
+                                               (1, 1), hw)
         return grad_x.reshape(ctx.saved.in_shape)
