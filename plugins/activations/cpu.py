@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import vectorize
 
-from .scalar import OPS
+from .scalar import kernel_table
 
 
 def relu_forward(x):
@@ -98,8 +98,4 @@ def _elementwise_kernels(op, function, derivative):
     return forward, backward
 
 
-KERNELS = {f.__name__: f for f in (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,
-                                   sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward,
-                                   softmax_forward, softmax_backward, log_softmax_forward,
-                                   log_softmax_backward, prelu_forward, prelu_backward)}
-KERNELS.update({f.__name__: f for op, functions in OPS.items() for f in _elementwise_kernels(op, *functions)})
+KERNELS = kernel_table(globals(), _elementwise_kernels)

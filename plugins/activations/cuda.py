@@ -14,7 +14,7 @@ from numba import cuda, float64
 
 from cnnrun.engine.cuda import MAX_BLOCK_SIZE, block_size, block_sum, blocks_for, flat, grid, is_device_array
 
-from .scalar import OPS
+from .scalar import kernel_table
 
 
 @cuda.jit
@@ -281,8 +281,4 @@ def _elementwise_kernels(op, function, derivative):
     return forward, backward
 
 
-KERNELS = {f.__name__: f for f in (relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward,
-                                   sigmoid_forward, sigmoid_backward, tanh_forward, tanh_backward,
-                                   softmax_forward, softmax_backward, log_softmax_forward,
-                                   log_softmax_backward, prelu_forward, prelu_backward)}
-KERNELS.update({f.__name__: f for op, functions in OPS.items() for f in _elementwise_kernels(op, *functions)})
+KERNELS = kernel_table(globals(), _elementwise_kernels)

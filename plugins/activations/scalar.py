@@ -184,3 +184,16 @@ OPS = {  # operation -> (forward, derivative); kernels OP_forward(x, a, b), OP_b
     "softplus": (softplus, softplus_grad),
     "softsign": (softsign, softsign_grad),
 }
+
+
+OPERATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax", "prelu")
+"""The activations whose kernels each device module writes out itself; those of :data:`OPS` are
+generated from their scalar functions."""
+
+
+def kernel_table(namespace: dict, elementwise_kernels) -> dict:
+    """A device module's ``KERNELS``: its ``OP_forward``/``OP_backward`` for :data:`OPERATIONS` (from
+    ``namespace``, the module's globals), and ``elementwise_kernels(op, f, df)`` for :data:`OPS`."""
+    table = {f"{op}_{way}": namespace[f"{op}_{way}"] for op in OPERATIONS for way in ("forward", "backward")}
+    table.update({f.__name__: f for op, functions in OPS.items() for f in elementwise_kernels(op, *functions)})
+    return table
