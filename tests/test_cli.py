@@ -86,7 +86,8 @@ def test_describe_lenet_json():
     assert report["total_params"] == 61_706
     assert report["total_macs"] == 416_520
     assert report["layers"][0] == {"name": "conv1", "type": "conv2d", "inputs": ["input"], "output_shape": [6, 28, 28],
-                                   "params": 156, "non_trainable_params": 0, "macs": 117_600}
+                                   "params": 156, "non_trainable_params": 0, "macs": 117_600,
+                                   "block": None, "instance": None}
     values = 28 * 28 + sum(math.prod(r["output_shape"]) for r in report["layers"])
     assert report["activation_bytes"] == values * 2 * 4
     assert report["batch_size"] == 2 and report["input_shape"] == [1, 28, 28]
