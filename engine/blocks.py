@@ -46,6 +46,14 @@ def expand_blocks(config: Any) -> Any:
     flat = {k: v for k, v in config.items() if k != "blocks"}
     if not isinstance(layers, list):
         return flat  # from_config says what is wrong with it
+    try:
+        flat["layers"] = _expand_layers(layers, blocks)
+    except RecursionError:
+        raise ConfigError("blocks nested too deeply (blocks using blocks using blocks ...)", key="blocks") from None
+    return flat
+
+
+def _expand_layers(layers: list, blocks: dict) -> list:
     expanded: list = []
     for index, entry in enumerate(layers):
         if not is_block_use(entry):
@@ -55,8 +63,7 @@ def expand_blocks(config: Any) -> Any:
         where = f"block '{entry['block']}' (use '{name if isinstance(name, str) else f'layers[{index}]'}')"
         source = _use_source(entry, expanded, where)
         expanded += _expand_use(entry, blocks, source, (), where)
-    flat["layers"] = expanded
-    return flat
+    return expanded
 
 
 def _check_blocks(blocks) -> dict:

@@ -207,6 +207,13 @@ def test_block_errors_are_one_line_naming_block_instance_and_layer(tmp_path, blo
     assert "\n" not in text and re.search(message, text.replace(str(tmp_path) + "/", "")), text
 
 
+def test_blocks_nested_too_deeply_are_one_error():
+    blocks = {f"b{k}": {"layers": [{"block": f"b{k + 1}", "name": "x"}]} for k in range(3000)}
+    blocks["b3000"] = {"layers": [{"type": "relu"}]}
+    with pytest.raises(ConfigError, match=r"^blocks nested too deeply"):
+        expand_blocks(network([{"block": "b0", "name": "s"}], blocks))
+
+
 def test_comments_are_ignored_outside_strings_and_keep_line_numbers(tmp_path):
     text = ('// a network\n{"name": "a//b", // the name\n  "input": {"shape": [1, 4]},\n'
             '  "layers": [{"type": "relu"}]  // one layer\n}\n')
