@@ -158,7 +158,8 @@ def _expand_instance(blocks: dict, block_name: str, instance: str, params: dict,
         if not isinstance(entry, dict):
             raise ConfigError(f"must be a JSON object; got {show(entry)[:60]}", **where)
         use = is_block_use(entry)
-        kind = entry.get("type") if isinstance(entry.get("type"), str) else None
+        kind = _substitute(entry.get("type"), params, block_name, "type", where)  # "type": "$activation" works
+        kind = kind if isinstance(kind, str) else None
         inner = entry.get("name") if "name" in entry else None
         if inner is None and not use:
             counters[kind] = counters.get(kind, 0) + 1
@@ -184,7 +185,6 @@ def _expand_instance(blocks: dict, block_name: str, instance: str, params: dict,
             flat.append(resolved)
         local[inner] = flat[-1]["name"]
     return flat
-
 
 
 def _substitute(value, params: dict, block_name: str, key: str, where: dict):

@@ -146,9 +146,10 @@ def test_nested_blocks_and_substitution_inside_lists(registry):
 
 
 def test_unnamed_layers_in_a_block_are_numbered_per_instance():
-    blocks = {"b": {"layers": [{"type": "relu"}, {"type": "relu"}]}}
-    flat = expand_blocks(network([{"block": "b", "name": "u", "repeat": 2}], blocks))
-    assert [e["name"] for e in flat["layers"]] == ["u.1.relu_1", "u.1.relu_2", "u.2.relu_1", "u.2.relu_2"]
+    blocks = {"b": {"params": {"act": "relu"}, "layers": [{"type": "$act"}, {"type": "relu"}]}}
+    flat = expand_blocks(network([{"block": "b", "name": "u", "repeat": 2, "act": "sigmoid"}], blocks))
+    assert [e["name"] for e in flat["layers"]] == ["u.1.sigmoid_1", "u.1.relu_1", "u.2.sigmoid_1", "u.2.relu_1"]
+    assert [e["type"] for e in flat["layers"]] == ["sigmoid", "relu", "sigmoid", "relu"]
 
 
 ERRORS = [
