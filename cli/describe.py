@@ -49,7 +49,8 @@ def describe_network(network, batch_size: int) -> dict:
 
 
 def format_table(report: dict) -> str:
-    """``report`` as an aligned text table with totals."""
+    """``report`` as an aligned text table with totals; the layers of each block instance come
+    under a line ``[INSTANCE: block BLOCK]``."""
     header = ("name", "type", "inputs", "output shape", "params", "non-trainable", "MACs")
     body = [(r["name"], r["type"], ", ".join(r["inputs"]), "(" + ", ".join(map(str, r["output_shape"])) + ")",
              f"{r['params']:,}", f"{r['non_trainable_params']:,}", f"{r['macs']:,}") for r in report["layers"]]
@@ -62,7 +63,14 @@ def format_table(report: dict) -> str:
 
     rule = "-" * len(line(header))
     shape = ", ".join(map(str, report["input_shape"]))
-    out = [f"{report['name']}: input ({shape})", rule, line(header), rule, *map(line, body), rule]
+    out = [f"{report['name']}: input ({shape})", rule, line(header), rule]
+    instance = None
+    for row, cells in zip(report["layers"], body):
+        if row.get("instance") and row["instance"] != instance:  # a header line per block instance
+            out.append(f"[{row['instance']}: block {row['block']}]")
+        instance = row.get("instance")
+        out.append(line(cells))
+    out.append(rule)
     out.append(f"total parameters: {report['total_params']:,} trainable, {report['non_trainable_params']:,} "
                f"non-trainable (buffers such as batchnorm's running statistics)")
     out.append(f"total MACs per sample: {report['total_macs']:,}")

@@ -13,11 +13,13 @@ class ConfigError(CnnrunError):
     """A network description that cannot be built.
 
     ``str(err)`` reads ``FILE: layer 'NAME' (TYPE): MESSAGE`` (or ``FILE: SECTION: MESSAGE`` for
-    settings outside the layers, e.g. ``train.optimizer (sgd)``); unknown parts are left out.
+    settings outside the layers, e.g. ``train.optimizer (sgd)``); unknown parts are left out. A layer
+    of a block instance reads ``FILE: block 'B' (instance 'I'), layer 'NAME' (TYPE): MESSAGE``.
     """
 
     def __init__(self, message: str, *, layer: str | None = None, layer_type: str | None = None,
-                 key: str | None = None, file: str | None = None, section: str | None = None):
+                 key: str | None = None, file: str | None = None, section: str | None = None,
+                 block: str | None = None):
         super().__init__(message)
         self.message = message
         self.layer = layer
@@ -25,6 +27,7 @@ class ConfigError(CnnrunError):
         self.key = key
         self.file = file
         self.section = section
+        self.block = block
 
     def __str__(self) -> str:
         where = []
@@ -32,7 +35,8 @@ class ConfigError(CnnrunError):
             where.append(str(self.file))
         if self.layer is not None:
             kind = f" ({self.layer_type})" if self.layer_type else ""
-            where.append(f"layer '{self.layer}'{kind}")
+            layer = f"layer '{self.layer}'{kind}"
+            where.append(f"{self.block}, {layer}" if self.block else layer)
         elif self.section:
             where.append(self.section)
         return ": ".join(where + [self.message])

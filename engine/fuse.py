@@ -25,6 +25,7 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     checkpoint in the error raised when it does not fit the network.
     """
     net = Network.from_config(config, registry=registry)
+    config = net.config  # blocks expanded: one entry per node
     restore_network(net, checkpoint, source)
     pairs = foldable_pairs(net)
     params = {layer: dict(named) for layer, named in checkpoint.params.items()}

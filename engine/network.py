@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import PART_OF, expand_blocks, strip_comments
 from .contract import Contract
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
 from .files import FileProblem, regular_file
@@ -19,7 +20,7 @@ from .memory import check_fits
 from .options import show
 
 INPUT = "input"
-TOP_LEVEL_KEYS = ("name", "input", "layers", "train")
+TOP_LEVEL_KEYS = ("name", "input", "blocks", "layers", "train")
 DTYPES = ("float32", "float64")
 
 
@@ -32,6 +33,7 @@ class Node:
     inputs: tuple[str, ...]
     input_shapes: tuple[Shape, ...]
     output_shape: Shape
+    part_of: dict | None = None  # {"block": name, "instance": name} for a layer of a block instance
 
 
 class Network:
@@ -98,7 +100,8 @@ class Network:
     @classmethod
     def from_config(cls, config: dict[str, Any], registry=None, dtype="float32", seed: int = 0) -> "Network":
         """Build a network from a parsed JSON description (see docs/format.md), its parameters
-        initialized from ``seed``."""
+        initialized from ``seed``; ``config`` of the network is the description with its blocks
+        expanded (:func:`~cnnrun.engine.blocks.expand_blocks`)."""
         if registry is None:
             from .plugins import default_registry
             registry = default_registry()
@@ -108,6 +111,7 @@ class Network:
             if key not in TOP_LEVEL_KEYS:
                 raise ConfigError(f"unknown top-level key '{key}'{did_you_mean(key, TOP_LEVEL_KEYS)}; "
                                   f"expected: {', '.join(TOP_LEVEL_KEYS)}", key=key)
+        config = expand_blocks(config)
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         name = config.get("name", "network")
@@ -252,7 +256,8 @@ class Network:
     def summary(self) -> list[dict[str, Any]]:
         """One row per layer: name, type, inputs (the names it reads; ``"input"`` is the network's
         input), output_shape, params (trained values), non_trainable_params (buffer values, such as
-        batchnorm's running statistics) and macs (per sample)."""
+        batchnorm's running statistics), macs (per sample), and block and instance (the block the
+        layer comes from and its instance, or None)."""
         rows = []
         for node in self.nodes:
             layer, shapes = node.layer, node.input_shapes
@@ -260,7 +265,9 @@ class Network:
                          "output_shape": list(node.output_shape),
                          "params": sum(int(np.prod(s)) for s in layer.parameter_shapes(*shapes).values()),
                          "non_trainable_params": sum(int(np.prod(s)) for s in layer.buffer_shapes(*shapes).values()),
-                         "macs": int(layer.macs(*shapes))})
+                         "macs": int(layer.macs(*shapes)),
+                         "block": node.part_of["block"] if node.part_of else None,
+                         "instance": node.part_of["instance"] if node.part_of else None})
         return rows
 
     def parameter_count(self) -> int:
@@ -272,8 +279,8 @@ class Network:
 
 
 def read_network_file(path) -> dict:
-    """The parsed JSON of a network file: a file that is not UTF-8 JSON (or not a regular file) is a
-    :class:`ConfigError` naming it."""
+    """The parsed JSON of a network file, ``//`` comments allowed: a file that is not UTF-8 JSON (or
+    not a regular file) is a :class:`ConfigError` naming it."""
     path = Path(path)
     try:
         text = regular_file(path).read_bytes().decode("utf-8")
@@ -286,7 +293,7 @@ def read_network_file(path) -> dict:
         raise ConfigError(f"not UTF-8 text: invalid byte 0x{exc.object[exc.start]:02x} at line {line} "
                           f"(byte {exc.start})", file=str(path)) from None
     try:
-        return json.loads(text)
+        return json.loads(strip_comments(text))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
                           file=str(path)) from None
@@ -317,37 +324,59 @@ def _build_nodes(layers: list, input_shape: Shape, registry) -> list[Node]:
     defined_later = set(taken)
     nodes: list[Node] = []
     for index, entry in enumerate(layers):
-        where = f"layers[{index}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be a JSON object; got {show(entry)[:60]}")
-        type_name = entry.get("type")
-        label = entry.get("name") if isinstance(entry.get("name"), str) else where
-        if "type" not in entry:
-            raise ConfigError("missing required key 'type'", layer=label, key="type")
+        part_of = _part_of(entry, index)
         try:
-            layer_class = registry.get(type_name)
+            nodes.append(_build_node(entry, index, registry, taken, counters, shapes, defined_later, nodes))
         except ConfigError as err:
-            err.layer = label
+            if part_of and err.block is None:  # name the block, the instance and the layer inside it
+                err.block = f"block '{part_of['block']}' (instance '{part_of['instance']}')"
+                prefix = part_of["instance"] + "."
+                err.layer = err.layer[len(prefix):] if str(err.layer).startswith(prefix) else err.layer
             raise
-        name = _node_name(entry, type_name, taken, counters, shapes, label)
-        defined_later.discard(name)
-        inputs = _node_inputs(entry, name, type_name, nodes, shapes, defined_later)
-        options = {k: v for k, v in entry.items() if k not in RESERVED_KEYS}
-        layer = layer_class.from_config(name, options)
-        n = len(inputs)
-        if n < layer.min_inputs or (layer.max_inputs is not None and n > layer.max_inputs):
-            wanted = (f"{layer.min_inputs}" if layer.min_inputs == layer.max_inputs else
-                      f"at least {layer.min_inputs}" if layer.max_inputs is None else
-                      f"{layer.min_inputs} to {layer.max_inputs}")
-            raise layer.error(f"takes {wanted} input(s); got inputs={show(list(inputs))}", key="inputs")
-        input_shapes = tuple(shapes[i] for i in inputs)
-        output_shape = tuple(int(s) for s in layer.output_shape(*input_shapes))
-        if not output_shape or any(s <= 0 for s in output_shape):
-            raise layer.error(f"output shape {output_shape} is empty for input shape(s) "
-                              f"{', '.join(map(str, input_shapes))}")
-        shapes[name] = output_shape
-        nodes.append(Node(name, layer, inputs, input_shapes, output_shape))
+        nodes[-1].part_of = part_of
     return nodes
+
+
+def _part_of(entry, index: int) -> dict | None:
+    part_of = entry.get(PART_OF) if isinstance(entry, dict) else None
+    if part_of is not None and not (isinstance(part_of, dict) and set(part_of) == {"block", "instance"}
+                                    and all(isinstance(v, str) for v in part_of.values())):
+        raise ConfigError(f'{PART_OF} must be {{"block": NAME, "instance": NAME}} (written by block expansion); '
+                          f"got {show(part_of)[:60]}", layer=f"layers[{index}]", key=PART_OF)
+    return part_of
+
+
+def _build_node(entry, index, registry, taken, counters, shapes, defined_later, nodes) -> Node:
+    where = f"layers[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be a JSON object; got {show(entry)[:60]}")
+    type_name = entry.get("type")
+    label = entry.get("name") if isinstance(entry.get("name"), str) else where
+    if "type" not in entry:
+        raise ConfigError("missing required key 'type'", layer=label, key="type")
+    try:
+        layer_class = registry.get(type_name)
+    except ConfigError as err:
+        err.layer = label
+        raise
+    name = _node_name(entry, type_name, taken, counters, shapes, label)
+    defined_later.discard(name)
+    inputs = _node_inputs(entry, name, type_name, nodes, shapes, defined_later)
+    options = {k: v for k, v in entry.items() if k not in RESERVED_KEYS and k != PART_OF}
+    layer = layer_class.from_config(name, options)
+    n = len(inputs)
+    if n < layer.min_inputs or (layer.max_inputs is not None and n > layer.max_inputs):
+        wanted = (f"{layer.min_inputs}" if layer.min_inputs == layer.max_inputs else
+                  f"at least {layer.min_inputs}" if layer.max_inputs is None else
+                  f"{layer.min_inputs} to {layer.max_inputs}")
+        raise layer.error(f"takes {wanted} input(s); got inputs={show(list(inputs))}", key="inputs")
+    input_shapes = tuple(shapes[i] for i in inputs)
+    output_shape = tuple(int(s) for s in layer.output_shape(*input_shapes))
+    if not output_shape or any(s <= 0 for s in output_shape):
+        raise layer.error(f"output shape {output_shape} is empty for input shape(s) "
+                          f"{', '.join(map(str, input_shapes))}")
+    shapes[name] = output_shape
+    return Node(name, layer, inputs, input_shapes, output_shape)
 
 
 def _node_name(entry, type_name, taken, counters, shapes, label) -> str:

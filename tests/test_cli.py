@@ -86,7 +86,8 @@ def test_describe_lenet_json():
     assert report["total_params"] == 61_706
     assert report["total_macs"] == 416_520
     assert report["layers"][0] == {"name": "conv1", "type": "conv2d", "inputs": ["input"], "output_shape": [6, 28, 28],
-                                   "params": 156, "non_trainable_params": 0, "macs": 117_600}
+                                   "params": 156, "non_trainable_params": 0, "macs": 117_600,
+                                   "block": None, "instance": None}
     values = 28 * 28 + sum(math.prod(r["output_shape"]) for r in report["layers"])
     assert report["activation_bytes"] == values * 2 * 4
     assert report["batch_size"] == 2 and report["input_shape"] == [1, 28, 28]
@@ -95,15 +96,15 @@ def test_describe_lenet_json():
 def test_describe_inputs_and_trainable_counts():
     report = json.loads(run("describe", "examples/resnet_block.json", "--format", "json").output)
     rows = {r["name"]: r for r in report["layers"]}
-    assert rows["stem"]["inputs"] == ["input"] and rows["a1"]["inputs"] == ["stem_relu"]
-    assert rows["residual"]["inputs"] == ["a2_bn", "stem_relu"]
+    assert rows["stem"]["inputs"] == ["input"] and rows["res.1.conv1"]["inputs"] == ["stem_relu"]
+    assert rows["res.1.add"]["inputs"] == ["res.1.bn2", "stem_relu"]
     # batchnorm: weight and bias are trained, running_mean and running_var are not
     assert (rows["stem_bn"]["params"], rows["stem_bn"]["non_trainable_params"]) == (16, 16)
     assert (rows["stem"]["params"], rows["stem"]["non_trainable_params"]) == (224, 0)
     assert report["total_params"] == report["trainable_params"] == 2_258  # trained values only, as before
     assert report["non_trainable_params"] == 48  # three batchnorms of 8 channels: running_mean, running_var
     table = run("describe", "examples/resnet_block.json").output
-    assert re.search(r"^residual +add +a2_bn, stem_relu +\(8, 16, 16\) +0 +0 +0$", table, re.M)
+    assert re.search(r"^res\.1\.add +add +res\.1\.bn2, stem_relu +\(8, 16, 16\) +0 +0 +0$", table, re.M)
     assert re.search(r"^stem_bn +batchnorm +stem +\(8, 16, 16\) +16 +16 +0$", table, re.M)
     assert "total parameters: 2,258 trainable, 48 non-trainable" in table
 
