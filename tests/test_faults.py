@@ -304,7 +304,7 @@ def test_interrupt_while_drawing_the_curves(tmp_path, monkeypatch, registries, s
     folder = tmp_path / "run"
     real_write_curves = train_module.write_curves
 
-    def interrupted_curves(metrics, path):
+    def interrupted_curves(metrics, path, monitor="val_accuracy"):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "write_curves", interrupted_curves)
