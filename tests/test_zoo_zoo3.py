@@ -20,6 +20,7 @@ def describe_total_params(path):
 
 @pytest.mark.parametrize("name, torchvision_params", [
     ("mobilenet_v3_small", 2_542_856),
+    ("efficientnet_b0", 5_288_548),
 ])
 def test_zoo_network_matches_torchvision_and_runs(name, torchvision_params):
     path = ZOO / f"{name}.json"
