@@ -14,6 +14,7 @@ ZOO = Path(__file__).resolve().parent.parent / "examples" / "zoo"
 
 @pytest.mark.parametrize("name, total_params", [
     ("densenet121", 7_978_856),
+    ("convnext_tiny", 28_589_128),
 ])
 def test_zoo_network_has_torchvision_parameter_count_and_finite_logits(name, total_params):
     path = ZOO / f"{name}.json"
