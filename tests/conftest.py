@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import LayerRegistry, make_plugin_manager
-from cnnrun.engine.plugins import Registries
+from cnnrun.engine.data import prepare_data
+from cnnrun.engine.plugins import DataSourceRegistry, Registries
 
 
 @pytest.fixture
@@ -28,6 +29,22 @@ def registry(plugin_manager):
 def registries():
     """Every registry of the built-in plugins (no installed entry points), one per test module."""
     return Registries.from_plugin_manager(make_plugin_manager(load_entrypoints=False))
+
+
+@pytest.fixture
+def sources(plugin_manager):
+    """The data-source registry of :func:`plugin_manager`."""
+    return DataSourceRegistry.from_plugin_manager(plugin_manager)
+
+
+@pytest.fixture
+def prepare(sources, tmp_path):
+    """prepare_data with defaults: 10 classes, no validation split, files under tmp_path."""
+    def run(config, input_shape, *, num_classes=10, validation_split=0.0, seed=0):
+        return prepare_data(config, input_shape=input_shape, num_classes=num_classes,
+                            validation_split=validation_split, seed=seed, registry=sources,
+                            base_dir=tmp_path)
+    return run
 
 
 @pytest.fixture

@@ -8,25 +8,8 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import ConfigError, ShapeError
-from cnnrun.engine.data import (Examples, apply_normalization, batches, channel_statistics,
-                                prepare_data, stratified_split)
-from cnnrun.engine.plugins import DataSourceRegistry
+from cnnrun.engine.data import Examples, apply_normalization, batches, channel_statistics, stratified_split
 from cnnrun.plugins.data.datasets import resize_bilinear
-
-
-@pytest.fixture
-def sources(plugin_manager):
-    return DataSourceRegistry.from_plugin_manager(plugin_manager)
-
-
-@pytest.fixture
-def prepare(sources, tmp_path):
-    """prepare_data with defaults: 10 classes, no validation split, files under tmp_path."""
-    def run(config, input_shape, *, num_classes=10, validation_split=0.0, seed=0):
-        return prepare_data(config, input_shape=input_shape, num_classes=num_classes,
-                            validation_split=validation_split, seed=seed, registry=sources,
-                            base_dir=tmp_path)
-    return run
 
 
 def save_npz(path, x, y):

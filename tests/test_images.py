@@ -1,30 +1,23 @@
 """The image data sources (image_folder, cifar10, cifar100) on files written here in the real
 formats, and the lazy inputs they return."""
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from cnnrun.engine import CnnrunError, ConfigError
-from cnnrun.engine.data import batches, channel_statistics, prepare_data
+from cnnrun.engine.data import batches, channel_statistics
 from cnnrun.engine import lazy_inputs
 from cnnrun.engine.lazy_inputs import LazyInputs
-from cnnrun.engine.plugins import DataSourceRegistry
 from cnnrun.plugins.images import Cifar10, Cifar100, ImageFolder
 
 
 @pytest.fixture
-def sources(plugin_manager):
-    return DataSourceRegistry.from_plugin_manager(plugin_manager)
-
-
-@pytest.fixture
-def prepare(sources, tmp_path):
-    def run(config, input_shape, *, num_classes=3, validation_split=0.0, seed=0):
-        return prepare_data(config, input_shape=input_shape, num_classes=num_classes,
-                            validation_split=validation_split, seed=seed, registry=sources,
-                            base_dir=tmp_path)
-    return run
+def prepare(prepare):
+    """conftest's prepare, for this module's three classes."""
+    return functools.partial(prepare, num_classes=3)
 
 
 def random_pixels(rng, h, w, mode):
