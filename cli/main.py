@@ -10,6 +10,7 @@ from cnnrun import __version__
 from .describe import describe
 from .evaluate import evaluate
 from .fuse import fuse
+from .import_onnx import import_onnx
 from .plugins import plugins
 from .predict import predict
 from .profile import profile
@@ -27,5 +28,5 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     ctx.obj = {"strict_plugins": strict_plugins}
 
 
-for command in (describe, train, evaluate, predict, profile, fuse, plugins):
+for command in (describe, train, evaluate, predict, profile, fuse, import_onnx, plugins):
     cli.add_command(command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -35,10 +36,12 @@ def parse_setting(text: str) -> tuple[str, object]:
 @click.option("--force", is_flag=True, help="Replace the run in --out (its checkpoints, metrics and curves).")
 @click.option("--resume", type=click.Path(exists=True), help="Continue from a run folder or a checkpoint file "
               "(one other than the run's latest.npz, e.g. best.npz, goes to a new run folder).")
+@click.option("--init", type=click.Path(exists=True), help="Start from the weights of this checkpoint or run "
+              "folder (train.init; e.g. the weights.npz of cnnrun import), with a fresh optimizer: fine-tuning.")
 @device_option("Where to train: parameters, gradients, optimizer state and activations stay there.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the per-epoch summary lines (no progress bar).")
 @click.pass_context
-def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, device, quiet):
+def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, init, device, quiet):
     """Train NET.json with its "train" section (options override it), writing a run folder with
     config.json, metrics.jsonl, latest.npz, best.npz and curves.png. Ctrl-C or SIGTERM stops it
     (exit status 130 or 143) and prints the command that resumes it."""
@@ -46,7 +49,9 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, 
     from cnnrun.engine.train import TrainingInterrupted, train as run_training
 
     overrides = dict(parse_setting(s) for s in settings)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed)):
+    init = init and str(Path(init).resolve())  # train.init is relative to the network file's folder
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("optimizer.lr", lr), ("seed", seed),
+                       ("init", init)):
         if value is not None:
             overrides[key] = value
     _, registries = load_plugins(ctx)

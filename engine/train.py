@@ -268,7 +268,8 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     holds a run is refused unless ``force`` (its run files are then replaced). ``resume``: a run folder
     or a checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4
     more); resuming from a checkpoint other than a run's latest.npz (best.npz, a copy) writes a new
-    run folder and leaves that run as it is. ``device``: "cpu" or "cuda" (parameters, gradients,
+    run folder and leaves that run as it is. A ``train.init`` checkpoint (``overrides={"init": PATH}``)
+    gives the starting weights of a new run, for fine-tuning (no optimizer state). ``device``: "cpu" or "cuda" (parameters, gradients,
     optimizer state and activations stay there; checkpoints are the same either way, so a run can
     resume on the other device).
     """
@@ -287,6 +288,9 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     except ConfigError as err:
         raise (err.in_file(str(source)) if source else err) from None
     start = resolve_checkpoint(resume) if resume is not None else None
+    if start is None and train_config["init"] is not None:
+        init = resolve_checkpoint(base_dir / train_config["init"])  # weights only: a fresh optimizer
+        restore_network(net, load_checkpoint(init), str(init))
     in_place = start is not None and start.name == LATEST and (out is None or _same_folder(out, start.parent))
     if start is not None and not in_place:
         if out is not None and _same_folder(out, start.parent):

@@ -23,6 +23,7 @@ TRAIN_DEFAULTS = {
     "drop_last": False,
     "augment": [],
     "early_stopping": None,
+    "init": None,
 }
 
 
@@ -55,6 +56,9 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
     except ConfigError as err:
         err.section = "train"
         raise
+    if config["init"] is not None and not (isinstance(config["init"], str) and config["init"]):
+        raise ConfigError(f"init must be the path of a checkpoint or run folder, or null; got init="
+                          f"{show(config['init'])}", section="train", key="init")
     check_schedule(config["schedule"], config["epochs"])
     make_augmenter(config["augment"])
     config["early_stopping"] = check_early_stopping(config["early_stopping"])

@@ -1,0 +1,185 @@
+"""ONNX import (docs/onnx.md): every supported operator and attribute combination, as a small graph
+built with onnx.helper, gives cnnrun's forward the output of onnx's reference evaluator; an imported
+model fine-tunes from train.init; unsupported operators are one line each; ``cnnrun import``."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from onnx_graphs import CASES, i64, make_model, node, w
+from cnnrun.cli.main import cli
+from cnnrun.engine import CnnrunError, Network
+from cnnrun.engine.checkpoint import load_checkpoint
+from cnnrun.engine.onnx import import_onnx
+from cnnrun.engine.onnx.importer import onnx_to_cnnrun
+from cnnrun.engine.train import train
+
+
+def reference(model, x):
+    return ReferenceEvaluator(model).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_operator_matches_the_reference_evaluator(name, registry):
+    shape, opset, nodes, inits = CASES[name]
+    model = make_model(shape, opset, nodes, inits)
+    net = import_onnx(model, registry=registry)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    expected = reference(model, x)
+    np.testing.assert_allclose(net.forward(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def layer_types(name, registry):
+    shape, opset, nodes, inits = CASES[name]
+    config, _ = onnx_to_cnnrun(make_model(shape, opset, nodes, inits), registry=registry)
+    return [entry["type"] for entry in config["layers"]]
+
+
+@pytest.mark.parametrize("name, types", [
+    ("gelu_pattern", ["gelu"]), ("silu_pattern", ["silu"]), ("hardswish_pattern", ["hardswish"]),
+    ("channel_shuffle", ["channel_shuffle"]), ("reshape_view", ["flatten"]), ("conv_add_folded", ["conv2d"]),
+    ("matmul_add", ["linear"]), ("dropout_identity", ["relu"]), ("transpose_kept", ["relu", "permute"]),
+    ("convnext_block", ["layer_norm", "conv2d", "gelu", "conv2d", "scale", "add"]),
+])
+def test_patterns_become_single_layers(name, types, registry):
+    assert layer_types(name, registry) == types
+
+
+def test_convnext_block_uses_channels_first_layers(registry):
+    shape, opset, nodes, inits = CASES["convnext_block"]
+    config, checkpoint = onnx_to_cnnrun(make_model(shape, opset, nodes, inits), registry=registry)
+    norm, fc1, _, fc2, scale, add = config["layers"]
+    assert norm["channels_first"] is True and fc1["kernel_size"] == 1 and fc2.get("bias", True)
+    assert checkpoint.params[scale["name"]]["weight"].shape == (4,)
+    assert add["inputs"] == [scale["name"], "input"]
+
+
+def test_static_batch_and_default_stride_of_pools(registry):
+    model = make_model((1, 2, 5, 5), 13, [node("MaxPool", "x", kernel_shape=[2, 2])], {}, dynamic_batch=False)
+    net = import_onnx(model, registry=registry)
+    assert net.config["layers"][0]["stride"] == 1  # ONNX's default stride is 1, cnnrun's the kernel
+    x = np.random.default_rng(0).standard_normal((3, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x)[:1], reference(model, x[:1]), rtol=1e-6)
+
+
+def classifier(opset=13):
+    """A small model ending in logits: conv, batchnorm, relu, pool, flatten, gemm."""
+    inits = {"W": w(4, 1, 3, 3), "s": w(4), "b": w(4), "m": w(4), "v": w(4, positive=True), "F": w(3, 16), "C": w(3)}
+    nodes = [node("Conv", "xW", ["c"], pads=[1, 1, 1, 1]), node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
+             node("Relu", "n", ["r"]), node("MaxPool", "r", ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             node("Flatten", "p", ["f"]), node("Gemm", "fFC", transB=1)]
+    return make_model((2, 1, 4, 4), opset, nodes, inits)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "data.npz"
+    np.savez(path, x=rng.standard_normal((24, 1, 4, 4)).astype(np.float32), y=rng.integers(0, 3, 24))
+    return path
+
+
+def test_fine_tuning_starts_from_the_imported_weights(tmp_path, data_file, registries):
+    config, checkpoint = onnx_to_cnnrun(classifier(), registry=registries.layers)
+    from cnnrun.engine.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "weights.npz", checkpoint)
+    config["train"] = {"data": {"type": "npz", "path": str(data_file)}, "epochs": 2, "batch_size": 8, "validation_split": 0.0,
+                       "init": "weights.npz", "optimizer": {"type": "sgd", "lr": 1e-30}}
+    (tmp_path / "net.json").write_text(json.dumps(config))
+    frozen = train(tmp_path / "net.json", out=tmp_path / "frozen", registries=registries)
+    for layer, named in checkpoint.params.items():
+        for key, value in named.items():
+            np.testing.assert_array_equal(frozen.network.params[layer][key], value)
+    tuned = train(tmp_path / "net.json", overrides={"optimizer.lr": 0.1}, out=tmp_path / "tuned",
+                  registries=registries)
+    assert tuned.metrics[-1]["train_loss"] < frozen.metrics[-1]["train_loss"]
+    changed = tuned.network.params["m.Gemm_y"]["weight"] - checkpoint.params["m.Gemm_y"]["weight"]
+    assert np.abs(changed).max() > 0 and load_checkpoint(tuned.run_dir / "latest.npz").meta["optimizer"]["step"] == 6
+
+
+def test_train_init_must_be_a_path(tmp_path, registries):
+    config, _ = onnx_to_cnnrun(classifier(), registry=registries.layers)
+    config["train"] = {"init": 3}
+    with pytest.raises(CnnrunError, match="train: init must be the path of a checkpoint"):
+        train(config, out=tmp_path / "run", registries=registries)
+
+
+def test_unsupported_operators_are_one_line_each(registry):
+    nodes = [node("Relu", "x", ["r"]), node("Einsum", ["r"], ["e1"], equation="nchw->nchw"),
+             node("Einsum", ["e1"], ["e2"], equation="nchw->nchw"), node("Round", "e2", ["q"]), node("Relu", "q")]
+    with pytest.raises(CnnrunError) as caught:
+        import_onnx(make_model((1, 2, 3, 3), 13, nodes, {}), registry=registry)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "the model: operator Einsum is not supported (nodes: '/m/Einsum_e1' (Einsum), '/m/Einsum_e2' (Einsum))"
+    assert lines[1] == "the model: operator Round is not supported (nodes: '/m/Round_q' (Round))"
+    assert lines[2].startswith("supported: Add, AveragePool, BatchNormalization,") and "folded: Constant" in lines[2]
+
+
+@pytest.mark.parametrize("nodes, inits, message", [
+    ([node("LRN", "x", size=2)], {}, r"node '/m/LRN_y' \(LRN\): an even size \(2\) .*supported: odd sizes"),
+    ([node("Resize", ["x", "", "s"], mode="cubic")], {"s": np.array([1, 1, 2, 2], np.float32)},
+     "mode cubic with coordinate_transformation_mode half_pixel .* not supported; supported: nearest"),
+    ([node("Transpose", "x", ["t"], perm=[1, 0, 2, 3]), node("Relu", "t")], {}, "moves the batch axis"),
+    ([node("Concat", ["x", "x"], axis=2)], {}, "along axis 2 is not supported; supported: the channel axis"),
+    ([node("HardSigmoid", "x")], {}, r"alpha=0.2, beta=0.5 are not supported; supported: alpha 1/6"),
+    ([node("Add", ["x", "c"])], {"c": w(1, 2, 3, 3)}, r"a constant of shape \(1, 2, 3, 3\) .* not supported"),
+    ([node("Mul", ["x", "x"], ["m"]), node("Div", ["x", "m"])], {}, "dividing by a computed tensor"),
+    ([node("MatMul", ["x", "x"])], {}, "B .* must be a constant"),
+])
+def test_unexpressible_attributes_name_the_node(nodes, inits, message, registry):
+    with pytest.raises(CnnrunError, match=message):
+        import_onnx(make_model((1, 2, 3, 3), 13, nodes, inits), registry=registry)
+
+
+def test_bad_files(tmp_path, registry):
+    (tmp_path / "bad.onnx").write_bytes(b"\x00garbage\xff" * 10)
+    with pytest.raises(CnnrunError, match=r"bad.onnx: not an ONNX model"):
+        import_onnx(tmp_path / "bad.onnx", registry=registry)
+    model = make_model((1, 2, 3, 3), 13, [node("Relu", "x")], {})
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    with pytest.raises(CnnrunError, match=r"give the static shape \(--input-shape C,H,W\)"):
+        import_onnx(model, registry=registry)
+    assert import_onnx(model, input_shape=(2, 5, 5), registry=registry).input_shape == (2, 5, 5)
+
+
+def test_cli_import_writes_a_network_that_describe_and_eval_take(tmp_path, data_file):
+    import onnx
+    model = classifier()
+    onnx.save(model, tmp_path / "small.onnx")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["import", str(tmp_path / "small.onnx"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "imported 6 layers" in result.output
+    net_file, weights = tmp_path / "out" / "small.json", tmp_path / "out" / "weights.npz"
+    described = runner.invoke(cli, ["describe", str(net_file), "--format", "json"])
+    assert described.exit_code == 0 and json.loads(described.output)["total_params"] == 4 * 9 + 8 + 48 + 3
+    evaluated = runner.invoke(cli, ["eval", str(net_file), "--checkpoint", str(weights), "--data", str(data_file),
+                                    "--format", "json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    x, y = np.load(data_file)["x"], np.load(data_file)["y"]
+    expected = (reference(model, x).argmax(1) == y).mean()
+    assert json.loads(evaluated.output)["accuracy"] == pytest.approx(expected)
+    tuned = runner.invoke(cli, ["train", str(net_file), "--init", str(weights), "--epochs", "1", "--out",
+                                str(tmp_path / "run"), "--set", f'data={{"type": "npz", "path": "{data_file}"}}', "-q"])
+    assert tuned.exit_code == 0, tuned.output
+
+
+def test_cli_import_errors(tmp_path, monkeypatch):
+    (tmp_path / "bad.onnx").write_text("not a model")
+    result = CliRunner().invoke(cli, ["import", str(tmp_path / "bad.onnx"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and len(result.output.splitlines()) == 1
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    result = CliRunner().invoke(cli, ["import", str(tmp_path / "bad.onnx"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "pip install 'cnnrun[onnx]'" in result.output
+
+
+def test_upsample_opset7_takes_scales_as_an_attribute(registry):
+    """onnx's reference evaluator cannot run Upsample-7: compared with Upsample-9, which it can."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 4)).astype(np.float32)
+    old = make_model(x.shape, 7, [node("Upsample", "x", scales=[1.0, 1.0, 2.0, 3.0])], {})
+    new = make_model(x.shape, 9, [node("Upsample", ["x", "s"])], {"s": np.array([1, 1, 2, 3], np.float32)})
+    np.testing.assert_array_equal(import_onnx(old, registry=registry).forward(x), reference(new, x))
