@@ -145,6 +145,12 @@ case("convnext_block", IMG, 17, [
     node("MatMul", ["g", "w2"], ["m2"]), node("Add", ["b2", "m2"], ["a2"]),
     node("Transpose", ["a2"], ["q"], perm=[0, 3, 1, 2]), node("Mul", ["q", "gamma"], ["sc"]), node("Add", ["sc", "x"])],
      {"ls": w(4), "lb": w(4), "w1": w(4, 8), "b1": w(8), "w2": w(8, 4), "b2": w(4), "gamma": w(4, 1, 1), **gelu_half})
+case("layer_norm_decomposed", IMG, 13, [  # PyTorch's LayerNorm before opset 17, here channels-last
+    node("Transpose", "x", ["p"], perm=[0, 2, 3, 1]), node("ReduceMean", "p", ["m"], axes=[-1]),
+    node("Sub", ["p", "m"], ["d"]), node("Pow", ["d", "two"], ["q"]), node("ReduceMean", "q", ["v"], axes=[-1]),
+    node("Add", ["v", "eps"], ["e"]), node("Sqrt", "e", ["s"]), node("Div", ["d", "s"], ["n"]),
+    node("Mul", ["n", "g"], ["ng"]), node("Add", ["ng", "b"], ["t"]), node("Transpose", "t", perm=[0, 3, 1, 2])],
+     {"two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32), "g": w(4), "b": w(4)})
 case("transpose_kept", IMG, 13, [node("Transpose", "x", ["t"], perm=[0, 1, 3, 2]), node("Relu", "t")])
 # padding, resizing, reductions
 for mode in ("constant", "reflect", "edge", "wrap"):

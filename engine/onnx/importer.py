@@ -171,9 +171,13 @@ def _convert(builder: Builder, node, values: dict, opset: int) -> None:
 
 def _fold(builder: Builder, node, inputs, opset) -> list:
     """The outputs of a node whose inputs are all constants, computed by ONNX's reference evaluator."""
+    from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
     feeds = {name: value for name, value in zip(node.input, inputs) if name}
+    untyped = lambda name: helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+    graph = helper.make_graph([node], "fold", [untyped(n) for n in feeds], [untyped(n) for n in node.output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])  # the node's version
     try:
-        return ReferenceEvaluator(node, opsets={"": opset}).run(None, feeds)
+        return ReferenceEvaluator(model).run(None, feeds)
     except Exception as exc:  # the reference evaluator raises whatever its operator does
         raise builder.error(f"cannot fold it as a constant ({type(exc).__name__}: {str(exc)[:100]})") from None

@@ -101,14 +101,55 @@ def _gated(g: _Graph, mul):
     return None
 
 
+def _axes(node):
+    return next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+
+
+def _affine(g: _Graph, name):
+    """``(the constant, its node)`` when ``name`` is read only by a Mul or Add with a constant, else None."""
+    readers = g.consumers[name]
+    if len(readers) != 1 or readers[0].op_type not in ("Mul", "Add"):
+        return None
+    other = g.other(readers[0], name)
+    return (other, readers[0]) if other in g.consts else None
+
+
+def _layer_norm(g: _Graph, div):
+    """``(x, epsilon, weight, bias, output, removed nodes)`` of the LayerNorm over the last axis that
+    PyTorch exports before opset 17 (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul w, Add b)."""
+    sub, sqrt = g.op(div.input[0], "Sub"), g.op(div.input[1], "Sqrt")
+    add = sqrt and g.op(sqrt.input[0], "Add")
+    var = add and g.op(add.input[0], "ReduceMean")
+    power = var and g.op(var.input[0], "Pow")
+    mean = sub and g.op(sub.input[1], "ReduceMean")
+    if not (power and mean and power.input[0] == div.input[0] and g.is_const(power.input[1], 2.0)
+            and mean.input[0] == sub.input[0] and _axes(mean) == _axes(var) == [-1]
+            and g.scalar(add.input[1]) is not None):
+        return None
+    scaled = _affine(g, div.output[0])
+    shifted = scaled and scaled[1].op_type == "Mul" and _affine(g, scaled[1].output[0])
+    if not shifted or shifted[1].op_type != "Add":
+        return None
+    return (sub.input[0], g.scalar(add.input[1]), scaled[0], shifted[0], shifted[1].output[0],
+            [mean, sub, power, var, add, sqrt, div, scaled[1], shifted[1]])
+
+
 def fuse_patterns(nodes: list, consts: dict) -> list:
-    """``nodes`` with each GELU subgraph replaced by a Gelu node, and x * gate(x) by Silu, HardSwish
-    or Mish, each placed where the subgraph ended."""
+    """``nodes`` with each GELU subgraph replaced by a Gelu node, each LayerNorm subgraph (before
+    opset 17) by a LayerNormalization, and x * gate(x) by Silu, HardSwish or Mish, each placed where
+    the subgraph ended."""
     from onnx import helper
     g = _Graph(nodes, consts)
     replace, removed = {}, set()
     for node in nodes:
         if id(node) in removed:
+            continue
+        norm = _layer_norm(g, node) if node.op_type == "Div" else None
+        if norm is not None:
+            x, eps, weight, bias, output, parts = norm
+            replace[id(parts[-1])] = helper.make_node("LayerNormalization", [x, weight, bias], [output],
+                                                      name=node.name, axis=-1, epsilon=eps)
+            removed.update(id(n) for n in parts)
             continue
         found = _gelu(g, node) if node.op_type == "Erf" else None
         if found is not None:
