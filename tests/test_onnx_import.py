@@ -67,8 +67,9 @@ def test_static_batch_and_default_stride_of_pools(registry):
     np.testing.assert_allclose(net.forward(x)[:1], reference(model, x[:1]), rtol=1e-6)
 
 
-def classifier(opset=13):
-    """A small model ending in logits: conv, batchnorm, relu, pool, flatten, gemm."""
+def classifier(opset=15):
+    """A small model ending in logits: conv, batchnorm, relu, pool, flatten, gemm (opset 15: onnx's reference
+    runs BatchNormalization 9 to 13 with batch statistics)."""
     inits = {"W": w(4, 1, 3, 3), "s": w(4), "b": w(4), "m": w(4), "v": w(4, positive=True), "F": w(3, 16), "C": w(3)}
     nodes = [node("Conv", "xW", ["c"], pads=[1, 1, 1, 1]), node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"]),
              node("Relu", "n", ["r"]), node("MaxPool", "r", ["p"], kernel_shape=[2, 2], strides=[2, 2]),
