@@ -122,6 +122,7 @@ case("constant_of_shape", IMG, 13, [node("ConstantOfShape", ["one"], ["c"], valu
     np.array([0.5], np.float32))), node("Mul", ["x", "c"])], {"one": i64(1)})
 # channels: concat, split, slice
 case("concat", IMG, 13, [node("Relu", "x", ["r"]), node("Concat", ["x", "r"], axis=1)])
+case("concat_single", IMG, 13, [node("Concat", ["x"], ["c"], axis=1), node("Relu", "c")])
 case("split_input", IMG, 13, [node("Split", ["x", "sp"], ["a", "b"], axis=1), node("Sub", ["a", "b"])], {"sp": i64(2, 2)})
 case("split_attr", IMG, 11, [node("Split", ["x"], ["a", "b"], axis=1, split=[1, 3]), node("Concat", ["b", "a"], axis=1)])
 case("split_even", IMG, 18, [node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2), node("Mul", ["a", "b"])])

@@ -115,6 +115,8 @@ def concat(b, inputs, attrs, opset):
     axis = tensors[0].cnnrun_axis(int(attrs["axis"]))
     if axis != 1:
         raise b.error(f"concatenating along axis {attrs['axis']} is not supported; supported: the channel axis")
+    if len(tensors) == 1:  # DenseNet's torch.cat([x], 1)
+        return tensors
     y = b.emit("concat", [Tensor(t.layer, t.shape) for t in tensors])
     return [Tensor(y.layer, y.shape, tensors[0].perm)]
 
