@@ -269,9 +269,9 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     or a checkpoint file to continue from (``epochs`` is the total, so 4 done + ``epochs=8`` trains 4
     more); resuming from a checkpoint other than a run's latest.npz (best.npz, a copy) writes a new
     run folder and leaves that run as it is. A ``train.init`` checkpoint (``overrides={"init": PATH}``)
-    gives the starting weights of a new run, for fine-tuning (no optimizer state). ``device``: "cpu" or "cuda" (parameters, gradients,
-    optimizer state and activations stay there; checkpoints are the same either way, so a run can
-    resume on the other device).
+    gives the starting weights of a new run, for fine-tuning (no optimizer state). ``device``: "cpu"
+    or "cuda" (parameters, gradients, optimizer state and activations stay there; checkpoints are the
+    same either way, so a run can resume on the other device).
     """
     registries = registries or default_registries()
     if isinstance(network, dict):

@@ -69,7 +69,7 @@ case("global_maxpool", IMG, 13, [node("GlobalMaxPool", "x")])
 # normalization (onnx's reference LRN loops over range(N) for the channels: N >= C is needed)
 bn = {"s": w(4), "b": w(4), "m": w(4), "v": w(4, positive=True)}
 case("batchnorm", IMG, 15, [node("BatchNormalization", "xsbmv", epsilon=1e-3, momentum=0.8)], bn)
-case("batchnorm_defaults", IMG, 14, [node("BatchNormalization", "xsbmv")], bn)  # (the reference runs 7 and 9 as training)
+case("batchnorm_defaults", IMG, 14, [node("BatchNormalization", "xsbmv")], bn)  # the reference trains in 7 to 13
 case("lrn", (3, 3, 4, 4), 13, [node("LRN", "x", size=3, alpha=0.2, beta=0.6, bias=1.5)])
 case("layer_norm_last_axes", IMG, 17, [node("LayerNormalization", "xsb", axis=2, epsilon=1e-4)],
      {"s": w(6, 6), "b": w(6, 6)})
@@ -89,8 +89,9 @@ case("softmax_features", (2, 7), 11, [node("Softmax", "x", axis=1)])
 case("softmax_channels", IMG, 13, [node("Softmax", "x", axis=1)])
 case("log_softmax", (2, 7), 13, [node("LogSoftmax", "x")])
 gelu_half = {"r2": np.array(1.4142135, np.float32), "one": np.array(1.0, np.float32), "h": np.array(0.5, np.float32)}
-case("gelu_pattern", IMG, 13, [node("Div", ["x", "r2"], ["d"]), node("Erf", "d", ["e"]), node("Add", ["e", "one"], ["a"]),
-                               node("Mul", ["x", "a"], ["m"]), node("Mul", ["m", "h"])], gelu_half)
+case("gelu_pattern", IMG, 13, [node("Div", ["x", "r2"], ["d"]), node("Erf", "d", ["e"]),
+                               node("Add", ["e", "one"], ["a"]), node("Mul", ["x", "a"], ["m"]), node("Mul", ["m", "h"])],
+     gelu_half)
 case("silu_pattern", IMG, 13, [node("Sigmoid", "x", ["s"]), node("Mul", ["x", "s"])])
 case("hardswish_pattern", IMG, 13, [node("HardSigmoid", "x", ["s"], alpha=1 / 6), node("Mul", ["s", "x"])])
 # linear layers
@@ -109,7 +110,8 @@ case("squeeze_unsqueeze", IMG, 11, [node("GlobalAveragePool", "x", ["g"]), node(
                                     node("Unsqueeze", ["q"], ["y"], axes=[2])])
 # arithmetic with broadcasting
 case("add_channel_bias", IMG, 13, [node("Add", ["x", "c"])], {"c": w(4, 1, 1)})
-case("conv_add_folded", IMG, 13, [node("Conv", "xW", ["c"]), node("Add", ["c", "b"])], {"W": w(6, 4, 1, 1), "b": w(1, 6, 1, 1)})
+case("conv_add_folded", IMG, 13, [node("Conv", "xW", ["c"]), node("Add", ["c", "b"])],
+     {"W": w(6, 4, 1, 1), "b": w(1, 6, 1, 1)})
 case("sub_const_first", IMG, 13, [node("Sub", ["c", "x"])], {"c": np.array(0.25, np.float32)})
 case("sub_mul_div", IMG, 13, [node("Sub", ["x", "c"], ["s"]), node("Mul", ["s", "k"], ["m"]), node("Div", ["m", "d"])],
      {"c": w(4, 1, 1), "k": w(4, 1, 1), "d": np.array(2.0, np.float32)})
@@ -123,8 +125,10 @@ case("constant_of_shape", IMG, 13, [node("ConstantOfShape", ["one"], ["c"], valu
 # channels: concat, split, slice
 case("concat", IMG, 13, [node("Relu", "x", ["r"]), node("Concat", ["x", "r"], axis=1)])
 case("concat_single", IMG, 13, [node("Concat", ["x"], ["c"], axis=1), node("Relu", "c")])
-case("split_input", IMG, 13, [node("Split", ["x", "sp"], ["a", "b"], axis=1), node("Sub", ["a", "b"])], {"sp": i64(2, 2)})
-case("split_attr", IMG, 11, [node("Split", ["x"], ["a", "b"], axis=1, split=[1, 3]), node("Concat", ["b", "a"], axis=1)])
+case("split_input", IMG, 13, [node("Split", ["x", "sp"], ["a", "b"], axis=1), node("Sub", ["a", "b"])],
+     {"sp": i64(2, 2)})
+case("split_attr", IMG, 11, [node("Split", ["x"], ["a", "b"], axis=1, split=[1, 3]),
+                             node("Concat", ["b", "a"], axis=1)])
 case("split_even", IMG, 18, [node("Split", ["x"], ["a", "b"], axis=1, num_outputs=2), node("Mul", ["a", "b"])])
 case("slice_inputs", IMG, 13, [node("Slice", ["x", "s", "e", "a", "st"])],
      {"s": i64(1, 0), "e": i64(2**62, 100), "a": i64(1, 2), "st": i64(2, 1)})

@@ -42,7 +42,8 @@ def layer_types(name, registry):
 @pytest.mark.parametrize("name, types", [
     ("gelu_pattern", ["gelu"]), ("silu_pattern", ["silu"]), ("hardswish_pattern", ["hardswish"]),
     ("channel_shuffle", ["channel_shuffle"]), ("reshape_view", ["flatten"]), ("conv_add_folded", ["conv2d"]),
-    ("matmul_add", ["linear"]), ("dropout_identity", ["relu"]), ("concat_single", ["relu"]), ("transpose_kept", ["relu", "permute"]),
+    ("matmul_add", ["linear"]), ("dropout_identity", ["relu"]), ("concat_single", ["relu"]),
+    ("transpose_kept", ["relu", "permute"]),
     ("layer_norm_decomposed", ["layer_norm"]),
     ("convnext_block", ["layer_norm", "conv2d", "gelu", "conv2d", "scale", "add"]),
 ])
@@ -89,7 +90,8 @@ def test_fine_tuning_starts_from_the_imported_weights(tmp_path, data_file, regis
     config, checkpoint = onnx_to_cnnrun(classifier(), registry=registries.layers)
     from cnnrun.engine.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "weights.npz", checkpoint)
-    config["train"] = {"data": {"type": "npz", "path": str(data_file)}, "epochs": 2, "batch_size": 8, "validation_split": 0.0,
+    config["train"] = {"data": {"type": "npz", "path": str(data_file)}, "epochs": 2, "batch_size": 8,
+                       "validation_split": 0.0,
                        "init": "weights.npz", "optimizer": {"type": "sgd", "lr": 1e-30}}
     (tmp_path / "net.json").write_text(json.dumps(config))
     frozen = train(tmp_path / "net.json", out=tmp_path / "frozen", registries=registries)
@@ -116,7 +118,8 @@ def test_unsupported_operators_are_one_line_each(registry):
     with pytest.raises(CnnrunError) as caught:
         import_onnx(make_model((1, 2, 3, 3), 13, nodes, {}), registry=registry)
     lines = str(caught.value).splitlines()
-    assert lines[0] == "the model: operator Einsum is not supported (nodes: '/m/Einsum_e1' (Einsum), '/m/Einsum_e2' (Einsum))"
+    assert lines[0] == ("the model: operator Einsum is not supported (nodes: '/m/Einsum_e1' (Einsum), "
+                        "'/m/Einsum_e2' (Einsum))")
     assert lines[1] == "the model: operator Round is not supported (nodes: '/m/Round_q' (Round))"
     assert lines[2].startswith("supported: Add, AveragePool, BatchNormalization,") and "folded: Constant" in lines[2]
 

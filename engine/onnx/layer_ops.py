@@ -213,7 +213,7 @@ def unary(type_name, **fixed):
 
 
 def selu(b, inputs, attrs, opset):
-    alpha, gamma = float(attrs.get("alpha", 1.67326319217681884765625)), float(attrs.get("gamma", 1.05070102214813232421875))
+    alpha, gamma = float(attrs.get("alpha", 1.6732632)), float(attrs.get("gamma", 1.0507010))
     if not (math.isclose(alpha, 1.6732632, rel_tol=1e-6) and math.isclose(gamma, 1.0507010, rel_tol=1e-6)):
         raise b.error(f"alpha={alpha}, gamma={gamma} are not supported; supported: the SELU constants")
     return unary("selu")(b, inputs, attrs, opset)
