@@ -182,9 +182,15 @@ def test_cli_import_errors(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "pip install 'cnnrun[onnx]'" in result.output
 
 
-def test_upsample_opset7_takes_scales_as_an_attribute(registry):
-    """onnx's reference evaluator cannot run Upsample-7: compared with Upsample-9, which it can."""
+def test_upsample7_and_resize10(registry):
+    """onnx's reference evaluator cannot run Upsample-7 (scales as an attribute) nor Resize-10 (scales as
+    input 2): compared with Upsample-9, which it can (onnxruntime gives the same for Resize-10)."""
     x = np.random.default_rng(0).standard_normal((2, 3, 3, 4)).astype(np.float32)
-    old = make_model(x.shape, 7, [node("Upsample", "x", scales=[1.0, 1.0, 2.0, 3.0])], {})
-    new = make_model(x.shape, 9, [node("Upsample", ["x", "s"])], {"s": np.array([1, 1, 2, 3], np.float32)})
-    np.testing.assert_array_equal(import_onnx(old, registry=registry).forward(x), reference(new, x))
+    scales = {"s": np.array([1, 1, 2, 3], np.float32)}
+    expected = reference(make_model(x.shape, 9, [node("Upsample", ["x", "s"])], scales), x)
+    for model in (make_model(x.shape, 7, [node("Upsample", "x", scales=[1.0, 1.0, 2.0, 3.0])], {}),
+                  make_model(x.shape, 10, [node("Resize", ["x", "s"])], scales)):
+        np.testing.assert_array_equal(import_onnx(model, registry=registry).forward(x), expected)
+    shrink = make_model(x.shape, 10, [node("Resize", ["x", "s"])], {"s": np.array([1, 1, 0.5, 1], np.float32)})
+    with pytest.raises(CnnrunError, match="before opset 11 nearest shrinks by rounding up"):
+        import_onnx(shrink, registry=registry)

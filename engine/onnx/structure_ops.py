@@ -294,6 +294,9 @@ def resize(b, inputs, attrs, opset):
     else:
         if scales[:2] != [1.0, 1.0]:
             raise b.error(f"scales {scales} change the batch or channels; supported: H and W only")
+        if old and min(scales) < 1:
+            raise b.error(f"scales {scales}: before opset 11 nearest shrinks by rounding up, not PyTorch's floor; "
+                          f"supported: scales >= 1")
         options["scale_factor"] = scales[2:]
     return [b.emit("upsample", [x], **options)]
 
