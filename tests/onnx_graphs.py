@@ -176,4 +176,6 @@ case("upsample9", IMG, 9, [node("Upsample", ["x", "sc"])], {"sc": np.array([1, 1
 case("reduce_mean_keep", IMG, 13, [node("ReduceMean", "x", axes=[2, 3])])
 case("reduce_mean_flat", IMG, 18, [node("ReduceMean", ["x", "ax"], keepdims=0)], {"ax": i64(-2, -1)})
 case("reduce_max", IMG, 13, [node("ReduceMax", "x", axes=[-1, 2])])
+case("squeeze_all_cast", IMG, 13, [node("GlobalMaxPool", "x", ["g"]), node("Squeeze", "g", ["q"]),
+                                   node("Cast", "q", ["c"], to=1), node("Softmax", "c")])
 case("dropout_identity", IMG, 13, [node("Dropout", "x", ["d"]), node("Identity", "d", ["i"]), node("Relu", "i")])

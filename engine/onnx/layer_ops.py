@@ -141,7 +141,7 @@ def layer_norm(b, inputs, attrs, opset):
     eps = float(attrs.get("epsilon", 1e-5))
     rank = len(x.shape) + 1
     axis = int(attrs.get("axis", -1)) % rank
-    if attrs.get("stash_type", 1) != 1 or any(b.uses.get(o) for o in b.node.output[1:]):
+    if any(b.uses.get(o) for o in b.node.output[1:]):
         raise b.error("its Mean and InvStdDev outputs are not supported; supported: Y")
     if x.perm is not None and axis == rank - 1 and x.cnnrun_axis(axis) == 1 and len(x.shape) > 1:
         channels = x.shape[0]  # channels-last LayerNorm over a channels-first tensor (ConvNeXt)

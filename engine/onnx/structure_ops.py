@@ -177,7 +177,7 @@ def reshape_to(b, x: Tensor, shape) -> Tensor:
 
 def reshape(b, inputs, attrs, opset):
     x = tensor(b, inputs[0])
-    target = [int(d) for d in const(b, inputs[1], "the shape (input 2)")] if opset >= 5 else list(attrs["shape"])
+    target = [int(d) for d in const(b, inputs[1], "the shape (input 2)")]
     current = x.onnx_shape(b.batch)
     if not attrs.get("allowzero", 0):
         target = [current[i] if d == 0 else d for i, d in enumerate(target)]
@@ -190,8 +190,8 @@ def reshape(b, inputs, attrs, opset):
 def flatten(b, inputs, attrs, opset):
     x = tensor(b, inputs[0])
     shape = x.onnx_shape(b.batch)
-    axis = int(attrs.get("axis", 1)) % len(shape) if attrs.get("axis", 1) else 0
-    if axis != 1:
+    axis = int(attrs.get("axis", 1))
+    if axis + (len(shape) if axis < 0 else 0) != 1:
         raise b.error(f"axis {attrs.get('axis', 1)} joins the batch axis with others; supported: axis 1")
     return [reshape_to(b, x, (shape[0], math.prod(shape[1:])))]
 
@@ -287,6 +287,8 @@ def resize(b, inputs, attrs, opset):
     if attrs.get("antialias", 0) or _text(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch" or \
             attrs.get("axes") is not None:
         raise b.error("antialias, keep_aspect_ratio_policy and axes are not supported")
+    if scales is None and sizes is None:
+        raise b.error("it has neither scales nor sizes")
     if sizes is not None:
         if len(sizes) != 4 or sizes[1] != x.shape[0]:
             raise b.error(f"sizes {sizes} change the channels; supported: H and W only")
