@@ -73,6 +73,9 @@ case("batchnorm_defaults", IMG, 14, [node("BatchNormalization", "xsbmv")], bn)  
 case("lrn", (3, 3, 4, 4), 13, [node("LRN", "x", size=3, alpha=0.2, beta=0.6, bias=1.5)])
 case("layer_norm_last_axes", IMG, 17, [node("LayerNormalization", "xsb", axis=2, epsilon=1e-4)],
      {"s": w(6, 6), "b": w(6, 6)})
+case("group_norm_channels", IMG, 21, [node("GroupNormalization", "xsb", num_groups=2, epsilon=1e-3)],
+     {"s": w(4), "b": w(4)})
+case("group_norm_groups", IMG, 18, [node("GroupNormalization", "xsb", num_groups=2)], {"s": w(2), "b": w(2)})
 case("instance_norm", IMG, 13, [node("InstanceNormalization", "xsb")], {"s": w(4), "b": w(4)})
 # activations
 for op, attrs, opset in [("Relu", {}, 13), ("Sigmoid", {}, 13), ("Tanh", {}, 13), ("Softsign", {}, 13),
@@ -156,6 +159,7 @@ case("layer_norm_decomposed", IMG, 13, [  # PyTorch's LayerNorm before opset 17,
     node("Add", ["v", "eps"], ["e"]), node("Sqrt", "e", ["s"]), node("Div", ["d", "s"], ["n"]),
     node("Mul", ["n", "g"], ["ng"]), node("Add", ["ng", "b"], ["t"]), node("Transpose", "t", perm=[0, 3, 1, 2])],
      {"two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32), "g": w(4), "b": w(4)})
+case("depth_to_space", IMG, 13, [node("DepthToSpace", "x", blocksize=2, mode="CRD")])
 case("transpose_kept", IMG, 13, [node("Transpose", "x", ["t"], perm=[0, 1, 3, 2]), node("Relu", "t")])
 # padding, resizing, reductions
 for mode in ("constant", "reflect", "edge", "wrap"):

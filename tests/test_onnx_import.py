@@ -134,6 +134,7 @@ def test_unsupported_operators_are_one_line_each(registry):
     ([node("Add", ["x", "c"])], {"c": w(1, 2, 3, 3)}, r"a constant of shape \(1, 2, 3, 3\) .* not supported"),
     ([node("Mul", ["x", "x"], ["m"]), node("Div", ["x", "m"])], {}, "dividing by a computed tensor"),
     ([node("MatMul", ["x", "x"])], {}, "B .* must be a constant"),
+    ([node("DepthToSpace", "x", blocksize=1)], {}, "mode DCR is not supported; supported: CRD"),
     ([node("MaxPool", "x", ["y", "i"], kernel_shape=[2, 2]), node("Relu", "i", ["z"]), node("Add", ["y", "z"])], {},
      "its Indices output is not supported"),
     ([node("BatchNormalization", "xsbmv", training_mode=1)], {k: w(2) for k in "sbmv"}, "training mode"),

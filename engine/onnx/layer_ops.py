@@ -166,6 +166,19 @@ def instance_norm(b, inputs, attrs, opset):
                    eps=float(attrs.get("epsilon", 1e-5)), affine=True)]
 
 
+def group_norm(b, inputs, attrs, opset):
+    """GroupNormalization: scale and bias per channel (opset 21), or per group (opset 18: repeated over
+    each group's channels)."""
+    x = b.plain(tensor(b, inputs[0]))
+    groups, channels = int(attrs["num_groups"]), x.shape[0]
+    scale, bias = (np.asarray(const(b, v, what), np.float32).reshape(-1) for v, what in
+                   zip(inputs[1:3], ("the scale", "the bias")))
+    if scale.size == groups != channels:
+        scale, bias = (np.repeat(v, channels // groups) for v in (scale, bias))
+    return [b.emit("group_norm", [x], params={"weight": scale, "bias": bias}, num_groups=groups,
+                   eps=float(attrs.get("epsilon", 1e-5)))]
+
+
 # -- linear layers -------------------------------------------------------------------------------
 def gemm(b, inputs, attrs, opset):
     x = b.plain(tensor(b, inputs[0]))
@@ -270,7 +283,7 @@ OPS = {
     "Conv": conv, "ConvTranspose": conv_transpose, "MaxPool": max_pool, "AveragePool": average_pool,
     "GlobalAveragePool": global_pool("avg"), "GlobalMaxPool": global_pool("max"),
     "BatchNormalization": batch_norm, "LRN": lrn, "LayerNormalization": layer_norm,
-    "InstanceNormalization": instance_norm, "Gemm": gemm, "MatMul": matmul,
+    "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "Gemm": gemm, "MatMul": matmul,
     "Relu": unary("relu"), "Sigmoid": unary("sigmoid"), "Tanh": unary("tanh"), "Softsign": unary("softsign"),
     "LeakyRelu": unary("leaky_relu", negative_slope=lambda a: float(a.get("alpha", 0.01))),
     "Elu": unary("elu", alpha=lambda a: float(a.get("alpha", 1.0))),

@@ -224,6 +224,13 @@ def transpose(b, inputs, attrs, opset):
     return [Tensor(x.layer, x.shape, None if perm == tuple(range(rank)) else perm)]
 
 
+def depth_to_space(b, inputs, attrs, opset):
+    """DepthToSpace in CRD mode: PyTorch's PixelShuffle (DCR orders the channels otherwise)."""
+    if _text(attrs.get("mode", "DCR")) != "CRD":
+        raise b.error(f"mode {_text(attrs.get('mode', 'DCR'))} is not supported; supported: CRD (PyTorch's PixelShuffle)")
+    return [b.emit("pixel_shuffle", [b.plain(tensor(b, inputs[0]))], upscale_factor=int(attrs["blocksize"]))]
+
+
 def shape(b, inputs, attrs, opset):
     full = np.array(tensor(b, inputs[0]).onnx_shape(b.batch), np.int64)
     start, end = int(attrs.get("start", 0)), attrs.get("end")
@@ -327,7 +334,7 @@ def passed(b, inputs, attrs, opset):
 OPS = {
     "Add": arithmetic("Add"), "Sub": arithmetic("Sub"), "Mul": arithmetic("Mul"), "Div": arithmetic("Div"),
     "Sum": sum_, "Concat": concat, "Split": split, "Slice": slice_, "Reshape": reshape, "Flatten": flatten,
-    "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Transpose": transpose, "Shape": shape, "Pad": pad,
+    "Squeeze": squeeze, "Unsqueeze": unsqueeze, "Transpose": transpose, "DepthToSpace": depth_to_space, "Shape": shape, "Pad": pad,
     "Resize": resize, "Upsample": resize, "ReduceMean": reduce("avg"), "ReduceMax": reduce("max"),
     "Dropout": passed, "Identity": passed, "Cast": passed,
 }
