@@ -150,6 +150,12 @@ class Builder:
         return np.broadcast_to(const.reshape(-1), (shape[channel],)).copy()
 
 
+def attr_float(value) -> float:
+    """An ONNX float attribute (stored as float32) as the shortest decimal that is that float32:
+    ``0.2``, not ``0.20000000298023224``, in the JSON."""
+    return float(str(np.float32(value)))
+
+
 def _is_default(cls, key: str, value) -> bool:
     """Whether ``value`` is the layer class's default for option ``key`` (left out of the JSON)."""
     parameter = inspect.signature(cls.__init__).parameters.get(key)

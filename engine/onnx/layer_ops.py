@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .graph import Builder, Tensor, onnx_padding
+from .graph import Builder, Tensor, attr_float, onnx_padding
 
 
 def tensor(b: Builder, value, what: str = "its first input") -> Tensor:
@@ -118,10 +118,10 @@ def batch_norm(b, inputs, attrs, opset):
                       "supported: inference BatchNormalization")
     x = b.plain(tensor(b, inputs[0]))
     scale, bias, mean, var = (const(b, v, what) for v, what in zip(inputs[1:5], ("scale", "B", "mean", "var")))
-    momentum = 1.0 - float(attrs.get("momentum", 0.9))  # ONNX keeps `momentum` of the old statistics
+    momentum = 1.0 - attr_float(attrs.get("momentum", 0.9))  # ONNX keeps `momentum` of the old statistics
     return [b.emit("batchnorm", [x], params={"weight": scale, "bias": bias},
                    buffers={"running_mean": mean, "running_var": var},
-                   eps=float(attrs.get("epsilon", 1e-5)), momentum=round(momentum, 7))]
+                   eps=attr_float(attrs.get("epsilon", 1e-5)), momentum=round(momentum, 7))]
 
 
 def lrn(b, inputs, attrs, opset):
@@ -130,15 +130,15 @@ def lrn(b, inputs, attrs, opset):
     if size % 2 == 0:
         raise b.error(f"an even size ({size}) sums other channels than PyTorch's LocalResponseNorm; "
                       f"supported: odd sizes")
-    return [b.emit("lrn", [x], size=size, alpha=float(attrs.get("alpha", 1e-4)), beta=float(attrs.get("beta", 0.75)),
-                   k=float(attrs.get("bias", 1.0)))]
+    return [b.emit("lrn", [x], size=size, alpha=attr_float(attrs.get("alpha", 1e-4)),
+                   beta=attr_float(attrs.get("beta", 0.75)), k=attr_float(attrs.get("bias", 1.0)))]
 
 
 def layer_norm(b, inputs, attrs, opset):
     x = tensor(b, inputs[0])
     scale = const(b, inputs[1], "the scale (input 2)")
     bias = const(b, inputs[2], "B (input 3)") if len(inputs) > 2 and inputs[2] is not None else np.zeros_like(scale)
-    eps = float(attrs.get("epsilon", 1e-5))
+    eps = attr_float(attrs.get("epsilon", 1e-5))
     rank = len(x.shape) + 1
     axis = int(attrs.get("axis", -1)) % rank
     if any(b.uses.get(o) for o in b.node.output[1:]):
@@ -163,7 +163,7 @@ def instance_norm(b, inputs, attrs, opset):
     spatial_of(b, x)
     scale, bias = const(b, inputs[1], "the scale"), const(b, inputs[2], "B")
     return [b.emit("instance_norm", [x], params={"weight": scale, "bias": bias},
-                   eps=float(attrs.get("epsilon", 1e-5)), affine=True)]
+                   eps=attr_float(attrs.get("epsilon", 1e-5)), affine=True)]
 
 
 def group_norm(b, inputs, attrs, opset):
@@ -176,7 +176,7 @@ def group_norm(b, inputs, attrs, opset):
     if scale.size == groups != channels:
         scale, bias = (np.repeat(v, channels // groups) for v in (scale, bias))
     return [b.emit("group_norm", [x], params={"weight": scale, "bias": bias}, num_groups=groups,
-                   eps=float(attrs.get("epsilon", 1e-5)))]
+                   eps=attr_float(attrs.get("epsilon", 1e-5)))]
 
 
 # -- linear layers -------------------------------------------------------------------------------
@@ -185,10 +185,10 @@ def gemm(b, inputs, attrs, opset):
     if attrs.get("transA", 0) or len(x.shape) != 1:
         raise b.error("only A of shape (N, features) without transA is supported (a linear layer)")
     weight = const(b, inputs[1], "B (input 2)").astype(np.float32)
-    weight = (weight if attrs.get("transB", 0) else weight.T) * float(attrs.get("alpha", 1.0))
+    weight = (weight if attrs.get("transB", 0) else weight.T) * attr_float(attrs.get("alpha", 1.0))
     params = {"weight": weight}
     if len(inputs) > 2 and inputs[2] is not None:
-        c = const(b, inputs[2], "C (input 3)") * float(attrs.get("beta", 1.0))
+        c = const(b, inputs[2], "C (input 3)") * attr_float(attrs.get("beta", 1.0))
         if c.size not in (1, weight.shape[0]) or c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
             raise b.error(f"C of shape {c.shape} is not one bias per output; supported: (M,), (1, M), a scalar")
         params["bias"] = np.broadcast_to(c.reshape(-1), (weight.shape[0],))
@@ -226,14 +226,14 @@ def unary(type_name, **fixed):
 
 
 def selu(b, inputs, attrs, opset):
-    alpha, gamma = float(attrs.get("alpha", 1.6732632)), float(attrs.get("gamma", 1.0507010))
+    alpha, gamma = attr_float(attrs.get("alpha", 1.6732632)), attr_float(attrs.get("gamma", 1.0507010))
     if not (math.isclose(alpha, 1.6732632, rel_tol=1e-6) and math.isclose(gamma, 1.0507010, rel_tol=1e-6)):
         raise b.error(f"alpha={alpha}, gamma={gamma} are not supported; supported: the SELU constants")
     return unary("selu")(b, inputs, attrs, opset)
 
 
 def hard_sigmoid(b, inputs, attrs, opset):
-    alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    alpha, beta = attr_float(attrs.get("alpha", 0.2)), attr_float(attrs.get("beta", 0.5))
     if not (math.isclose(alpha, 1 / 6, rel_tol=1e-5) and math.isclose(beta, 0.5)):
         raise b.error(f"alpha={alpha:g}, beta={beta:g} are not supported; supported: alpha 1/6, beta 0.5 "
                       f"(PyTorch's Hardsigmoid)")
@@ -246,7 +246,7 @@ def clip(b, inputs, attrs, opset):
     else:
         low, high = (None if len(inputs) <= i or inputs[i] is None else const(b, inputs[i], what)
                      for i, what in ((1, "min"), (2, "max")))
-    low, high = (None if v is None else float(np.asarray(v).reshape(-1)[0]) for v in (low, high))
+    low, high = (None if v is None else attr_float(np.asarray(v).reshape(-1)[0]) for v in (low, high))
     return unary("clip", min=low, max=high)(b, inputs, attrs, opset)
 
 
@@ -285,9 +285,9 @@ OPS = {
     "BatchNormalization": batch_norm, "LRN": lrn, "LayerNormalization": layer_norm,
     "InstanceNormalization": instance_norm, "GroupNormalization": group_norm, "Gemm": gemm, "MatMul": matmul,
     "Relu": unary("relu"), "Sigmoid": unary("sigmoid"), "Tanh": unary("tanh"), "Softsign": unary("softsign"),
-    "LeakyRelu": unary("leaky_relu", negative_slope=lambda a: float(a.get("alpha", 0.01))),
-    "Elu": unary("elu", alpha=lambda a: float(a.get("alpha", 1.0))),
-    "Celu": unary("celu", alpha=lambda a: float(a.get("alpha", 1.0))),
+    "LeakyRelu": unary("leaky_relu", negative_slope=lambda a: attr_float(a.get("alpha", 0.01))),
+    "Elu": unary("elu", alpha=lambda a: attr_float(a.get("alpha", 1.0))),
+    "Celu": unary("celu", alpha=lambda a: attr_float(a.get("alpha", 1.0))),
     "Selu": selu, "Softplus": unary("softplus"), "HardSigmoid": hard_sigmoid, "HardSwish": unary("hardswish"),
     "Mish": unary("mish"), "Clip": clip, "PRelu": prelu, "Gelu": gelu,
     "Softmax": softmax("softmax"), "LogSoftmax": softmax("log_softmax"),

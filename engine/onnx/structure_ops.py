@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .graph import Builder, Tensor
+from .graph import Builder, Tensor, attr_float
 from .layer_ops import const, tensor
 
 
@@ -248,7 +248,7 @@ def pad(b, inputs, attrs, opset):
     if mode not in PAD_MODES:
         raise b.error(f"mode {mode} is not supported; supported: {', '.join(PAD_MODES)}")
     if opset < 11:
-        pads, value = [int(p) for p in attrs["pads"]], float(attrs.get("value", 0.0))
+        pads, value = [int(p) for p in attrs["pads"]], attr_float(attrs.get("value", 0.0))
     else:
         pads = [int(p) for p in const(b, inputs[1], "pads")]
         value = 0.0 if len(inputs) < 3 or inputs[2] is None else float(np.asarray(const(b, inputs[2], "value")))
