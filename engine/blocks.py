@@ -135,9 +135,9 @@ def _expand_use(entry: dict, blocks: dict, source: str | None, stack: tuple, whe
         if value is None:
             raise ConfigError(f"missing required parameter '{param}' of block '{block_name}'", section=where)
     repeat, start = entry.get("repeat", 1), entry.get("start", 1)
-    for key, value in (("repeat", repeat), ("start", start)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key} must be an integer >= 1; got {key}={show(value)}", section=where)
+    for key, value, minimum in (("repeat", repeat, 1), ("start", start, 0)):  # start 0: PyTorch's numbering
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{key} must be an integer >= {minimum}; got {key}={show(value)}", section=where)
     flat: list = []
     for number in range(start, start + repeat):
         flat += _expand_instance(blocks, block_name, f"{name}.{number}", params, source, (*stack, block_name))

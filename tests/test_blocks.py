@@ -166,6 +166,8 @@ ERRORS = [
      r"block 'basic' takes: channels, stride$"),
     ({"basic": BASIC}, [{"block": "basic", "name": "s", "channels": 2, "repeat": 0}],
      r"net\.json: block 'basic' \(use 's'\): repeat must be an integer >= 1; got repeat=0$"),
+    ({"basic": BASIC}, [{"block": "basic", "name": "s", "channels": 2, "start": -1}],
+     r"net\.json: block 'basic' \(use 's'\): start must be an integer >= 0; got start=-1$"),
     ({"basic": BASIC}, [{"block": "basic", "name": "s", "channels": 2, "repeat": True}], r"got repeat=true$"),
     ({"basic": BASIC}, [{"block": "basic", "channels": 2}], r"block 'basic' \(use 'layers\[0\]'\): a block use "
                                                              r"needs a name"),

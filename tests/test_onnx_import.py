@@ -212,3 +212,34 @@ def test_upsample7_and_resize10(registry):
     shrink = make_model(x.shape, 10, [node("Resize", ["x", "s"])], {"s": np.array([1, 1, 0.5, 1], np.float32)})
     with pytest.raises(CnnrunError, match="before opset 11 nearest shrinks by rounding up"):
         import_onnx(shrink, registry=registry)
+
+
+def residual_stage(second_stride=1):
+    """Two residual units named as PyTorch names them (/layer1/layer1.0/conv/Conv, ...), then a head."""
+    nodes, inits, source = [], {}, "x"
+    for k, stride in enumerate((1, second_stride)):
+        unit = f"/layer1/layer1.{k}"
+        inits[f"W{k}"] = w(4, 4, 3, 3)
+        nodes += [helper.make_node("Conv", [source, f"W{k}"], [f"c{k}"], name=f"{unit}/conv/Conv", pads=[1, 1, 1, 1],
+                                   strides=[stride, stride]),
+                  helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"{unit}/Relu")]
+        if stride == 1:
+            nodes.append(helper.make_node("Add", [f"r{k}", source], [f"a{k}"], name=f"{unit}/Add"))
+        source = nodes[-1].output[0]
+    nodes.append(helper.make_node("GlobalAveragePool", [source], ["y"], name="/pool/GlobalAveragePool"))
+    return make_model((2, 4, 6, 6), 13, nodes, inits)
+
+
+def test_repeated_units_become_a_block_with_the_same_layer_names(registry):
+    model = residual_stage()
+    config, checkpoint = onnx_to_cnnrun(model, registry=registry)
+    assert config["blocks"] == {"layer1": {"layers": [
+        {"name": "conv.Conv", "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, "bias": False},
+        {"name": "Relu", "type": "relu"}, {"name": "Add", "type": "add", "inputs": ["Relu", "$in"]}]}}
+    assert config["layers"][0] == {"block": "layer1", "name": "layer1", "start": 0, "repeat": 2}
+    net = import_onnx(model, registry=registry)
+    assert [node.name for node in net.nodes][:3] == ["layer1.0.conv.Conv", "layer1.0.Relu", "layer1.0.Add"]
+    assert set(checkpoint.params) == {"layer1.0.conv.Conv", "layer1.1.conv.Conv"}
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(net.forward(x), reference(model, x), rtol=1e-5, atol=1e-6)
+    assert "blocks" not in onnx_to_cnnrun(residual_stage(second_stride=2), registry=registry)[0]

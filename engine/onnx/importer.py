@@ -20,6 +20,7 @@ from ..network import Network
 from .graph import Builder, OnnxImportError, Tensor, node_label
 from .layer_ops import OPS as LAYER_OPS, unary
 from .patterns import SILU, channel_shuffles, fuse_patterns, tidy_layers
+from .repeats import with_blocks
 from .structure_ops import OPS as STRUCTURE_OPS
 
 INSTALL_HINT = "importing ONNX models needs the onnx package: pip install 'cnnrun[onnx]'"
@@ -51,8 +52,8 @@ def import_onnx(model, *, input_shape=None, registry=None) -> Network:
 
 
 def onnx_to_cnnrun(model, *, name: str | None = None, input_shape=None, registry=None) -> tuple[dict, Checkpoint]:
-    """``(config, checkpoint)``: the JSON description of the network (docs/format.md) and a checkpoint
-    of its weights (no training state: ``eval``, ``predict``, ``describe`` and ``train.init`` take it)."""
+    """``(config, checkpoint)``: the JSON description of the network (docs/format.md; repeated runs of
+    layers as blocks, :func:`~.repeats.with_blocks`) and a checkpoint of its weights (no training state: ``eval``, ``predict``, ``describe`` and ``train.init`` take it)."""
     if registry is None:
         from ..plugins import default_registry
         registry = default_registry()
@@ -87,7 +88,7 @@ def onnx_to_cnnrun(model, *, name: str | None = None, input_shape=None, registry
     layers = tidy_layers(channel_shuffles(builder.layers, builder.shapes), output.layer)
     kept = {entry["name"] for entry in layers}
     name = name or (Path(source).stem if source != "the model" else graph.name) or "network"
-    config = {"name": name, "input": {"shape": list(shape)}, "layers": layers}
+    config = with_blocks({"name": name, "input": {"shape": list(shape)}, "layers": layers})
     meta = {"network": name, "imported_from": Path(source).name, "normalization": None, "class_names": None}
     checkpoint = Checkpoint({k: v for k, v in builder.params.items() if k in kept},
                             {k: v for k, v in builder.buffers.items() if k in kept}, {}, meta)
