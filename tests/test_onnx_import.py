@@ -141,6 +141,7 @@ def test_unsupported_operators_are_one_line_each(registry):
     ([node("AveragePool", "x", kernel_shape=[2, 2], dilations=[2, 2])], {}, r"dilations \[2, 2\] are not supported"),
     ([node("ConvTranspose", "xW", pads=[0, 0, 1, 1])], {"W": w(2, 2, 2, 2)}, "pads must be the same before and after"),
     ([node("Selu", "x", alpha=2.0)], {}, "supported: the SELU constants"),
+    ([node("Flatten", "x", ["f"]), node("ConvTranspose", "fW")], {"W": w(18, 1, 1)}, r"needs a 2-D \(N, C, H, W\) input;"),
     ([node("Flatten", "x", axis=2)], {}, "axis 2 joins the batch axis with others"),
     ([node("Reshape", ["x", "s"])], {"s": i64(2, 9)}, r"a reshape of \(1, 2, 3, 3\) to \(2, 9\)"),
     ([node("Split", "x", ["a", "b"], axis=2, num_outputs=2), node("Add", ["a", "b"])], {}, "splitting along axis 2"),

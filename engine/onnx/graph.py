@@ -97,9 +97,9 @@ class Builder:
                 raise self.error(f"its {what}s {got} do not fit cnnrun {type_name} ({dict(shapes_)})")
         self.layers.append({"name": name, "type": type_name, "inputs": [t.layer for t in inputs], **options})
         if params:
-            self.params[name] = {k: np.asarray(v, np.float32) for k, v in params.items()}
+            self.params[name] = {k: np.array(v, np.float32) for k, v in params.items()}  # copies
         if buffers:
-            self.buffers[name] = {k: np.asarray(v, np.float32) for k, v in buffers.items()}
+            self.buffers[name] = {k: np.array(v, np.float32) for k, v in buffers.items()}
         self.shapes[name] = shape
         return Tensor(name, shape)
 

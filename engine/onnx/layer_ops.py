@@ -28,7 +28,8 @@ def const(b: Builder, value, what: str) -> np.ndarray:
 def spatial_of(b: Builder, x: Tensor, dims=(1, 2)) -> int:
     spatial = len(x.shape) - 1
     if spatial not in dims:
-        raise b.error(f"needs a 1-D (N, C, L) or 2-D (N, C, H, W) input; got shape {x.onnx_shape(b.batch)}")
+        layouts = " or ".join({1: "1-D (N, C, L)", 2: "2-D (N, C, H, W)"}[d] for d in dims)
+        raise b.error(f"needs a {layouts} input; got shape {x.onnx_shape(b.batch)}")
     return spatial
 
 
