@@ -85,6 +85,8 @@ for op, attrs, opset in [("Relu", {}, 13), ("Sigmoid", {}, 13), ("Tanh", {}, 13)
                          ("Gelu", {"approximate": "tanh"}, 20), ("Clip", {"min": -0.5, "max": 0.7}, 9)]:
     case(f"{op.lower()}{'_' + '_'.join(map(str, attrs.values())) if attrs else ''}".replace(".", ""), IMG, opset,
          [node(op, "x", **attrs)])
+case("clip_relu6", IMG, 13, [node("Clip", ["x", "lo", "hi"])], {"lo": np.array(0, np.float32),
+                                                                 "hi": np.array(6, np.float32)})
 case("clip_inputs", IMG, 13, [node("Clip", ["x", "lo", ""])], {"lo": np.array(-0.3, np.float32)})
 case("prelu_channels", IMG, 13, [node("PRelu", "xs")], {"s": w(4, 1, 1)})
 case("prelu_scalar", IMG, 9, [node("PRelu", "xs")], {"s": np.array([0.3], np.float32)})

@@ -42,7 +42,7 @@ def layer_types(name, registry):
 @pytest.mark.parametrize("name, types", [
     ("gelu_pattern", ["gelu"]), ("silu_pattern", ["silu"]), ("hardswish_pattern", ["hardswish"]),
     ("channel_shuffle", ["channel_shuffle"]), ("reshape_view", ["flatten"]), ("conv_add_folded", ["conv2d"]),
-    ("matmul_add", ["linear"]), ("dropout_identity", ["relu"]), ("concat_single", ["relu"]),
+    ("matmul_add", ["linear"]), ("dropout_identity", ["relu"]), ("concat_single", ["relu"]), ("clip_relu6", ["relu6"]),
     ("transpose_kept", ["relu", "permute"]),
     ("layer_norm_decomposed", ["layer_norm"]),
     ("convnext_block", ["layer_norm", "conv2d", "gelu", "conv2d", "scale", "add"]),

@@ -248,6 +248,8 @@ def clip(b, inputs, attrs, opset):
         low, high = (None if len(inputs) <= i or inputs[i] is None else const(b, inputs[i], what)
                      for i, what in ((1, "min"), (2, "max")))
     low, high = (None if v is None else attr_float(np.asarray(v).reshape(-1)[0]) for v in (low, high))
+    if (low, high) == (0.0, 6.0):  # PyTorch's ReLU6 (its gradient is 0 at the bounds, as ReLU6's)
+        return unary("relu6")(b, inputs, attrs, opset)
     return unary("clip", min=low, max=high)(b, inputs, attrs, opset)
 
 
