@@ -8,12 +8,28 @@ import sys
 import time
 import warnings
 
+from .callbacks import Callback
+
 MIN_BAR = 10  # columns of bar below which the optional parts of the bar's line make room
 COMPILING = "compiling kernels (first run on this machine; later runs load them from the cache)..."
 
 
-class Reporter:
-    """Receives training events; this base class shows nothing (the Python API's quiet default)."""
+class Reporter(Callback):
+    """Receives training events; this base class shows nothing (the Python API's quiet default).
+
+    A reporter is the training loop's progress callback: its ``on_*`` methods (the protocol of
+    :mod:`cnnrun.engine.callbacks`) call :meth:`epoch_start`, :meth:`batch_end` and :meth:`epoch_end`,
+    which a display overrides; :meth:`note` and :meth:`warning` carry the run's messages.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start(epoch, self.trainer.config["epochs"], self.trainer.batches)
+
+    def on_batch_end(self, batch, logs=None):
+        self.batch_end(batch, logs["samples"], logs["loss"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_end({**logs, "data_wait_seconds": self.trainer.data_wait})
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         """An epoch of ``batches`` batches begins."""

@@ -23,6 +23,7 @@ TRAIN_DEFAULTS = {
     "drop_last": False,
     "augment": [],
     "early_stopping": None,
+    "metrics": [],
 }
 
 
@@ -58,6 +59,9 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
     check_schedule(config["schedule"], config["epochs"])
     make_augmenter(config["augment"])
     config["early_stopping"] = check_early_stopping(config["early_stopping"])
+    if not isinstance(config["metrics"], (list, tuple)):
+        raise ConfigError(f"metrics must be a list of metric names or objects; got metrics={show(config['metrics'])[:60]}",
+                          section="train", key="metrics")
     return config
 
 
