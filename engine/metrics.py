@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .data import Examples, batches
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .options import Configurable, show
 
 SECTION = "train.metrics"
@@ -109,6 +109,9 @@ def _make_metric(spec, index: int, registry) -> Metric:
     if not isinstance(spec, dict) or "type" not in spec:
         raise ConfigError(f"metrics[{index}] must be a metric name, an object with a \"type\", a Metric or a "
                           f"function; got {show(spec)[:60]}", section=SECTION)
+    if spec["type"] not in registry:
+        raise ConfigError(f"metrics[{index}]: unknown metric {show(spec['type'])}{did_you_mean(spec['type'], registry.classes)}; "
+                          f"known: {', '.join([*ALWAYS, *registry.classes])}", section=SECTION)
     try:
         cls = registry.get(spec["type"])
         options = {k: v for k, v in spec.items() if k != "type"}
