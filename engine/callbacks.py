@@ -94,8 +94,9 @@ class Monitor:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             hint = " (no validation data: pass validation_data or validation_split)" \
                 if self.monitor.startswith("val_") and logs.get("val_loss") is None else ""
+            held = ", ".join(k for k, v in logs.items() if v is not None)
             raise CnnrunError(f"{self.who} monitors '{self.monitor}', which epoch {logs.get('epoch')} does not "
-                              f"measure{hint}; the records hold: {', '.join(k for k, v in logs.items() if v is not None)}")
+                              f"measure{hint}; the records hold: {held}")
         return float(value)
 
     def improved(self, value: float, best: float | None) -> bool:

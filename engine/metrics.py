@@ -110,7 +110,8 @@ def _make_metric(spec, index: int, registry) -> Metric:
         raise ConfigError(f"metrics[{index}] must be a metric name, an object with a \"type\", a Metric or a "
                           f"function; got {show(spec)[:60]}", section=SECTION)
     if spec["type"] not in registry:
-        raise ConfigError(f"metrics[{index}]: unknown metric {show(spec['type'])}{did_you_mean(spec['type'], registry.classes)}; "
+        hint = did_you_mean(spec["type"], registry.classes)
+        raise ConfigError(f"metrics[{index}]: unknown metric {show(spec['type'])}{hint}; "
                           f"known: {', '.join([*ALWAYS, *registry.classes])}", section=SECTION)
     try:
         cls = registry.get(spec["type"])

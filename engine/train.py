@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .callbacks import Callback, check_callbacks
-from .checkpoint import Checkpoint, load_checkpoint, non_finite_arrays, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .early_stopping import score
 from .errors import ConfigError
 from .files import WriteError, copy_file, write_text
@@ -50,8 +50,8 @@ class RunFolderWriter(Callback):
     The folder (:mod:`cnnrun.engine.run_folder`) holds ``config.json`` (the network with its
     resolved train section), ``metrics.jsonl``, ``latest.npz`` and ``best.npz`` (highest validation
     accuracy, or lowest training loss without validation; by the early-stopping monitor when there is
-    one) and ``curves.png`` when matplotlib is installed. A checkpoint is written only when everything
-    in it, and the validation loss, is finite; else training stops and the previous checkpoint stays.
+    one) and ``curves.png`` when matplotlib is installed. The trainer stops before an epoch with a NaN
+    or Inf in its state, or its validation loss, reaches this callback: the previous checkpoint stays.
     After a kill anywhere in between, resuming from latest.npz redoes or completes exactly what is missing.
     """
 
@@ -78,19 +78,13 @@ class RunFolderWriter(Callback):
             save_checkpoint(run_dir / LATEST, latest)
 
     def on_epoch_end(self, epoch, logs=None):
-        trainer, record = self.trainer, logs
-        improved = trainer.best is None or score(record, trainer.monitor) > trainer.best
-        previous_best = trainer.best
+        trainer = self.trainer
+        improved = trainer.best is None or score(logs, trainer.monitor) > trainer.best
         if improved:
-            trainer.best = score(record, trainer.monitor)
-        checkpoint = trainer.checkpoint(record)
-        bad = non_finite_arrays(checkpoint)
-        if bad:
-            trainer.best = previous_best
-            raise trainer.stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
-                                  f"(lr {record['lr']:g})")
+            trainer.best = score(logs, trainer.monitor)
+        checkpoint = trainer.checkpoint(logs)
         self._write_checkpoints(checkpoint, checkpoint if improved else None)
-        write_metrics(trainer.run_dir / METRICS, [*trainer.history, record])
+        write_metrics(trainer.run_dir / METRICS, trainer.history)
 
 
 @explains_missing_plugins("resume")

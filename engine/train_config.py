@@ -60,8 +60,8 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
     make_augmenter(config["augment"])
     config["early_stopping"] = check_early_stopping(config["early_stopping"])
     if not isinstance(config["metrics"], (list, tuple)):
-        raise ConfigError(f"metrics must be a list of metric names or objects; got metrics={show(config['metrics'])[:60]}",
-                          section="train", key="metrics")
+        raise ConfigError(f"metrics must be a list of metric names or objects; got "
+                          f"metrics={show(config['metrics'])[:60]}", section="train", key="metrics")
     return config
 
 

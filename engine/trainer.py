@@ -12,7 +12,7 @@ import numpy as np
 from .augment import augment_rng, training_augmenter
 from .batch_loss import BatchLoss
 from .callbacks import CallbackList, EarlyStopping
-from .checkpoint import Checkpoint, check_resumable, network_state, restore_network
+from .checkpoint import Checkpoint, check_resumable, network_state, non_finite_arrays, restore_network
 from .data import batches, prepare_data
 from .early_stopping import best_scored_by, score
 from .errors import CnnrunError, ConfigError
@@ -141,8 +141,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:
-        """Train until ``config["epochs"]`` epochs are done or a callback stops training; each
-        epoch's record joins ``history`` once every callback has had it."""
+        """Train until ``config["epochs"]`` epochs are done or a callback stops training. An epoch
+        that leaves a NaN or Inf in the parameters, buffers or optimizer state raises
+        :class:`TrainingStopped`; else its record joins ``history``, then the callbacks get it."""
         epochs, batch_size = self.config["epochs"], self.config["batch_size"]
         self.stop_training, self.stop_reason = False, None
         self.callbacks.call("on_train_begin", {})
@@ -151,9 +152,13 @@ class Trainer:
             if record is None:  # stopped during the epoch
                 break
             self.epoch += 1
-            self.callbacks.call("on_epoch_end", self.epoch, record)
+            bad = non_finite_arrays(self.checkpoint(record))
+            if bad:
+                raise self.stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
+                                   f"(lr {record['lr']:g})")
             self.last_record = record
             self.history.append(record)
+            self.callbacks.call("on_epoch_end", self.epoch, record)
         if self.stop_training and self.stop_reason:
             self.reporter.note(f"{self.stop_reason}; stopped after epoch {self.epoch}")
         self.callbacks.call("on_train_end", {})
