@@ -62,6 +62,7 @@ class PluginInfo:
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -425,7 +426,7 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
             continue
         infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
                                 provided(registries.data_sources, name), provided(registries.optimizers, name),
-                                provided(registries.devices, name)))
+                                provided(registries.devices, name), provided(registries.metrics, name)))
     return infos
 
 

@@ -205,3 +205,14 @@ def test_the_progress_display_is_a_callback(net, digits, registries):
 def test_bad_callback_settings_are_one_clear_error(net, digits, registries, make, message):
     with pytest.raises(CnnrunError, match=message):
         fit(net, digits, registries, epochs=1, callbacks=[make()])
+
+
+def test_cnnrun_trains_with_the_same_callbacks(registries, tmp_path):
+    """train() (cnnrun train) runs the given callbacks before it writes the run folder."""
+    from cnnrun.engine.train import train
+
+    recorder, log = Recorder(), tmp_path / "log.csv"
+    config = {**LINEAR, "train": {"optimizer": {"type": "sgd", "lr": 0.1}, "epochs": 2, "batch_size": 500}}
+    result = train(config, out=tmp_path / "run", registries=registries, callbacks=[recorder, CSVLogger(log)])
+    assert [e[1] for e in recorder.events if e[0] == "epoch_end"] == [1, 2]
+    assert log.read_text() == (result.run_dir / "metrics.csv").read_text()

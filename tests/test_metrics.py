@@ -143,3 +143,12 @@ def test_bad_metrics_are_one_clear_error(registries, tmp_path, metrics, message)
 
 def test_accuracy_and_loss_are_always_measured(registries):
     assert make_metrics(["accuracy", "loss", "f1"], registries.metrics)[0].name == "f1"
+
+
+def test_cnnrun_plugins_lists_the_metrics():
+    from click.testing import CliRunner
+
+    from cnnrun.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert "metrics: confusion_matrix, f1, precision, recall, top_k_accuracy" in result.output
