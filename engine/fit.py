@@ -119,7 +119,8 @@ def predict(net, x, *, batch_size: int = 256, probabilities: bool | None = None)
     x = _inputs(net, x)
     if probabilities is None:
         loss = ((net.config or {}).get("train") or {}).get("loss", "cross_entropy")
-        probabilities = len(net.output_shape) == 1 and loss == "cross_entropy"
+        name = loss.get("type") if isinstance(loss, dict) else loss  # {"type": ..., options}
+        probabilities = len(net.output_shape) == 1 and name == "cross_entropy"
     check_batch_fits(net, min(batch_size, len(x)), "predict", training=False)
     with np.errstate(over="ignore", invalid="ignore"):
         outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]

@@ -51,6 +51,33 @@ class Reporter(Callback):
         warnings.warn(text, RuntimeWarning, stacklevel=2)
 
 
+def as_callback(reporter) -> Callback:
+    """``reporter`` as a callback of the training loop: a :class:`Reporter` is one; any other object
+    with some of its methods (``epoch_start``, ``batch_end``, ``epoch_end``) gets those called."""
+    return reporter if isinstance(reporter, Callback) else _Forwarding(reporter)
+
+
+class _Forwarding(Reporter):
+    """The events of a reporter that does not subclass :class:`Reporter`, forwarded to it."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def _forward(self, name: str, *args) -> None:
+        method = getattr(self.target, name, None)
+        if method is not None:
+            method(*args)
+
+    def epoch_start(self, epoch, epochs, batches):
+        self._forward("epoch_start", epoch, epochs, batches)
+
+    def batch_end(self, batch, samples, running_loss):
+        self._forward("batch_end", batch, samples, running_loss)
+
+    def epoch_end(self, metrics):
+        self._forward("epoch_end", metrics)
+
+
 def summary_line(m: dict, epochs: int) -> str:
     """One epoch's summary, in fixed-width fields so that the lines of a run line up:
     ``epoch  3/20  train loss 0.4211 acc 0.8712  val loss ... acc ...  lr 5.00e-02   1.9s  data wait  3%``;

@@ -21,7 +21,7 @@ from .metrics import make_metrics, measure, update
 from .optim import make_optimizer
 from .plugins import Registries, default_registries
 from .prefetch import DataWait, prefetched
-from .progress import Reporter
+from .progress import Reporter, as_callback
 from .provenance import layer_plugins
 from .schedules import check_schedule
 from .stopping import TrainingStopped, last_good
@@ -79,7 +79,8 @@ class Trainer:
         self.batches = 0  # of the current epoch
         self.data_wait = 0.0
         self.stop_training, self.stop_reason = False, None
-        self.callbacks = CallbackList([*([self.stopper] if self.stopper else []), *callbacks, self.reporter], self)
+        self.callbacks = CallbackList([*([self.stopper] if self.stopper else []), *callbacks,
+                                       as_callback(self.reporter)], self)
 
     def _check_batches(self) -> None:
         """Batches that cannot train are an error before anything runs: none at all with drop_last,
