@@ -122,12 +122,17 @@ class EarlyStopping(Callback):
         self.config = {"monitor": monitor, "patience": int_option(patience, "patience"),
                        "min_delta": self.watch.min_delta}
         self.restore_best_weights = bool(restore_best_weights)
-        self.state = {"monitor": monitor, "best": None, "best_epoch": None, "wait": 0}
+        self.state = self._fresh()
+        self.resumed = False  # the state came from a checkpoint: the next run continues it
         self.best_weights: tuple[dict, dict] | None = None
+
+    def _fresh(self) -> dict:
+        return {"monitor": self.config["monitor"], "best": None, "best_epoch": None, "wait": 0}
 
     def restore(self, state, source: str) -> None:
         """Continue from a checkpoint's ``early_stopping`` state; none (a run trained without early
         stopping) or one for another monitor starts counting afresh."""
+        self.resumed = True
         if state is None or isinstance(state, dict) and state.get("monitor") != self.config["monitor"]:
             return
         if not _valid_state(state):
@@ -157,7 +162,9 @@ class EarlyStopping(Callback):
         self.trainer.stop_training, self.trainer.stop_reason = True, self.reason()
 
     def on_train_begin(self, logs=None):
-        self.best_weights = None
+        if not self.resumed:  # a new run (one callback may serve several fits)
+            self.state = self._fresh()
+        self.resumed, self.best_weights = False, None
         if self.should_stop:  # a resumed run that had stopped
             self._stop()
 

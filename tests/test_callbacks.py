@@ -106,6 +106,9 @@ def test_early_stopping_restores_the_best_weights(registries, digits):
     np.testing.assert_array_equal(final, kept[best])
     np.testing.assert_array_equal(runs[False][0], kept[-1])
     assert early_stopping.EarlyStopping is EarlyStopping  # the train section's early stopping is this class
+    again = fit(Network.from_config(LINEAR, registry=registries.layers), digits, registries, epochs=10,
+                callbacks=[stopper])  # the callback of the last run: it starts counting afresh
+    assert again.history["val_loss"] == losses
 
 
 def test_model_checkpoint_writes_every_epoch_or_the_best(net, digits, registries, tmp_path):
