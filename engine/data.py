@@ -73,6 +73,29 @@ class DataSource(Configurable):
         return ConfigError(message, section=self.section(), key=key)
 
 
+class ArraySource(DataSource):
+    """Examples given as arrays (``net.fit(x, y, validation_data=(xv, yv))``): ``x`` of shape
+    ``(N, *input_shape)`` (or without the channel axis for one channel), integer labels ``y``; not a
+    JSON data source."""
+
+    type_name = "arrays"
+
+    def __init__(self, x, y, validation=None):
+        self.x, self.y, self.validation = x, y, validation
+
+    @classmethod
+    def section(cls) -> str:
+        return "fit(x, y)"
+
+    def load(self, base_dir: Path) -> Splits:
+        validation = None
+        if self.validation is not None:
+            if not (isinstance(self.validation, (tuple, list)) and len(self.validation) == 2):
+                raise self.error("validation_data must be a pair (x, y) of arrays")
+            validation = Examples(*self.validation)
+        return Splits(Examples(self.x, self.y), validation)
+
+
 def make_source(data_config: dict, registry) -> tuple[DataSource, bool]:
     """The source described by ``data_config`` (``train.data``), and its ``normalize`` flag."""
     if not isinstance(data_config, dict):
@@ -96,7 +119,8 @@ def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation
                  seed: int, registry, base_dir) -> PreparedData:
     """Load ``train.data`` and check it against the network before any training.
 
-    Builds the source through ``registry``, loads it (paths relative to ``base_dir``), gives a
+    Builds the source through ``registry`` (``data_config`` may also be a :class:`DataSource`
+    itself, such as :class:`ArraySource`), loads it (paths relative to ``base_dir``), gives a
     missing channel axis to inputs of a one-channel network (``(N, H, W)`` for ``[1, H, W]``), and
     checks each split: per-example shape == ``input_shape``, labels in ``[0, num_classes)``, no
     NaN/Inf, at least one example. A source without its own validation set is split here when
@@ -114,7 +138,8 @@ def prepare_data(data_config: dict, *, input_shape, num_classes: int, validation
     except ConfigError as err:
         err.section = "train"
         raise
-    source, normalize = make_source(data_config, registry)
+    source, normalize = ((data_config, False) if isinstance(data_config, DataSource)
+                         else make_source(data_config, registry))
     try:
         splits = source.load(Path(base_dir))
         input_shape = tuple(input_shape)

@@ -5,16 +5,17 @@ Lightning's ``EarlyStopping``).
 An epoch improves on the best so far when ``val_loss < best - min_delta`` (or ``val_accuracy >
 best + min_delta``); ``wait`` counts the epochs since the last improvement, and training stops
 after the epoch where ``wait`` reaches ``patience``. The state (``best``, ``best_epoch``, ``wait``)
-is in every checkpoint's meta, so a resumed run stops where the uninterrupted one would.
+is in every checkpoint's meta, so a resumed run stops where the uninterrupted one would. The rule is
+:class:`~cnnrun.engine.callbacks.EarlyStopping`'s, the callback that ``fit`` takes too.
 """
 
 from __future__ import annotations
 
-import math
-
-from .checkpoint import CheckpointError
+from .callbacks import EarlyStopping
 from .errors import ConfigError
-from .options import _is_int, float_option, int_option, show
+from .options import float_option, int_option, show
+
+__all__ = ["EarlyStopping", "best_scored_by", "check_early_stopping", "monitored_score", "score"]
 
 MONITORS = ("val_loss", "val_accuracy")
 KEYS = ("monitor", "patience", "min_delta")
@@ -66,56 +67,3 @@ def best_scored_by(meta: dict) -> str:
     state = meta.get("early_stopping")
     monitor = state.get("monitor") if isinstance(state, dict) else None
     return monitor if monitor in MONITORS else "val_accuracy"
-
-
-class EarlyStopping:
-    """The stopping state of a run: ``monitor``, ``best`` (the best monitored value), ``best_epoch``
-    and ``wait`` (epochs since it); :meth:`after` gives the state after one more epoch without
-    changing this one."""
-
-    def __init__(self, config: dict):
-        self.config = config
-        self.state = {"monitor": config["monitor"], "best": None, "best_epoch": None, "wait": 0}
-
-    def restore(self, state, source: str) -> None:
-        """Continue from a checkpoint's ``early_stopping`` state; none (a run trained without early
-        stopping) or one for another monitor starts counting afresh."""
-        if state is None or isinstance(state, dict) and state.get("monitor") != self.config["monitor"]:
-            return
-        if not _valid_state(state):
-            raise CheckpointError(f"{source}: meta early_stopping must be {{\"monitor\", \"best\", \"best_epoch\", "
-                                  f"\"wait\"}} as training writes it; got {show(state)[:80]}")
-        self.state = dict(state)
-
-    def after(self, record: dict) -> dict:
-        """The state once the epoch of ``record`` is counted."""
-        value, best = record[self.config["monitor"]], self.state["best"]
-        delta = self.config["min_delta"]
-        improved = best is None or (value < best - delta if self.config["monitor"] == "val_loss"
-                                    else value > best + delta)
-        if improved:
-            return {**self.state, "best": value, "best_epoch": record["epoch"], "wait": 0}
-        return {**self.state, "wait": self.state["wait"] + 1}
-
-    @property
-    def should_stop(self) -> bool:
-        return self.state["wait"] >= self.config["patience"]
-
-    def reason(self) -> str:
-        """Why training stopped: ``early stopping: val_loss did not improve ... (best epoch 3, best.npz)``."""
-        config = self.config
-        by = f" by more than {config['min_delta']:g}" if config["min_delta"] else ""
-        return (f"early stopping: {config['monitor']} did not improve{by} for {config['patience']} epoch(s); "
-                f"the best was {self.state['best']:.4f} at epoch {self.state['best_epoch']} (best.npz)")
-
-
-def _valid_state(state) -> bool:
-    """Whether ``state`` is an :class:`EarlyStopping` state (a finite best with its epoch, or neither)."""
-    if not isinstance(state, dict):
-        return False
-    best, epoch, wait = state.get("best"), state.get("best_epoch"), state.get("wait")
-    if not (_is_int(wait) and wait >= 0):
-        return False
-    if best is None:
-        return epoch is None
-    return isinstance(best, (int, float)) and not isinstance(best, bool) and math.isfinite(best) and _is_int(epoch)

@@ -68,14 +68,21 @@ def top_k_correct(outputs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray
     return (outputs > true[:, None]).sum(axis=1) < k
 
 
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """``(classes, classes)`` int64 counts: row = true class, column = predicted class
+    (``sklearn.metrics.confusion_matrix``)."""
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    return confusion
+
+
 def eval_report(outputs: np.ndarray, labels: np.ndarray, loss: float, names: list[str], top_k: int) -> dict:
     """The report of outputs for ``labels``: ``examples``, ``loss``, ``accuracy``, ``top_k`` (capped
     at the number of classes), ``top_k_accuracy``, ``class_names``, ``per_class`` (label, class,
     examples, accuracy or None without examples) and ``confusion_matrix`` (rows: true class)."""
     classes = outputs.shape[1]
     predicted = np.argmax(outputs, axis=1)
-    confusion = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = confusion_matrix(labels, predicted, classes)
     counts = confusion.sum(axis=1)
     k = min(top_k, classes)
     per_class = [{"label": c, "class": names[c], "examples": int(counts[c]),

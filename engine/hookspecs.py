@@ -61,3 +61,15 @@ def cnnrun_register_kernels(register: Callable[[str, str], None]) -> None:
         when a network moves to that device, so it may import GPU libraries at its top.
     :return: nothing.
     """
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+@hookspec
+def cnnrun_register_metrics(register: Callable[[type], None]) -> None:
+    """Register metrics (the names in ``train.metrics`` of a network file and ``metrics=`` of ``fit``).
+
+    :param register: call ``register(MetricClass)`` once per metric; the class subclasses
+        :class:`cnnrun.engine.metrics.Metric`, its ``type_name`` is the name used in JSON.
+    :return: nothing.
+    """

@@ -7,10 +7,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .batch_loss import BatchLoss, ends_in_softmax
+from .batch_loss import BatchLoss
 from .checkpoint import load_checkpoint, restore_network
-from .data import Examples, apply_normalization, batches, prepare_data
+from .data import Examples, apply_normalization, prepare_data
 from .errors import CnnrunError, ConfigError
+from .fit import predict as predict_outputs
 from .eval_report import class_labels, data_for_path, eval_report, network_scores, relabeled
 from .memory import check_batch_fits
 from .network import Network, read_network_file
@@ -19,20 +20,6 @@ from .predict_inputs import Predictions, input_files, read_inputs, write_predict
 from .provenance import explains_missing_plugins
 from .run_folder import BEST, resolve_checkpoint
 from .train_config import resolve_train_config
-
-
-def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):
-    """``(loss, accuracy, predicted_labels)`` of ``net`` in evaluation mode over ``examples``, on
-    the network's device (the predicted labels come back per batch)."""
-    batch_loss = BatchLoss(net, loss)
-    total, predictions = 0.0, []
-    for x, y in batches(examples, batch_size):
-        output = net.forward(x, training=False)
-        value, _, _, predicted = batch_loss(output, y, gradient=False, predictions=True)
-        total += value * len(y)
-        predictions.append(predicted)
-    predicted = np.concatenate(predictions)
-    return total / len(examples), float(np.mean(predicted == examples.y)), predicted
 
 
 def inference_checkpoint(path) -> Path:
@@ -134,17 +121,11 @@ def predict(network, checkpoint, inputs, *, batch_size: int = 256, registries: R
     if protect is not None:
         protect(files, trained)
     names, x = read_inputs(files, net.input_shape, trained.normalization)
-    check_batch_fits(net, min(batch_size, len(x)), "predict", training=False)
-    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
-        outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    output = np.concatenate(outputs).astype(np.float64)
+    output = predict_outputs(net, x, batch_size=batch_size, probabilities=True)
     if not np.isfinite(output).all():
         i = int(np.argmax(~np.isfinite(output).all(axis=1)))
         raise CnnrunError(f"{names[i]}: the network's output for example {i} is not finite (NaN/Inf): "
                           "are the inputs scaled as in training?")
-    if not ends_in_softmax(net):
-        output = np.exp(output - output.max(axis=1, keepdims=True))
-        output /= output.sum(axis=1, keepdims=True)
     return Predictions(names, output, trained.class_names), trained
 
 

@@ -51,6 +51,7 @@ class Network:
         self.nodes = nodes
         self.dtype = np.dtype(dtype)
         self.config = config
+        self.base_dir = Path(".")  # where the train section's relative paths start (the file's folder)
         if devices is None:
             from .plugins import default_registries
             devices = default_registries().devices
@@ -93,9 +94,11 @@ class Network:
         names the file."""
         config = read_network_file(path)
         try:
-            return cls.from_config(config, registry=registry, dtype=dtype, seed=seed)
+            net = cls.from_config(config, registry=registry, dtype=dtype, seed=seed)
         except ConfigError as err:
             raise err.in_file(str(path)) from None
+        net.base_dir = Path(path).parent
+        return net
 
     @classmethod
     def from_config(cls, config: dict[str, Any], registry=None, dtype="float32", seed: int = 0) -> "Network":
@@ -251,6 +254,23 @@ class Network:
             raise ShapeError(f"{self.name}: expected input of shape ({', '.join(map(str, expected))}); "
                              f"got {tuple(x.shape)}")
         return self.backend.asarray(x, self.dtype)
+
+    # -- training and inference (Keras-style; cnnrun.engine.fit) -----------------------------------
+    def fit(self, x=None, y=None, **options):
+        """Train in place on arrays or a data source, by the train section; returns a History.
+        See :func:`cnnrun.engine.fit.fit`."""
+        from .fit import fit
+        return fit(self, x, y, **options)
+
+    def evaluate(self, x, y, **options) -> dict:
+        """Loss, accuracy and metrics over ``x``, ``y``. See :func:`cnnrun.engine.fit.evaluate`."""
+        from .fit import evaluate
+        return evaluate(self, x, y, **options)
+
+    def predict(self, x, **options):
+        """Class probabilities (or raw outputs) for ``x``. See :func:`cnnrun.engine.fit.predict`."""
+        from .fit import predict
+        return predict(self, x, **options)
 
     # -- inspection ----------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:

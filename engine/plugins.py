@@ -1,4 +1,5 @@
-"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices.
+"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices,
+metrics.
 
 Built-in layers are plugins too (:data:`DEFAULT_PLUGINS`), registered through the same hook as
 third-party packages, which declare an entry point in the group ``cnnrun``.
@@ -19,6 +20,7 @@ from .errors import CnnrunError, ConfigError, PluginError, did_you_mean
 from .data import DataSource
 from .device import Device, Kernels
 from .layer import Layer
+from .metrics import Metric
 from .optim import Optimizer
 from .options import show
 
@@ -36,6 +38,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.images",
     "cnnrun.plugins.optimizers",
     "cnnrun.plugins.devices",
+    "cnnrun.plugins.metrics",
 )
 ENTRY_POINT_GROUP = "cnnrun"
 HOOK_NAMES = tuple(name for name in vars(hookspecs) if name.startswith("cnnrun_"))
@@ -59,6 +62,7 @@ class PluginInfo:
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -284,6 +288,12 @@ class OptimizerRegistry(_WithDevices):
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
 
 
+class MetricRegistry(Registry):
+    """Metrics (``cnnrun_register_metrics``)."""
+
+    kind, base, hook = "metric", Metric, "cnnrun_register_metrics"
+
+
 class DeviceRegistry(Registry):
     """Devices (``cnnrun_register_devices``, by ``name``) and the kernel modules registered for them
     (``cnnrun_register_kernels``); :meth:`open` gives a device with its kernel table."""
@@ -380,22 +390,23 @@ class DeviceRegistry(Registry):
 
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers, devices, and the
-    plugins skipped because they registered something wrong."""
+    """Everything the plugins registered: layer types, data sources, optimizers, devices, metrics,
+    and the plugins skipped because they registered something wrong."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
     devices: DeviceRegistry
     failures: list[PluginFailure] = field(default_factory=list)
+    metrics: MetricRegistry = field(default_factory=MetricRegistry)
 
     @classmethod
     def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None) -> "Registries":
-        """All four registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
-        one hook is left out of all four."""
+        """All the registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
+        one hook is left out of all of them."""
         registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry())
         registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers,
-                                           registries.devices], strict)
+                                           registries.devices, registries.metrics], strict)
         registries.devices.collect_kernels(pm, strict)
         registries.layers.devices = registries.optimizers.devices = registries.devices
         return registries
@@ -415,7 +426,7 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
             continue
         infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
                                 provided(registries.data_sources, name), provided(registries.optimizers, name),
-                                provided(registries.devices, name)))
+                                provided(registries.devices, name), provided(registries.metrics, name)))
     return infos
 
 

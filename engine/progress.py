@@ -8,12 +8,28 @@ import sys
 import time
 import warnings
 
+from .callbacks import Callback
+
 MIN_BAR = 10  # columns of bar below which the optional parts of the bar's line make room
 COMPILING = "compiling kernels (first run on this machine; later runs load them from the cache)..."
 
 
-class Reporter:
-    """Receives training events; this base class shows nothing (the Python API's quiet default)."""
+class Reporter(Callback):
+    """Receives training events; this base class shows nothing (the Python API's quiet default).
+
+    A reporter is the training loop's progress callback: its ``on_*`` methods (the protocol of
+    :mod:`cnnrun.engine.callbacks`) call :meth:`epoch_start`, :meth:`batch_end` and :meth:`epoch_end`,
+    which a display overrides; :meth:`note` and :meth:`warning` carry the run's messages.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start(epoch, self.trainer.config["epochs"], self.trainer.batches)
+
+    def on_batch_end(self, batch, logs=None):
+        self.batch_end(batch, logs["samples"], logs["loss"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_end({**logs, "data_wait_seconds": self.trainer.data_wait})
 
     def epoch_start(self, epoch: int, epochs: int, batches: int) -> None:
         """An epoch of ``batches`` batches begins."""
@@ -33,6 +49,33 @@ class Reporter:
         """Something went wrong that does not stop the run (curves.png could not be written);
         a Python warning here, a ``Warning:`` line on stderr from :class:`TextReporter`."""
         warnings.warn(text, RuntimeWarning, stacklevel=2)
+
+
+def as_callback(reporter) -> Callback:
+    """``reporter`` as a callback of the training loop: a :class:`Reporter` is one; any other object
+    with some of its methods (``epoch_start``, ``batch_end``, ``epoch_end``) gets those called."""
+    return reporter if isinstance(reporter, Callback) else _Forwarding(reporter)
+
+
+class _Forwarding(Reporter):
+    """The events of a reporter that does not subclass :class:`Reporter`, forwarded to it."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def _forward(self, name: str, *args) -> None:
+        method = getattr(self.target, name, None)
+        if method is not None:
+            method(*args)
+
+    def epoch_start(self, epoch, epochs, batches):
+        self._forward("epoch_start", epoch, epochs, batches)
+
+    def batch_end(self, batch, samples, running_loss):
+        self._forward("batch_end", batch, samples, running_loss)
+
+    def epoch_end(self, metrics):
+        self._forward("epoch_end", metrics)
 
 
 def summary_line(m: dict, epochs: int) -> str:

@@ -24,6 +24,7 @@ TRAIN_DEFAULTS = {
     "augment": [],
     "early_stopping": None,
     "init": None,
+    "metrics": [],
 }
 
 
@@ -62,6 +63,9 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
     check_schedule(config["schedule"], config["epochs"])
     make_augmenter(config["augment"])
     config["early_stopping"] = check_early_stopping(config["early_stopping"])
+    if not isinstance(config["metrics"], (list, tuple)):
+        raise ConfigError(f"metrics must be a list of metric names or objects; got "
+                          f"metrics={show(config['metrics'])[:60]}", section="train", key="metrics")
     return config
 
 

@@ -74,13 +74,13 @@ def test_best_npz_follows_a_monitored_val_loss(tmp_path, registries, plain):
 def test_the_stopping_rule_on_a_written_out_series():
     series = [1.0, 0.9, 0.95, 0.89, 0.91, 0.92]
     for min_delta, stops_after in ((0.0, 6), (0.02, 4)):
-        stopper = EarlyStopping({"monitor": "val_loss", "patience": 2, "min_delta": min_delta})
+        stopper = EarlyStopping(monitor="val_loss", patience=2, min_delta=min_delta)
         for epoch, value in enumerate(series, start=1):
             stopper.state = stopper.after({"epoch": epoch, "val_loss": value})
             if stopper.should_stop:
                 break
         assert epoch == stops_after == reference_stop(series, 2, min_delta, True)
-    accuracy = EarlyStopping({"monitor": "val_accuracy", "patience": 1, "min_delta": 0.0})
+    accuracy = EarlyStopping(monitor="val_accuracy", patience=1, min_delta=0.0)
     accuracy.state = accuracy.after({"epoch": 1, "val_accuracy": 0.5})
     accuracy.state = accuracy.after({"epoch": 2, "val_accuracy": 0.5})  # equal is no improvement
     assert accuracy.should_stop and accuracy.state["best_epoch"] == 1

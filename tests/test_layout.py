@@ -41,12 +41,17 @@ def test_each_family_keeps_its_kernels_in_its_own_package():
 
 def engine_imports(engine=ROOT / "engine") -> dict[str, set[str]]:
     """``{module: engine modules it imports}`` for every engine/*.py, counting imports anywhere in the
-    file (a lazy import inside a function is a dependency too); ``__init__`` for the package itself."""
+    file (a lazy import inside a function is a dependency too) except under ``if TYPE_CHECKING:``
+    (annotations only: never run); ``__init__`` for the package itself."""
     modules = {path.stem for path in engine.glob("*.py")}
     graph = {}
     for path in sorted(engine.glob("*.py")):
         found = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for block in ast.walk(tree):
+            if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING":
+                block.body = []
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 if node.level == 1:
                     parts = node.module.split(".") if node.module else []
@@ -97,6 +102,8 @@ def test_find_cycle_names_the_cycle_and_counts_lazy_imports(tmp_path):
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     (tmp_path / "c.py").write_text("from .errors import E\n")  # no such module here: not an edge
     assert find_cycle(engine_imports(tmp_path)) is None
+    (tmp_path / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n")
+    assert engine_imports(tmp_path)["c"] == set()  # for annotations only: never imported
 
 
 def test_engine_modules_import_no_cycle():
