@@ -17,7 +17,7 @@ from .network import Network, read_network_file
 from .plugins import Registries, default_registries
 from .predict_inputs import Predictions, input_files, read_inputs, write_predictions
 from .provenance import explains_missing_plugins
-from .run_folder import BEST, resolve_checkpoint
+from .run_folder import inference_checkpoint
 from .train_config import resolve_train_config
 
 
@@ -33,15 +33,6 @@ def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256)
         predictions.append(predicted)
     predicted = np.concatenate(predictions)
     return total / len(examples), float(np.mean(predicted == examples.y)), predicted
-
-
-def inference_checkpoint(path) -> Path:
-    """The checkpoint file ``eval`` and ``predict`` use for ``path``: a run folder's best.npz (its
-    latest.npz while it has no best.npz), or the file ``path`` itself."""
-    path = Path(path)
-    if path.is_dir() and (path / BEST).exists():
-        return path / BEST
-    return resolve_checkpoint(path)
 
 
 class Trained(NamedTuple):

@@ -137,7 +137,7 @@ class Trainer:
         if meta["optimizer"]["type"] != self.config["optimizer"]["type"]:
             raise CnnrunError(f"{source} was trained with optimizer '{meta['optimizer']['type']}', "
                               f"not '{self.config['optimizer']['type']}'")
-        self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.params)
+        self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.trainable_params)
         self.shuffle.bit_generator.state = meta["rng"]["shuffle"]
         self.augment_rng.bit_generator.state = meta["rng"].get("augment", self.augment_rng.bit_generator.state)
         for name, state in meta["rng"]["layers"].items():
@@ -206,7 +206,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise self._stopped(f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g})")
             self.loss.backward(self.net, grad)
-            self.optimizer.apply(self.net.params, self.net.grads, lr)
+            self.optimizer.apply(self.net.trainable_params, self.net.grads, lr)  # frozen layers stay
             total_loss += loss * len(y)
             correct += batch_correct
             seen += len(y)
