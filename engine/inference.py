@@ -21,9 +21,10 @@ from .run_folder import inference_checkpoint
 from .train_config import resolve_train_config
 
 
-def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):
+def evaluate(net: Network, examples: Examples, loss, batch_size: int = 256):
     """``(loss, accuracy, predicted_labels)`` of ``net`` in evaluation mode over ``examples``, on
-    the network's device (the predicted labels come back per batch)."""
+    the network's device (the predicted labels come back per batch); ``loss``: anything
+    :func:`~cnnrun.engine.batch_loss.make_loss` takes."""
     batch_loss = BatchLoss(net, loss)
     total, predictions = 0.0, []
     for x, y in batches(examples, batch_size):
@@ -106,7 +107,7 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | str | Path | None =
     examples = relabeled(examples, data_names, trained.meta.get("class_names"), source.get("path", source["type"]))
     examples = Examples(apply_normalization(examples.x, trained.normalization), examples.y)
     check_batch_fits(net, min(batch_size, len(examples)), "eval", training=False)
-    loss, outputs = network_scores(net, BatchLoss(net, train["loss"]), examples, batch_size)
+    loss, outputs = network_scores(net, BatchLoss(net, train["loss"], registries.losses), examples, batch_size)
     names = class_labels(trained.meta.get("class_names") or data_names, net.output_shape[0])
     return {"checkpoint": str(trained.checkpoint), "epoch": trained.meta.get("epoch"),
             **eval_report(outputs, examples.y, loss, names, top_k)}

@@ -19,6 +19,7 @@ from .errors import CnnrunError, ConfigError, PluginError, did_you_mean
 from .data import DataSource
 from .device import Device, Kernels
 from .layer import Layer
+from .losses import Loss
 from .optim import Optimizer
 from .options import show
 
@@ -35,6 +36,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.data",
     "cnnrun.plugins.images",
     "cnnrun.plugins.optimizers",
+    "cnnrun.plugins.losses",
     "cnnrun.plugins.devices",
 )
 ENTRY_POINT_GROUP = "cnnrun"
@@ -59,6 +61,7 @@ class PluginInfo:
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
 
 
 class PluginManager(pluggy.PluginManager):
@@ -284,6 +287,12 @@ class OptimizerRegistry(_WithDevices):
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
 
 
+class LossRegistry(Registry):
+    """Losses (``cnnrun_register_losses``)."""
+
+    kind, base, hook = "loss", Loss, "cnnrun_register_losses"
+
+
 class DeviceRegistry(Registry):
     """Devices (``cnnrun_register_devices``, by ``name``) and the kernel modules registered for them
     (``cnnrun_register_kernels``); :meth:`open` gives a device with its kernel table."""
@@ -380,22 +389,23 @@ class DeviceRegistry(Registry):
 
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers, devices, and the
-    plugins skipped because they registered something wrong."""
+    """Everything the plugins registered: layer types, data sources, optimizers, devices, losses, and
+    the plugins skipped because they registered something wrong."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
     devices: DeviceRegistry
+    losses: LossRegistry = field(default_factory=LossRegistry)
     failures: list[PluginFailure] = field(default_factory=list)
 
     @classmethod
     def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None) -> "Registries":
-        """All four registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
-        one hook is left out of all four."""
-        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry())
+        """Every registry (see :meth:`Registry.from_plugin_manager`); a plugin that fails in one hook
+        is left out of all of them."""
+        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry(), LossRegistry())
         registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers,
-                                           registries.devices], strict)
+                                           registries.devices, registries.losses], strict)
         registries.devices.collect_kernels(pm, strict)
         registries.layers.devices = registries.optimizers.devices = registries.devices
         return registries
@@ -415,7 +425,7 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
             continue
         infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
                                 provided(registries.data_sources, name), provided(registries.optimizers, name),
-                                provided(registries.devices, name)))
+                                provided(registries.devices, name), provided(registries.losses, name)))
     return infos
 
 

@@ -81,7 +81,7 @@ class Trainer:
         self._check_batches()
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
-        self.loss = BatchLoss(net, config["loss"])
+        self.loss = BatchLoss(net, config["loss"], registries.losses)
         self.schedule = check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
         self.augmenter, self.normalization, self.validation = training_augmenter(
@@ -213,7 +213,7 @@ class Trainer:
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
         self.data_wait = wait.seconds  # for the reporter: the summary shows the share
-        val_loss, val_accuracy = (evaluate(self.net, self.validation, self.config["loss"], batch_size)[:2]
+        val_loss, val_accuracy = (evaluate(self.net, self.validation, self.loss.loss, batch_size)[:2]
                                   if self.validation is not None else (None, None))
         if val_loss is not None and not math.isfinite(val_loss):
             raise self._stopped(f"the validation loss became {val_loss} after epoch {epoch} (lr {lr:g})")

@@ -47,7 +47,7 @@ def test_defaults_and_overrides():
     ({"epochs": 0}, None, r"train: epochs must be >= 1; got epochs=0"),
     ({"batch_size": "64"}, None, r"train: batch_size must be an integer; got batch_size=\"64\""),
     ({"validation_split": 1.0}, None, r"validation_split must be in \[0.0, 1.0\); got validation_split=1.0"),
-    ({"loss": "hinge"}, None, r"loss must be one of \"cross_entropy\", \"mse\"; got loss=\"hinge\""),
+    ({"loss": 3}, None, r"train: loss must be a loss name or \{\"type\": NAME, options...\}; got loss=3"),
     ({"optimizer": "sgd"}, None, r"optimizer must be a JSON object"),
     (None, {"optimiser.lr": 1}, r"cannot override 'optimiser.lr'"),
 ])
