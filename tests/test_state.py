@@ -278,3 +278,29 @@ def test_trainable_must_be_a_boolean():
     config["layers"][0]["trainable"] = "no"
     with pytest.raises(ConfigError, match="conv.*trainable must be true or false; got trainable=\"no\""):
         Network.from_config(config)
+
+
+def test_frozen_layers_on_cuda(cuda_backend, registries):
+    """The CUDA kernels skip a frozen layer's weight gradients (conv, depthwise conv, batchnorm, linear)
+    and give the CPU's input gradient."""
+    config = {"input": {"shape": [2, 4, 4]}, "layers": [
+        {"name": "conv", "type": "conv2d", "out_channels": 2, "kernel_size": 3},
+        {"name": "depthwise", "type": "conv2d", "out_channels": 2, "kernel_size": 2, "groups": 2},
+        {"name": "bn", "type": "batchnorm"}, {"type": "flatten"},
+        {"name": "fc", "type": "linear", "out_features": 4}, {"name": "head", "type": "linear", "out_features": 2}]}
+    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4))
+    nets = [with_random_buffers(Network.from_config(config, dtype="float64", registry=registries.layers),
+                                np.random.default_rng(1)) for _ in range(2)]
+    gpu = nets[1].to(cuda_backend)
+    grads = []
+    for net in nets:
+        net.freeze(["conv", "depthwise", "bn", "fc"])
+        out = net.forward(x, training=True)
+        grads.append(net.backward(np.ones(out.shape)))
+    if not isinstance(grads[1], np.ndarray):
+        grads[1] = grads[1].copy_to_host()
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+    for layer in ("conv", "depthwise", "bn", "fc"):
+        assert all(not cuda_backend.to_host(g).any() for g in gpu.grads[layer].values()), layer
+    np.testing.assert_allclose(cuda_backend.to_host(gpu.grads["head"]["weight"]), nets[0].grads["head"]["weight"],
+                               rtol=1e-10)
