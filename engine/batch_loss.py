@@ -116,6 +116,7 @@ class BatchLoss:
         grad = self._backend.asarray(grad, host.dtype) if gradient else None
         return float(loss), correct, grad, predicted if predictions else None
 
-    def backward(self, net: Network, grad):
-        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer)."""
-        return net.backward(grad, start=self._start)
+    def backward(self, net: Network, grad, input_gradient: bool = True):
+        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer);
+        returns the input gradient (None without ``input_gradient``: see :meth:`Network.backward`)."""
+        return net.backward(grad, start=self._start, input_gradient=input_gradient)

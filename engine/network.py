@@ -19,7 +19,8 @@ from .files import FileProblem, regular_file
 from .layer import RESERVED_KEYS, Context, Layer, Shape
 from .memory import check_fits
 from .options import show
-from .state import layer_names, load_state_dict, load_weights, read_saved_network, save_network, set_trainable, state_dict
+from .state import (layer_names, load_state_dict, load_weights, read_saved_network, save_network, set_trainable,
+                    state_dict, untrained)
 
 INPUT = "input"
 TOP_LEVEL_KEYS = ("name", "input", "blocks", "layers", "train")
@@ -209,10 +210,11 @@ class Network:
         self._batch = x.shape[0]
         return values[last] if wanted is None else {name: values[name] for name in wanted}
 
-    def backward(self, grad_output, timer=None, *, start: str | None = None):
+    def backward(self, grad_output, timer=None, *, start: str | None = None, input_gradient: bool = True):
         """Back-propagate ``grad_output``, the gradient of the output of layer ``start`` (default: the
         last layer); fills ``grads`` (zero for layers it does not reach), returns the gradient with
-        respect to the input.
+        respect to the input. ``input_gradient=False`` (training) skips the layers that neither train
+        nor feed one that does (a frozen backbone: :func:`~cnnrun.engine.state.untrained`); returns None.
 
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
@@ -229,10 +231,11 @@ class Network:
                              f"got {grad_output.shape}")
         grads = {start: grad_output}
         contract = self._contract.for_batch(self._batch)
+        skipped = () if input_gradient else untrained(self)
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
             ctx = self.contexts[node.name]
-            if grad is None:  # the node does not reach the output
+            if grad is None or node.name in skipped:  # the node does not reach the output, or trains nothing
                 for array in ctx.grads.values():
                     self.backend.fill(array, 0)
                 continue
@@ -241,6 +244,8 @@ class Network:
             input_grads = contract.check_backward(node, input_grads, ctx.grads)
             for source, g in zip(node.inputs, input_grads):
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
+        if not input_gradient:
+            return None
         if INPUT in grads:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing

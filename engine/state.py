@@ -130,6 +130,16 @@ def layer_names(net, names, what: str) -> list[str]:
     return names
 
 
+def untrained(net) -> set[str]:
+    """The layers whose backward no trainable parameter needs: neither they nor any layer they read,
+    directly or not, has trainable parameters."""
+    needed: dict[str, bool] = {}
+    for node in net.nodes:
+        needed[node.name] = (node.trainable and node.name in net.params) or any(needed.get(i, False)
+                                                                                for i in node.inputs)
+    return {name for name, need in needed.items() if not need}
+
+
 def set_trainable(net, names, trainable: bool) -> None:
     """Mark the layers ``names`` (None: all) trainable or frozen; a frozen layer's gradients are zeroed."""
     for name in layer_names(net, names, "unfreeze" if trainable else "freeze"):

@@ -205,7 +205,7 @@ class Trainer:
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
                 raise self._stopped(f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g})")
-            self.loss.backward(self.net, grad)
+            self.loss.backward(self.net, grad, input_gradient=False)  # skips a frozen backbone
             self.optimizer.apply(self.net.trainable_params, self.net.grads, lr)  # frozen layers stay
             total_loss += loss * len(y)
             correct += batch_correct

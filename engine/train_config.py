@@ -71,10 +71,12 @@ def _loss_option(value):
 
 def _set_dotted(config: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
-    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule") or \
+    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule", "loss") or \
             not parents and last not in TRAIN_DEFAULTS:
         raise ConfigError(f"cannot override '{dotted}': use a train key ({', '.join(TRAIN_DEFAULTS)}) "
-                          f"or a key inside data, optimizer or schedule, e.g. optimizer.lr", section="train")
+                          f"or a key inside data, optimizer, schedule or loss, e.g. optimizer.lr", section="train")
+    if parents[:1] == ["loss"] and isinstance(config["loss"], str):  # loss.label_smoothing on "cross_entropy"
+        config["loss"] = {"type": config["loss"]}
     target = config
     for key in parents:
         target = target.setdefault(key, {})

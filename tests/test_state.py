@@ -1,6 +1,7 @@
 """A network as a library object: saved whole and loaded back, PyTorch state dicts, intermediate
 outputs (a feature extractor), frozen layers (issue 15)."""
 
+import contextlib
 import copy
 import json
 from pathlib import Path
@@ -271,6 +272,25 @@ def test_frozen_layers_still_pass_the_gradient_to_their_input(rng):
         out = net.forward(x, training=True)
         grads.append(net.backward(np.ones_like(out)))
     np.testing.assert_array_equal(*grads)
+
+
+def test_training_backward_skips_a_frozen_backbone(rng):
+    net = Network.from_config(FROZEN)  # conv and bn frozen; conv2 reads them through a relu
+    x = rng.standard_normal((4, 1, 8, 8)).astype(np.float32)
+    ran = []
+
+    def timer(name, phase):
+        ran.append(name)
+        return contextlib.nullcontext()
+
+    out = net.forward(x, training=True)
+    net.backward(np.ones_like(out))
+    full = {layer: {k: g.copy() for k, g in grads.items()} for layer, grads in net.grads.items()}
+    assert net.backward(np.ones_like(out), timer, input_gradient=False) is None
+    assert ran == ["fc", "flatten_1", "bn2", "conv2"]
+    for layer, grads in full.items():
+        for key, grad in grads.items():
+            np.testing.assert_array_equal(net.grads[layer][key], grad)
 
 
 def test_trainable_must_be_a_boolean():

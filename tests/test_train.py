@@ -42,6 +42,13 @@ def test_defaults_and_overrides():
     assert resolve_train_config(None) == TRAIN_DEFAULTS
 
 
+def test_loss_options_can_be_overridden():
+    assert resolve_train_config({"loss": "cross_entropy"}, {"loss.label_smoothing": 0.1})["loss"] == {
+        "type": "cross_entropy", "label_smoothing": 0.1}
+    assert resolve_train_config({"loss": {"type": "smooth_l1", "beta": 2}}, {"loss.beta": 0.5})["loss"] == {
+        "type": "smooth_l1", "beta": 0.5}
+
+
 @pytest.mark.parametrize("section, overrides, message", [
     ({"epoch": 3}, None, r"train: unknown key 'epoch' \(did you mean 'epochs'\?\)"),
     ({"epochs": 0}, None, r"train: epochs must be >= 1; got epochs=0"),
