@@ -1,4 +1,5 @@
-"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices.
+"""The plugin manager and the registries it fills: layer types, data sources, optimizers, devices,
+losses.
 
 Built-in layers are plugins too (:data:`DEFAULT_PLUGINS`), registered through the same hook as
 third-party packages, which declare an entry point in the group ``cnnrun``.

@@ -264,3 +264,10 @@ def test_a_plugin_cannot_take_a_builtin_loss_name(plugin_manager):
     plugin_manager.register(ClashPlugin(), name="clash")
     with pytest.raises(PluginError, match="loss 'mse' is registered by two plugins: 'cnnrun.plugins.losses' and 'clash'"):
         Registries.from_plugin_manager(plugin_manager, strict=True)
+
+
+def test_cnnrun_plugins_lists_the_losses(plugin_manager):
+    from cnnrun.engine.plugins import plugin_infos
+
+    infos = {info.name: info for info in plugin_infos(plugin_manager, Registries.from_plugin_manager(plugin_manager))}
+    assert infos["cnnrun.plugins.losses"].losses == ["binary_cross_entropy", "cross_entropy", "l1", "mse", "smooth_l1"]
