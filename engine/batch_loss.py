@@ -103,7 +103,7 @@ class BatchLoss:
         targets = np.asarray(targets)
         labels = targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer)
         if self._kernel is not None and (labels or self._start is not None):
-            loss, correct, grad, predicted = self._kernel(output, targets, gradient, **self._options)
+            loss, correct, grad, predicted = self._kernel(output, targets, gradient, *self._options)
             return loss, correct, grad, self._backend.to_host(predicted) if predictions else None
         host = self._backend.to_host(output)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -7,7 +7,7 @@ softmax's ``fused_loss``), whose gradient is taken with respect to the softmax's
 (back-propagation then starts below the softmax).
 
 :data:`KERNELS` are the CPU loss kernels the trainer calls through the device (the CUDA ones are
-in :mod:`cnnrun.engine.losses_cuda`): ``kernel(output, labels, gradient, **options)`` ->
+in :mod:`cnnrun.engine.losses_cuda`): ``kernel(output, labels, gradient, *options)`` ->
 ``(mean loss, correct rows, gradient or None, predicted labels)``. The built-in :class:`Loss`
 classes that name them are registered by :mod:`cnnrun.plugins.losses`.
 """
@@ -44,7 +44,7 @@ class Loss(Configurable):
 
     Subclasses set ``type_name``, take their JSON options as keyword arguments of ``__init__`` and
     implement :meth:`__call__` on host (NumPy) arrays. ``kernel`` names the device loss kernel that
-    computes the same loss from class labels, ``kernel(output, labels, gradient, **self.options())``
+    computes the same loss from class labels, ``kernel(output, labels, gradient, *self.options())``
     -> ``(loss, correct rows, gradient or None, predicted labels)``; a device without it, or targets
     that are not class labels, run :meth:`__call__` on host copies instead. A last layer whose
     ``fused_loss`` names this loss's ``type_name`` (softmax: cross_entropy) gets that kernel instead.
@@ -56,9 +56,9 @@ class Loss(Configurable):
         """``(mean loss, d loss / d output)`` for ``target``: class labels (N,) or an array like ``output``."""
         raise NotImplementedError
 
-    def options(self) -> dict:
-        """The keyword arguments of the kernel (the loss's options)."""
-        return {}
+    def options(self) -> tuple:
+        """The kernel's arguments after ``gradient``: the loss's options, in the order it takes them."""
+        return ()
 
     def check(self, output_shape) -> None:
         """Raise a :class:`~cnnrun.engine.errors.ConfigError` if the loss cannot score an output of
@@ -191,9 +191,9 @@ LOSSES = {"cross_entropy": cross_entropy, "mse": mse, "l1": l1, "smooth_l1": smo
 
 def _batch_loss(function):
     """The loss kernel of ``function``: loss, gradient (when asked for), top-1 count and predictions."""
-    def kernel(output, labels, gradient=True, **options):
+    def kernel(output, labels, gradient=True, *options):
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is the caller's to report
-            loss, grad = function(output, labels, **options)
+            loss, grad = function(output, labels, *options)
         predicted = np.argmax(output, axis=1)
         return loss, int(np.count_nonzero(predicted == labels)), grad if gradient else None, predicted
 

@@ -121,12 +121,11 @@ def test_binary_cross_entropy_is_stable_for_huge_logits():
 
 def test_cpu_kernels_take_the_options():
     logits, labels = np.array([[0.3, 1.0, -2.0], [2.0, 0.1, 0.0]]), np.array([1, 2])
-    loss, correct, grad, predicted = KERNELS["cross_entropy"](logits, labels, True, label_smoothing=0.1,
-                                                              weight=[1.0, 2.0, 0.5])
+    loss, correct, grad, predicted = KERNELS["cross_entropy"](logits, labels, True, 0.1, [1.0, 2.0, 0.5])
     expected = cross_entropy(logits, labels, 0.1, [1.0, 2.0, 0.5])
     assert (loss, correct) == (expected[0], 1) and predicted.tolist() == [1, 0]
     np.testing.assert_array_equal(grad, expected[1])
-    assert KERNELS["smooth_l1"](logits, labels, False, beta=0.5)[0] == smooth_l1(logits, labels, 0.5)[0]
+    assert KERNELS["smooth_l1"](logits, labels, False, 0.5)[0] == smooth_l1(logits, labels, 0.5)[0]
 
 
 @pytest.mark.parametrize("kind", ["cross_entropy", "cross_entropy_from_probabilities"])
@@ -140,8 +139,8 @@ def test_cuda_cross_entropy_with_options(cuda_backend, kind):
     labels, weight = rng.integers(0, 4, 70), [0.5, 1.0, 2.0, 0.0]
     function = cross_entropy if kind == "cross_entropy" else cross_entropy_from_probabilities
     loss, grad = function(output, labels, 0.15, weight)
-    value, correct, device_grad, _ = DeviceLoss(kind)(cuda_backend.asarray(output, np.float64), labels,
-                                                      label_smoothing=0.15, weight=weight)
+    value, correct, device_grad, _ = DeviceLoss(kind)(cuda_backend.asarray(output, np.float64), labels, True, 0.15,
+                                                      weight)
     np.testing.assert_allclose(value, loss, rtol=1e-12)
     np.testing.assert_allclose(device_grad.copy_to_host(), grad, rtol=1e-12, atol=1e-14)
     assert correct == np.count_nonzero(np.argmax(output, axis=1) == labels)

@@ -38,7 +38,7 @@ class CrossEntropy(Loss):
         return losses.cross_entropy(output, target, self.label_smoothing, self.weight)
 
     def options(self):
-        return {"label_smoothing": self.label_smoothing, "weight": self.weight}
+        return self.label_smoothing, self.weight
 
     def check(self, output_shape):
         if self.weight is not None and (len(output_shape) != 1 or len(self.weight) != output_shape[0]):
@@ -81,7 +81,7 @@ class SmoothL1(Loss):
         return losses.smooth_l1(output, target, self.beta)
 
     def options(self):
-        return {"beta": self.beta}
+        return (self.beta,)
 
 
 class BinaryCrossEntropy(Loss):
