@@ -317,8 +317,8 @@ class Network:
     def summary(self) -> list[dict[str, Any]]:
         """One row per layer: name, type, inputs (the names it reads; ``"input"`` is the network's
         input), output_shape, params (trained values), non_trainable_params (buffer values, such as
-        batchnorm's running statistics), macs (per sample), and block and instance (the block the
-        layer comes from and its instance, or None)."""
+        batchnorm's running statistics), macs (per sample), block and instance (the block the
+        layer comes from and its instance, or None), and trainable (False: frozen)."""
         rows = []
         for node in self.nodes:
             layer, shapes = node.layer, node.input_shapes
@@ -328,7 +328,7 @@ class Network:
                          "non_trainable_params": sum(int(np.prod(s)) for s in layer.buffer_shapes(*shapes).values()),
                          "macs": int(layer.macs(*shapes)),
                          "block": node.part_of["block"] if node.part_of else None,
-                         "instance": node.part_of["instance"] if node.part_of else None})
+                         "instance": node.part_of["instance"] if node.part_of else None, "trainable": node.trainable})
         return rows
 
     def parameter_count(self) -> int:
