@@ -2,8 +2,9 @@
 the count of correct rows come back to the host.
 
 The formulas are those of :mod:`cnnrun.engine.losses` (class labels only, one per row of an
-(N, classes) output; cross-entropy with its label smoothing and class weights). One thread per row computes its loss term (in float64), its gradient row and
-its arg-max; one block then sums the terms and counts the correct rows.
+(N, classes) output; cross-entropy with its label smoothing and class weights). One thread per row
+computes its loss term (in float64), its gradient row and its arg-max; one block then sums the terms
+and counts the correct rows.
 """
 
 from __future__ import annotations

@@ -261,7 +261,8 @@ def test_a_plugin_cannot_take_a_builtin_loss_name(plugin_manager):
             register(Clash)
 
     plugin_manager.register(ClashPlugin(), name="clash")
-    with pytest.raises(PluginError, match="loss 'mse' is registered by two plugins: 'cnnrun.plugins.losses' and 'clash'"):
+    with pytest.raises(PluginError, match="loss 'mse' is registered by two plugins: 'cnnrun.plugins.losses' and "
+                                          "'clash'"):
         Registries.from_plugin_manager(plugin_manager, strict=True)
 
 
