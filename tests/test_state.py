@@ -29,7 +29,6 @@ def read_config(path: Path) -> dict:
             for layer in config["layers"]:
                 if layer.get("out_features") == 4096:
                     layer["out_features"] = 64
-    config.pop("train", None)
     return config
 
 
