@@ -41,8 +41,8 @@ def describe_network(network, batch_size: int) -> dict:
         "batch_size": batch_size,
         "layers": rows,
         "total_params": sum(r["params"] for r in rows),
-        "trainable_params": sum(r["params"] for r in rows),
-        "non_trainable_params": sum(r["non_trainable_params"] for r in rows),
+        "trainable_params": sum(r["params"] for r in rows if r["trainable"]),
+        "non_trainable_params": sum(r["non_trainable_params"] + (0 if r["trainable"] else r["params"]) for r in rows),
         "total_macs": sum(r["macs"] for r in rows),
         "activation_bytes": values * batch_size * BYTES_PER_VALUE,
     }
@@ -71,8 +71,9 @@ def format_table(report: dict) -> str:
         instance = row.get("instance")
         out.append(line(cells))
     out.append(rule)
-    out.append(f"total parameters: {report['total_params']:,} trainable, {report['non_trainable_params']:,} "
-               f"non-trainable (buffers such as batchnorm's running statistics)")
+    frozen = ", frozen layers' parameters" if report["trainable_params"] < report["total_params"] else ""
+    out.append(f"total parameters: {report['trainable_params']:,} trainable, {report['non_trainable_params']:,} "
+               f"non-trainable (buffers such as batchnorm's running statistics{frozen})")
     out.append(f"total MACs per sample: {report['total_macs']:,}")
     mib = report["activation_bytes"] / 2**20
     out.append(f"activation memory for a batch of {report['batch_size']} (float32): {mib:,.2f} MiB")

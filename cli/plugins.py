@@ -34,5 +34,6 @@ def plugins(ctx: click.Context, output_format: str) -> None:
 def provides(info) -> str:
     """``layer types: a, b; optimizers: c`` (only the kinds the plugin provides)."""
     kinds = (("layer types", info.layer_types), ("data sources", info.data_sources),
-             ("optimizers", info.optimizers), ("devices", info.devices), ("metrics", info.metrics))
+             ("optimizers", info.optimizers), ("devices", info.devices), ("losses", info.losses),
+             ("metrics", info.metrics))
     return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds if names) or "(nothing registered)"

@@ -89,7 +89,7 @@ def load_checkpoint(path) -> Checkpoint:
         if kind not in KINDS or not rest or (kind != "optim" and not (layer and name)):
             raise CheckpointError(f"{path}: unknown array '{key}'; a checkpoint holds 'meta', "
                                   "'param/LAYER/NAME', 'buffer/LAYER/NAME' and 'optim/LAYER/PARAM/SLOT'")
-        _check_numbers(array, f"{path}: {KINDS[kind]} '{rest}'")
+        check_numbers(array, f"{path}: {KINDS[kind]} '{rest}'")
         if kind == "optim":
             checkpoint.optimizer[rest] = array
         else:
@@ -102,7 +102,8 @@ KINDS = {"param": "parameter", "buffer": "buffer", "optim": "optimizer state"}
 TRAINING_KEYS = ("epoch", "best", "optimizer", "rng")
 
 
-def _check_numbers(array: np.ndarray, what: str) -> None:
+def check_numbers(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` if it holds finite real numbers, else a :class:`CheckpointError` naming ``what``."""
     if array.dtype.kind not in "fiu":
         raise CheckpointError(f"{what} must hold real numbers; got dtype {array.dtype}")
     if array.dtype.kind == "f":
@@ -110,6 +111,7 @@ def _check_numbers(array: np.ndarray, what: str) -> None:
         if bad:
             raise CheckpointError(f"{what} has {bad} NaN/Inf values of {array.size}: the checkpoint "
                                   "is unusable (train again or use an earlier checkpoint)")
+    return array
 
 
 def _parse_meta(array: np.ndarray, path: Path) -> dict:

@@ -107,7 +107,7 @@ def evaluate(net, x, y, *, batch_size: int = 256, loss=None, metrics=None,
     check_batch_fits(net, min(batch_size, len(x)), "evaluate", training=False)
     chosen = make_metrics(section["metrics"] if metrics is None else metrics, registries.metrics)
     with np.errstate(over="ignore", invalid="ignore"):
-        return measure(net, BatchLoss(net, section["loss"]), Examples(x, labels), batch_size, chosen)
+        return measure(net, BatchLoss(net, section["loss"], registries.losses), Examples(x, labels), batch_size, chosen)
 
 
 def predict(net, x, *, batch_size: int = 256, probabilities: bool | None = None) -> np.ndarray:

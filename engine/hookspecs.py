@@ -40,6 +40,17 @@ def cnnrun_register_optimizers(register: Callable[[type], None]) -> None:
     """
 
 
+# -- losses (issue 15) ---------------------------------------------------------------------------
+@hookspec
+def cnnrun_register_losses(register: Callable[[type], None]) -> None:
+    """Register losses (the ``train.loss`` of a network file: a name or ``{"type": name, ...}``).
+
+    :param register: call ``register(LossClass)`` once per loss; the class subclasses
+        :class:`cnnrun.engine.losses.Loss`.
+    :return: nothing.
+    """
+
+
 @hookspec
 def cnnrun_register_devices(register: Callable[[type], None]) -> None:
     """Register devices (the values of ``--device`` and of :meth:`Network.to`).

@@ -18,17 +18,10 @@ from .network import Network, read_network_file
 from .plugins import Registries, default_registries
 from .predict_inputs import Predictions, input_files, read_inputs, write_predictions
 from .provenance import explains_missing_plugins
-from .run_folder import BEST, resolve_checkpoint
+from .run_folder import inference_checkpoint
 from .train_config import resolve_train_config
 
 
-def inference_checkpoint(path) -> Path:
-    """The checkpoint file ``eval`` and ``predict`` use for ``path``: a run folder's best.npz (its
-    latest.npz while it has no best.npz), or the file ``path`` itself."""
-    path = Path(path)
-    if path.is_dir() and (path / BEST).exists():
-        return path / BEST
-    return resolve_checkpoint(path)
 
 
 class Trained(NamedTuple):
@@ -102,7 +95,7 @@ def evaluate_checkpoint(network, checkpoint, *, data: dict | str | Path | None =
     examples = relabeled(examples, data_names, trained.meta.get("class_names"), source.get("path", source["type"]))
     examples = Examples(apply_normalization(examples.x, trained.normalization), examples.y)
     check_batch_fits(net, min(batch_size, len(examples)), "eval", training=False)
-    loss, outputs = network_scores(net, BatchLoss(net, train["loss"]), examples, batch_size)
+    loss, outputs = network_scores(net, BatchLoss(net, train["loss"], registries.losses), examples, batch_size)
     names = class_labels(trained.meta.get("class_names") or data_names, net.output_shape[0])
     return {"checkpoint": str(trained.checkpoint), "epoch": trained.meta.get("epoch"),
             **eval_report(outputs, examples.y, loss, names, top_k)}

@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .options import Configurable, show
 
 Shape = tuple[int, ...]
-RESERVED_KEYS = ("type", "name", "inputs")
+RESERVED_KEYS = ("type", "name", "inputs", "trainable")
 
 
 class Context:
@@ -29,6 +29,8 @@ class Context:
     - ``kernels``: the device's kernel table: ``ctx.kernels.relu_forward(x)``.
     - ``grads``: arrays shaped like ``params``; ``backward`` overwrites them in place.
     - ``training``: True for training-mode forward passes (dropout, batch statistics).
+    - ``trainable``: False for a frozen layer: its parameters stay fixed, so ``backward`` may leave
+      ``grads`` alone (skip the weight-gradient kernels); a batchnorm keeps its running statistics.
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
@@ -42,6 +44,7 @@ class Context:
         self.kernels = backend.kernels
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.training = False
+        self.trainable = True
         self.saved = SimpleNamespace()
         self._workspaces: dict[str, np.ndarray] = {}
 

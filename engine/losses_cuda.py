@@ -2,8 +2,9 @@
 the count of correct rows come back to the host.
 
 The formulas are those of :mod:`cnnrun.engine.losses` (class labels only, one per row of an
-(N, classes) output). One thread per row computes its loss term (in float64), its gradient row and
-its arg-max; one block then sums the terms and counts the correct rows.
+(N, classes) output; cross-entropy with its label smoothing and class weights). One thread per row
+computes its loss term (in float64), its gradient row and its arg-max; one block then sums the terms
+and counts the correct rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from numba import cuda, float64
 
 from .cuda import MAX_BLOCK_SIZE, block_size, block_sum, grid
-from .losses import _check_labels
+from .losses import _check_labels, _class_weights
 
 KINDS = ("cross_entropy", "cross_entropy_from_probabilities", "mse")
 
@@ -29,9 +30,15 @@ def _arg_max(output, n):
     return best
 
 
+@cuda.jit(device=True)
+def _target(weight, smoothing, y, c, classes):
+    """a[c] = (1 - e) w[y] [c = y] + (e / C) w[c]: the smoothed, weighted target of class c."""
+    return smoothing / classes * weight[c] + ((1 - smoothing) * weight[y] if c == y else 0.0)
+
+
 @cuda.jit
-def _cross_entropy(logits, labels, want_grad, grad, row_loss, predicted):
-    """row_loss = logsumexp(z) - z[y]; grad = (softmax(z) - onehot(y)) / N."""
+def _cross_entropy(logits, labels, weight, smoothing, weight_sum, inv_total, want_grad, grad, row_loss, predicted):
+    """row_loss = sum_c a[c] (logsumexp(z) - z[c]); grad = (softmax(z) sum_c a[c] - a) / W."""
     batch, classes = logits.shape
     for n in range(cuda.grid(1), batch, cuda.gridsize(1)):
         best = _arg_max(logits, n)
@@ -41,26 +48,34 @@ def _cross_entropy(logits, labels, want_grad, grad, row_loss, predicted):
             total += math.exp(logits[n, c] - top)
         log_sum = math.log(total)
         y = labels[n]
-        row_loss[n] = log_sum - (logits[n, y] - top)
+        loss = 0.0
+        for c in range(classes):
+            loss += _target(weight, smoothing, y, c, classes) * (log_sum - (logits[n, c] - top))
+        row_loss[n] = loss
         predicted[n] = best
         if want_grad:
+            row_sum = (1 - smoothing) * weight[y] + smoothing / classes * weight_sum
             for c in range(classes):
                 p = math.exp(logits[n, c] - top - log_sum)
-                grad[n, c] = ((p - 1) if c == y else p) / batch
+                grad[n, c] = (p * row_sum - _target(weight, smoothing, y, c, classes)) * inv_total
 
 
 @cuda.jit
-def _cross_entropy_from_probabilities(probs, labels, tiny, want_grad, grad, row_loss, predicted):
-    """row_loss = -log(max(p[y], tiny)); grad (for the softmax input) = (p - onehot(y)) / N."""
+def _cross_entropy_from_probabilities(probs, labels, tiny, weight, smoothing, weight_sum, inv_total, want_grad,
+                                      grad, row_loss, predicted):
+    """row_loss = -sum_c a[c] log(max(p[c], tiny)); grad (for the softmax input) = (p sum_c a[c] - a) / W."""
     batch, classes = probs.shape
     for n in range(cuda.grid(1), batch, cuda.gridsize(1)):
         y = labels[n]
-        row_loss[n] = -math.log(max(probs[n, y], tiny))
+        loss = 0.0
+        for c in range(classes):
+            loss -= _target(weight, smoothing, y, c, classes) * math.log(max(probs[n, c], tiny))
+        row_loss[n] = loss
         predicted[n] = _arg_max(probs, n)
         if want_grad:
+            row_sum = (1 - smoothing) * weight[y] + smoothing / classes * weight_sum
             for c in range(classes):
-                p = probs[n, c]
-                grad[n, c] = ((p - 1) if c == y else p) / batch
+                grad[n, c] = (probs[n, c] * row_sum - _target(weight, smoothing, y, c, classes)) * inv_total
 
 
 @cuda.jit
@@ -114,30 +129,37 @@ class DeviceLoss:
             array = self._buffers[key] = cuda.device_array(shape, np.dtype(dtype))
         return array
 
-    def __call__(self, output, labels, gradient: bool = True):
+    def __call__(self, output, labels, gradient: bool = True, label_smoothing: float = 0.0, weight=None):
         """``(mean loss, correct rows, gradient or None, predicted labels on the device)`` for the
-        device output (N, classes) and the host labels (N,). The gradient array is reused by the
-        next call with the same shape."""
+        device output (N, classes) and the host labels (N,); cross-entropy takes
+        ``label_smoothing`` and class ``weight`` as :func:`cnnrun.engine.losses.cross_entropy`. The
+        gradient array is reused by the next call with the same shape."""
         labels = _check_labels(output, labels)
-        batch = output.shape[0]
+        batch, classes = output.shape
         device_labels = self._buffer("labels", (batch,), np.int64)
         device_labels.copy_to_device(np.ascontiguousarray(labels, dtype=np.int64))
         grad = self._buffer("grad", output.shape, output.dtype) if gradient else output  # unused without
         row_loss = self._buffer("row_loss", (batch,), np.float64)
         predicted = self._buffer("predicted", (batch,), np.int64)
         launch = grid(batch)
-        if self.kind == "cross_entropy":
-            _cross_entropy[launch](output, device_labels, gradient, grad, row_loss, predicted)
-        elif self.kind == "cross_entropy_from_probabilities":
-            tiny = np.finfo(output.dtype).tiny
-            _cross_entropy_from_probabilities[launch](output, device_labels, tiny, gradient, grad, row_loss,
-                                                      predicted)
-        else:
+        if self.kind == "mse":
             _mse[launch](output, device_labels, gradient, grad, row_loss, predicted)
+            count = output.size
+        else:
+            weights = _class_weights(weight, output)
+            count = float(weights[labels].sum())  # W: the mean is over the labels' weights
+            device_weights = self._buffer("weight", (classes,), np.float64)
+            device_weights.copy_to_device(weights)
+            options = (device_weights, float(label_smoothing), float(weights.sum()), 1 / count if count else math.inf)
+            if self.kind == "cross_entropy":
+                _cross_entropy[launch](output, device_labels, *options, gradient, grad, row_loss, predicted)
+            else:
+                tiny = np.finfo(output.dtype).tiny
+                _cross_entropy_from_probabilities[launch](output, device_labels, tiny, *options, gradient, grad,
+                                                          row_loss, predicted)
         totals = self._buffer("totals", (2,), np.float64)
         _totals[1, block_size()](row_loss, predicted, device_labels, totals)
         loss_sum, correct = totals.copy_to_host()
-        count = output.size if self.kind == "mse" else batch
         return loss_sum / count, int(correct), (grad if gradient else None), predicted
 
 

@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 
 from .blocks import PART_OF, expand_blocks, strip_comments
+from .checkpoint import restore_network
 from .contract import Contract
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
 from .files import FileProblem, regular_file
 from .layer import RESERVED_KEYS, Context, Layer, Shape
 from .memory import check_fits
 from .options import show
+from .state import (layer_names, load_state_dict, load_weights, read_saved_network, save_network, set_trainable,
+                    state_dict, untrained)
 
 INPUT = "input"
 TOP_LEVEL_KEYS = ("name", "input", "blocks", "layers", "train")
@@ -34,6 +37,7 @@ class Node:
     input_shapes: tuple[Shape, ...]
     output_shape: Shape
     part_of: dict | None = None  # {"block": name, "instance": name} for a layer of a block instance
+    trainable: bool = True  # False: parameters frozen ("trainable": false, Network.freeze)
 
 
 class Network:
@@ -73,6 +77,8 @@ class Network:
         self.contexts = {node.name: Context(self.params.get(node.name, {}), self.grads.get(node.name, {}),
                                             self.buffers.get(node.name, {}), backend=self.backend, rng=unseeded)
                          for node in nodes}
+        for node in nodes:
+            self.contexts[node.name].trainable = node.trainable
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
         self.initialize(seed)
@@ -181,14 +187,17 @@ class Network:
         self._forward_done = False
         return self
 
-    def forward(self, x, training: bool = False, timer=None):
+    def forward(self, x, training: bool = False, timer=None, *, outputs=None):
         """Run the batch ``x`` of shape ``(N, *input_shape)``; returns the last layer's output (an
-        array on the network's device).
+        array on the network's device), or with ``outputs`` (layer names) ``{name: output}`` of
+        those layers, running the layers up to the last of them only (a feature extractor).
 
         ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs.
         ``timer(node_name, "forward")``, if given, is a context manager wrapped around each layer.
         """
         x = self._check_input(x)
+        wanted = None if outputs is None else layer_names(self, outputs, "forward(outputs=...)")
+        last = self.nodes[-1].name if not wanted else max(wanted, key=[n.name for n in self.nodes].index)
         contract = self._contract.for_batch(x.shape[0])
         values = {INPUT: x}
         for node in self.nodes:
@@ -198,14 +207,17 @@ class Network:
             with timer(node.name, "forward") if timer else nullcontext():
                 values[node.name] = node.layer.forward(ctx, *(values[i] for i in node.inputs))
             contract.check_output(node, values[node.name])
-        self._forward_done = True
+            if node.name == last:
+                break
+        self._forward_done = last == self.nodes[-1].name  # backward needs every layer's saved values
         self._batch = x.shape[0]
-        return values[self.nodes[-1].name]
+        return values[last] if wanted is None else {name: values[name] for name in wanted}
 
-    def backward(self, grad_output, timer=None, *, start: str | None = None):
+    def backward(self, grad_output, timer=None, *, start: str | None = None, input_gradient: bool = True):
         """Back-propagate ``grad_output``, the gradient of the output of layer ``start`` (default: the
         last layer); fills ``grads`` (zero for layers it does not reach), returns the gradient with
-        respect to the input.
+        respect to the input. ``input_gradient=False`` (training) skips the layers that neither train
+        nor feed one that does (a frozen backbone: :func:`~cnnrun.engine.state.untrained`); returns None.
 
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
@@ -222,10 +234,11 @@ class Network:
                              f"got {grad_output.shape}")
         grads = {start: grad_output}
         contract = self._contract.for_batch(self._batch)
+        skipped = () if input_gradient else untrained(self)
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
             ctx = self.contexts[node.name]
-            if grad is None:  # the node does not reach the output
+            if grad is None or node.name in skipped:  # the node does not reach the output, or trains nothing
                 for array in ctx.grads.values():
                     self.backend.fill(array, 0)
                 continue
@@ -234,6 +247,8 @@ class Network:
             input_grads = contract.check_backward(node, input_grads, ctx.grads)
             for source, g in zip(node.inputs, input_grads):
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
+        if not input_gradient:
+            return None
         if INPUT in grads:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing
@@ -272,12 +287,58 @@ class Network:
         from .fit import predict
         return predict(self, x, **options)
 
+    # -- state (:mod:`cnnrun.engine.state`) -------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the network (its JSON, dtype, parameters, buffers) to one ``.npz`` (atomic, no pickle)."""
+        save_network(self, path)
+
+    @classmethod
+    def load(cls, path, registry=None) -> "Network":
+        """The network :meth:`save` wrote to ``path``, equal in every output."""
+        config, dtype, checkpoint = read_saved_network(path)
+        try:
+            net = cls.from_config(config, registry=registry, dtype=dtype)
+        except ConfigError as err:
+            raise err.in_file(str(path)) from None
+        restore_network(net, checkpoint, str(path))
+        return net
+
+    def load_weights(self, checkpoint) -> "Network":
+        """Load the parameters and buffers of a checkpoint file or a run folder (its best.npz); returns ``self``."""
+        load_weights(self, checkpoint)
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of the parameters and buffers as ``{"conv1.weight": array, ...}`` (PyTorch's)."""
+        return state_dict(self)
+
+    def load_state_dict(self, mapping, strict: bool = True):
+        """Copy a PyTorch-style ``{"conv1.weight": array, ...}`` in (names and shapes checked;
+        :func:`cnnrun.engine.state.load_state_dict`); returns the missing and unexpected keys."""
+        return load_state_dict(self, mapping, strict)
+
+    def freeze(self, names=None) -> "Network":
+        """Keep the parameters of layers ``names`` (one name or a list; None: every layer) fixed in
+        training: no gradient computed or applied, a batchnorm keeps its running statistics."""
+        set_trainable(self, names, False)
+        return self
+
+    def unfreeze(self, names=None) -> "Network":
+        """Train the layers ``names`` (None: every layer) again."""
+        set_trainable(self, names, True)
+        return self
+
+    @property
+    def trainable_params(self) -> dict[str, dict[str, np.ndarray]]:
+        """``params`` of the layers that are not frozen: what an optimizer updates."""
+        return {node.name: self.params[node.name] for node in self.nodes if node.trainable and node.name in self.params}
+
     # -- inspection ----------------------------------------------------------------------------
     def summary(self) -> list[dict[str, Any]]:
         """One row per layer: name, type, inputs (the names it reads; ``"input"`` is the network's
         input), output_shape, params (trained values), non_trainable_params (buffer values, such as
-        batchnorm's running statistics), macs (per sample), and block and instance (the block the
-        layer comes from and its instance, or None)."""
+        batchnorm's running statistics), macs (per sample), block and instance (the block the
+        layer comes from and its instance, or None), and trainable (False: frozen)."""
         rows = []
         for node in self.nodes:
             layer, shapes = node.layer, node.input_shapes
@@ -287,7 +348,7 @@ class Network:
                          "non_trainable_params": sum(int(np.prod(s)) for s in layer.buffer_shapes(*shapes).values()),
                          "macs": int(layer.macs(*shapes)),
                          "block": node.part_of["block"] if node.part_of else None,
-                         "instance": node.part_of["instance"] if node.part_of else None})
+                         "instance": node.part_of["instance"] if node.part_of else None, "trainable": node.trainable})
         return rows
 
     def parameter_count(self) -> int:
@@ -396,7 +457,10 @@ def _build_node(entry, index, registry, taken, counters, shapes, defined_later, 
         raise layer.error(f"output shape {output_shape} is empty for input shape(s) "
                           f"{', '.join(map(str, input_shapes))}")
     shapes[name] = output_shape
-    return Node(name, layer, inputs, input_shapes, output_shape)
+    trainable = entry.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise layer.error(f"trainable must be true or false; got trainable={show(trainable)}", key="trainable")
+    return Node(name, layer, inputs, input_shapes, output_shape, trainable=trainable)
 
 
 def _node_name(entry, type_name, taken, counters, shapes, label) -> str:

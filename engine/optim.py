@@ -139,7 +139,8 @@ class Optimizer(Configurable):
             for name, slots in names.items():
                 p = params.get(layer, {}).get(name)
                 if p is None:
-                    raise CnnrunError(f"optimizer state: '{layer}/{name}' is not a parameter of the network")
+                    raise CnnrunError(f"optimizer state: '{layer}/{name}' is not a trainable parameter of the "
+                                      f"network (a layer frozen since the state was saved?)")
                 for slot, array in slots.items():
                     if array.shape != p.shape:
                         raise CnnrunError(f"optimizer state: '{layer}/{name}/{slot}' has shape "

@@ -1,5 +1,5 @@
 """The plugin manager and the registries it fills: layer types, data sources, optimizers, devices,
-metrics.
+losses, metrics.
 
 Built-in layers are plugins too (:data:`DEFAULT_PLUGINS`), registered through the same hook as
 third-party packages, which declare an entry point in the group ``cnnrun``.
@@ -20,6 +20,7 @@ from .errors import CnnrunError, ConfigError, PluginError, did_you_mean
 from .data import DataSource
 from .device import Device, Kernels
 from .layer import Layer
+from .losses import Loss
 from .metrics import Metric
 from .optim import Optimizer
 from .options import show
@@ -37,6 +38,7 @@ DEFAULT_PLUGINS = (
     "cnnrun.plugins.data",
     "cnnrun.plugins.images",
     "cnnrun.plugins.optimizers",
+    "cnnrun.plugins.losses",
     "cnnrun.plugins.devices",
     "cnnrun.plugins.metrics",
 )
@@ -62,6 +64,7 @@ class PluginInfo:
     data_sources: list[str] = field(default_factory=list)
     optimizers: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
 
 
@@ -288,6 +291,12 @@ class OptimizerRegistry(_WithDevices):
     kind, base, hook = "optimizer", Optimizer, "cnnrun_register_optimizers"
 
 
+class LossRegistry(Registry):
+    """Losses (``cnnrun_register_losses``)."""
+
+    kind, base, hook = "loss", Loss, "cnnrun_register_losses"
+
+
 class MetricRegistry(Registry):
     """Metrics (``cnnrun_register_metrics``)."""
 
@@ -390,23 +399,24 @@ class DeviceRegistry(Registry):
 
 @dataclass
 class Registries:
-    """Everything the plugins registered: layer types, data sources, optimizers, devices, metrics,
-    and the plugins skipped because they registered something wrong."""
+    """Everything the plugins registered: layer types, data sources, optimizers, devices, losses,
+    metrics, and the plugins skipped because they registered something wrong."""
 
     layers: LayerRegistry
     data_sources: DataSourceRegistry
     optimizers: OptimizerRegistry
     devices: DeviceRegistry
+    losses: LossRegistry = field(default_factory=LossRegistry)
     failures: list[PluginFailure] = field(default_factory=list)
     metrics: MetricRegistry = field(default_factory=MetricRegistry)
 
     @classmethod
     def from_plugin_manager(cls, pm: PluginManager, strict: bool | None = None) -> "Registries":
-        """All the registries (see :meth:`Registry.from_plugin_manager`); a plugin that fails in
-        one hook is left out of all of them."""
-        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry())
+        """Every registry (see :meth:`Registry.from_plugin_manager`); a plugin that fails in one hook
+        is left out of all of them."""
+        registries = cls(LayerRegistry(), DataSourceRegistry(), OptimizerRegistry(), DeviceRegistry(), LossRegistry())
         registries.failures = collect(pm, [registries.layers, registries.data_sources, registries.optimizers,
-                                           registries.devices, registries.metrics], strict)
+                                           registries.devices, registries.losses, registries.metrics], strict)
         registries.devices.collect_kernels(pm, strict)
         registries.layers.devices = registries.optimizers.devices = registries.devices
         return registries
@@ -426,7 +436,8 @@ def plugin_infos(pm: PluginManager, registries: Registries) -> list[PluginInfo]:
             continue
         infos.append(PluginInfo(name, plugin_version(pm, name), provided(registries.layers, name),
                                 provided(registries.data_sources, name), provided(registries.optimizers, name),
-                                provided(registries.devices, name), provided(registries.metrics, name)))
+                                provided(registries.devices, name), provided(registries.losses, name),
+                                provided(registries.metrics, name)))
     return infos
 
 

@@ -193,6 +193,16 @@ def resolve_checkpoint(path) -> Path:
     return path
 
 
+
+def inference_checkpoint(path) -> Path:
+    """The checkpoint file ``eval``, ``predict`` and :meth:`Network.load_weights` use for ``path``: a
+    run folder's best.npz (its latest.npz while it has no best.npz), or the file ``path`` itself."""
+    path = Path(path)
+    if path.is_dir() and (path / BEST).exists():
+        return path / BEST
+    return resolve_checkpoint(path)
+
+
 # -- metrics.jsonl ------------------------------------------------------------------------------
 
 def metrics_line(record: dict) -> str:

@@ -7,8 +7,7 @@ import copy
 from .augment import make_augmenter
 from .early_stopping import check_early_stopping
 from .errors import ConfigError, did_you_mean
-from .losses import LOSSES
-from .options import bool_option, choice_option, float_option, int_option, show
+from .options import bool_option, float_option, int_option, show
 from .schedules import check_schedule
 
 TRAIN_DEFAULTS = {
@@ -53,7 +52,7 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
         config["batch_size"] = int_option(config["batch_size"], "batch_size")
         config["seed"] = int_option(config["seed"], "seed", minimum=0)
         config["drop_last"] = bool_option(config["drop_last"], "drop_last")
-        config["loss"] = choice_option(config["loss"], "loss", list(LOSSES))
+        config["loss"] = _loss_option(config["loss"])
     except ConfigError as err:
         err.section = "train"
         raise
@@ -69,12 +68,23 @@ def resolve_train_config(section: dict | None, overrides: dict | None = None) ->
     return config
 
 
+def _loss_option(value):
+    """A loss name or ``{"type": NAME, options...}``, as JSON writes them (the loss registry checks the
+    name and the options when training starts: :func:`~cnnrun.engine.batch_loss.make_loss`)."""
+    if isinstance(value, str) or isinstance(value, dict) and isinstance(value.get("type"), str):
+        return value
+    raise ConfigError(f'loss must be a loss name or {{"type": NAME, options...}}; got loss={show(value)[:60]}',
+                      key="loss")
+
+
 def _set_dotted(config: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
-    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule") or \
+    if not last or parents[:1] and parents[0] not in ("data", "optimizer", "schedule", "loss") or \
             not parents and last not in TRAIN_DEFAULTS:
         raise ConfigError(f"cannot override '{dotted}': use a train key ({', '.join(TRAIN_DEFAULTS)}) "
-                          f"or a key inside data, optimizer or schedule, e.g. optimizer.lr", section="train")
+                          f"or a key inside data, optimizer, schedule or loss, e.g. optimizer.lr", section="train")
+    if parents[:1] == ["loss"] and isinstance(config["loss"], str):  # loss.label_smoothing on "cross_entropy"
+        config["loss"] = {"type": config["loss"]}
     target = config
     for key in parents:
         target = target.setdefault(key, {})

@@ -62,7 +62,7 @@ class Trainer:
         self._check_batches()
         self.optimizer = optimizer or make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
-        self.loss = BatchLoss(net, config["loss"])
+        self.loss = BatchLoss(net, config["loss"], registries.losses)
         self.metrics = make_metrics(config["metrics"], registries.metrics)
         self.schedule = check_schedule(config["schedule"], config["epochs"], base_lr=self.optimizer.lr)
         self.shuffle = np.random.default_rng(config["seed"])
@@ -125,7 +125,7 @@ class Trainer:
         if meta["optimizer"]["type"] != self.config["optimizer"]["type"]:
             raise CnnrunError(f"{source} was trained with optimizer '{meta['optimizer']['type']}', "
                               f"not '{self.config['optimizer']['type']}'")
-        self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.params)
+        self.optimizer.load_state_arrays(checkpoint.optimizer, meta["optimizer"]["step"], self.net.trainable_params)
         self.shuffle.bit_generator.state = meta["rng"]["shuffle"]
         self.augment_rng.bit_generator.state = meta["rng"].get("augment", self.augment_rng.bit_generator.state)
         for name, state in meta["rng"]["layers"].items():
@@ -187,8 +187,8 @@ class Trainer:
             finite = math.isfinite(loss)
             if finite:
                 update(self.metrics, self.net, output, y)
-                self.loss.backward(self.net, grad)
-                self.optimizer.apply(self.net.params, self.net.grads, lr)
+                self.loss.backward(self.net, grad, input_gradient=False)  # skips a frozen backbone
+                self.optimizer.apply(self.net.trainable_params, self.net.grads, lr)  # frozen layers stay
                 total_loss += loss * len(y)
                 correct += batch_correct
                 seen += len(y)

@@ -5,6 +5,7 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -87,7 +88,7 @@ def test_describe_lenet_json():
     assert report["total_macs"] == 416_520
     assert report["layers"][0] == {"name": "conv1", "type": "conv2d", "inputs": ["input"], "output_shape": [6, 28, 28],
                                    "params": 156, "non_trainable_params": 0, "macs": 117_600,
-                                   "block": None, "instance": None}
+                                   "block": None, "instance": None, "trainable": True}
     values = 28 * 28 + sum(math.prod(r["output_shape"]) for r in report["layers"])
     assert report["activation_bytes"] == values * 2 * 4
     assert report["batch_size"] == 2 and report["input_shape"] == [1, 28, 28]
@@ -107,6 +108,18 @@ def test_describe_inputs_and_trainable_counts():
     assert re.search(r"^res\.1\.add +add +res\.1\.bn2, stem_relu +\(8, 16, 16\) +0 +0 +0$", table, re.M)
     assert re.search(r"^stem_bn +batchnorm +stem +\(8, 16, 16\) +16 +16 +0$", table, re.M)
     assert "total parameters: 2,258 trainable, 48 non-trainable" in table
+
+
+def test_describe_counts_frozen_parameters_as_non_trainable(tmp_path):
+    config = json.loads(Path(LENET).read_text())
+    config["layers"][0]["trainable"] = False  # conv1: 156 parameters
+    path = tmp_path / "frozen.json"
+    path.write_text(json.dumps(config))
+    report = json.loads(run("describe", str(path), "--format", "json").output)
+    assert report["layers"][0]["trainable"] is False
+    assert (report["total_params"], report["trainable_params"], report["non_trainable_params"]) == (61_706, 61_550, 156)
+    assert ("total parameters: 61,550 trainable, 156 non-trainable (buffers such as batchnorm's running statistics, "
+            "frozen layers' parameters)") in run("describe", str(path)).output
 
 
 @pytest.mark.parametrize("layer, message", [

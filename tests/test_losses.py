@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cnnrun.engine import Context, ShapeError
-from cnnrun.engine.losses import (KERNELS, LOSSES, cross_entropy, cross_entropy_from_probabilities,
-                                  mse)
+from cnnrun.engine.losses import (KERNELS, LOSSES, binary_cross_entropy, cross_entropy,
+                                  cross_entropy_from_probabilities, l1, mse, smooth_l1)
 from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.activations import Softmax
 
@@ -170,7 +170,8 @@ def test_loss_kernels_count_the_top_1_rows(name):
 
 
 def test_losses_by_name():
-    assert LOSSES == {"cross_entropy": cross_entropy, "mse": mse}
+    assert LOSSES == {"cross_entropy": cross_entropy, "mse": mse, "l1": l1, "smooth_l1": smooth_l1,
+                      "binary_cross_entropy": binary_cross_entropy}
 
 
 @pytest.mark.parametrize("call, message", [

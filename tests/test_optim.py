@@ -188,7 +188,7 @@ def test_load_state_errors(optimizers):
         adam.load_state_arrays({"weight": np.zeros(3)}, 1)
     with pytest.raises(CnnrunError, match="step must be an integer >= 0; got step=-1"):
         adam.load_state_arrays(arrays, -1)
-    with pytest.raises(CnnrunError, match="'fc/weight' is not a parameter of the network"):
+    with pytest.raises(CnnrunError, match="'fc/weight' is not a trainable parameter of the network"):
         adam.load_state_arrays(arrays, 1, {"conv": {"weight": np.zeros(3)}})
     with pytest.raises(CnnrunError, match=r"'fc/weight/exp_avg' has shape \[3\], the parameter \[2, 2\]"):
         adam.load_state_arrays(arrays, 1, {"fc": {"weight": np.zeros((2, 2))}})

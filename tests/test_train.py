@@ -42,12 +42,19 @@ def test_defaults_and_overrides():
     assert resolve_train_config(None) == TRAIN_DEFAULTS
 
 
+def test_loss_options_can_be_overridden():
+    assert resolve_train_config({"loss": "cross_entropy"}, {"loss.label_smoothing": 0.1})["loss"] == {
+        "type": "cross_entropy", "label_smoothing": 0.1}
+    assert resolve_train_config({"loss": {"type": "smooth_l1", "beta": 2}}, {"loss.beta": 0.5})["loss"] == {
+        "type": "smooth_l1", "beta": 0.5}
+
+
 @pytest.mark.parametrize("section, overrides, message", [
     ({"epoch": 3}, None, r"train: unknown key 'epoch' \(did you mean 'epochs'\?\)"),
     ({"epochs": 0}, None, r"train: epochs must be >= 1; got epochs=0"),
     ({"batch_size": "64"}, None, r"train: batch_size must be an integer; got batch_size=\"64\""),
     ({"validation_split": 1.0}, None, r"validation_split must be in \[0.0, 1.0\); got validation_split=1.0"),
-    ({"loss": "hinge"}, None, r"loss must be one of \"cross_entropy\", \"mse\"; got loss=\"hinge\""),
+    ({"loss": 3}, None, r"train: loss must be a loss name or \{\"type\": NAME, options...\}; got loss=3"),
     ({"optimizer": "sgd"}, None, r"optimizer must be a JSON object"),
     (None, {"optimiser.lr": 1}, r"cannot override 'optimiser.lr'"),
 ])

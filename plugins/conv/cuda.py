@@ -95,24 +95,26 @@ def _transpose(ctx, y, w, bias, x, geom):
 def _grads(ctx, x, g, w, geom, grad_w, x_like=None, g_like=None):
     """``grad_w`` = the weight gradient of y = conv(x, w) for the output gradient ``g``; then either
     ``x_like = conv^T(g, w)`` (conv2d's input gradient) or ``g_like = conv(x, w)`` (conv_transpose2d's
-    input gradient, where x is its output gradient and g its input)."""
+    input gradient, where x is its output gradient and g its input); ``grad_w`` None: no weight gradient."""
     if w.shape[1] == 1:
-        o, _, kh, kw = grad_w.shape
-        partial = ctx.workspace("conv.depthwise_parts", (x.shape[0], o, kh, kw), x.dtype)
-        _launch(_depthwise_weight, partial.size)(x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
-        _launch(sum_parts, grad_w.size)(partial.reshape(x.shape[0], grad_w.size), grad_w.reshape(grad_w.size),
-                                         False)
+        if grad_w is not None:
+            o, _, kh, kw = grad_w.shape
+            partial = ctx.workspace("conv.depthwise_parts", (x.shape[0], o, kh, kw), x.dtype)
+            _launch(_depthwise_weight, partial.size)(x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
+            _launch(sum_parts, grad_w.size)(partial.reshape(x.shape[0], grad_w.size), grad_w.reshape(grad_w.size),
+                                             False)
         if x_like is not None:
             _transpose(ctx, g, w, None, x_like, geom)
         else:
             _forward(ctx, x, w, None, g_like, geom)
         return
-    wg, gw = grouped(w, geom.groups), grouped(grad_w, geom.groups)
+    wg = grouped(w, geom.groups)
     for n0, m, col, rows in _chunks(ctx, x, g, geom):
         _launch(_im2col, x.shape[1] * col.shape[1])(x[n0:n0 + m], col, *_args(geom, g))
         _launch(_rows_from, rows.size)(channel_view(g[n0:n0 + m]), rows)
         cols, rows_g = _split(col, geom.groups), _split(rows, geom.groups)
-        matmul(ctx, "conv.weight", rows_g, cols, gw, trans_b=True, accumulate=n0 > 0)
+        if grad_w is not None:
+            matmul(ctx, "conv.weight", rows_g, cols, grouped(grad_w, geom.groups), trans_b=True, accumulate=n0 > 0)
         if x_like is not None:
             matmul(ctx, "conv.transpose", wg, rows_g, cols, trans_a=True)
             _launch(_col2im, x_like[n0:n0 + m].size)(col, None, x_like[n0:n0 + m], *_args(geom, g))

@@ -97,9 +97,11 @@ class _Conv(Layer):
 
     def backward(self, ctx, grad):
         x = ctx.saved.x
+        grads = ctx.grads if ctx.trainable else {}  # frozen: no weight gradients
+        weight_grad = grads.get("weight")
+        weight_grad = None if weight_grad is None else _as2d(weight_grad)
         dx = ctx.kernels.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                                         self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]),
-                                         ctx.grads.get("bias"), self.algorithm)
+                                         self._geometry(x.shape[2:]), weight_grad, grads.get("bias"), self.algorithm)
         return dx.reshape(x.shape)
 
 

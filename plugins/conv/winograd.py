@@ -93,20 +93,21 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw) -> np.ndarray:
 
 def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias) -> np.ndarray:
     """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
-    ``grad_bias`` (``None`` without a bias)."""
+    ``grad_bias`` (each ``None``: not computed)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     bias_grad(grad, grad_bias)
     groups, (top, left) = geom.groups, geom.padding
-    tiles = _tiles(grad.shape[2:])
-    rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
-    partial = ctx.workspace("winograd.du", (numba.get_num_threads(), *_packed_shape(grad.shape[1], x.shape[1],
-                                                                                     groups)), x.dtype)
-    partial.fill(0)
-    launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, rows, v, mm,
-           partial)
-    du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
-    np.sum(partial, axis=0, out=du)
-    launch(_filter_gradient, grad_weight.size, du, grad_weight)
+    if grad_weight is not None:
+        tiles = _tiles(grad.shape[2:])
+        rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
+        partial = ctx.workspace("winograd.du", (numba.get_num_threads(), *_packed_shape(grad.shape[1], x.shape[1],
+                                                                                         groups)), x.dtype)
+        partial.fill(0)
+        launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, rows, v,
+               mm, partial)
+        du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
+        np.sum(partial, axis=0, out=du)
+        launch(_filter_gradient, grad_weight.size, du, grad_weight)
     dx = np.empty(x.shape, x.dtype)
     u = _filter(ctx, "winograd.u.rotated", weight, groups, rotated=True)
     _convolve(ctx, grad, u, np.zeros(x.shape[1], x.dtype), dx, 2 - top, 2 - left)

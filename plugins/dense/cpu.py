@@ -30,7 +30,8 @@ def linear_forward(ctx, x, weight, bias):
 
 
 def linear_backward(ctx, x, grad, weight, grad_weight, grad_bias):
-    """dW = dy^T x into ``grad_weight``, db = sum_n dy into ``grad_bias`` (when given); returns dx = dy W."""
+    """dW = dy^T x into ``grad_weight``, db = sum_n dy into ``grad_bias`` (each when given, not None: a
+    frozen layer's are not); returns dx = dy W."""
     x = np.ascontiguousarray(x)
     grad = np.ascontiguousarray(grad, x.dtype)
     if grad_bias is not None:
@@ -45,6 +46,8 @@ def linear_backward(ctx, x, grad, weight, grad_weight, grad_bias):
     work = x.size * out_features // 8
     launch(_rows_times_rows, work, padded, weight.reshape(-1), _row_starts(out_features, features, padded.shape[1]),
            dx, tile, blocks)
+    if grad_weight is None:
+        return dx
     padded = ctx.workspace("linear.grad_t", (round_up(out_features), round_up(n)), x.dtype)
     padded.fill(0)
     padded[:out_features, :n] = grad.T  # dW = grad^T @ x: columns of grad against the rows of x

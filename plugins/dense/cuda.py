@@ -44,8 +44,9 @@ def linear_forward(ctx, x, weight, bias):
 
 
 def linear_backward(ctx, x, grad, weight, grad_weight, grad_bias):
-    """dW = dy^T x, db = sum_n dy (when ``grad_bias`` is given); returns dx = dy W."""
-    matmul(ctx, "linear.weight", _as_group(grad), _as_group(x), _as_group(grad_weight), trans_a=True)
+    """dW = dy^T x, db = sum_n dy (each when given, not None); returns dx = dy W."""
+    if grad_weight is not None:
+        matmul(ctx, "linear.weight", _as_group(grad), _as_group(x), _as_group(grad_weight), trans_a=True)
     if grad_bias is not None:
         _column_sums[grid(grad.shape[1])](grad, grad_bias)
     dx = cuda.device_array(x.shape, x.dtype)

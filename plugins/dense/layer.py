@@ -49,5 +49,6 @@ class Linear(Layer):
         return ctx.kernels.linear_forward(ctx, x, ctx.params["weight"], ctx.params.get("bias"))
 
     def backward(self, ctx, grad):
-        return ctx.kernels.linear_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], ctx.grads["weight"],
-                                           ctx.grads.get("bias"))
+        grads = ctx.grads if ctx.trainable else {}  # frozen: no weight gradients
+        return ctx.kernels.linear_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], grads.get("weight"),
+                                           grads.get("bias"))

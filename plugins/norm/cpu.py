@@ -47,13 +47,13 @@ def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, mome
 
 def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, grad_bias):
     """dgamma = sum(dy * xhat) and dbeta = sum(dy) into ``grad_weight``/``grad_bias`` (unless
-    ``weight`` is None: gamma = 1); returns dx."""
+    ``weight`` is None: gamma = 1, or they are: a frozen layer); returns dx."""
     n = grad.size // grad.shape[1]
     scale = inv_std if weight is None else weight * inv_std
     dx = np.multiply(grad, xhat)
     dgamma = _channel_sum(dx)
     dbeta = _channel_sum(grad)
-    if weight is not None:
+    if grad_weight is not None:
         grad_weight[...] = dgamma
         grad_bias[...] = dbeta
     if training:

@@ -165,7 +165,7 @@ def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, mome
 
 def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, grad_bias):
     """Parameter gradients into ``grad_weight`` / ``grad_bias`` (none when ``weight`` is None: gamma
-    = 1); returns the input gradient."""
+    = 1; into scratch arrays when they are None: a frozen layer); returns the input gradient."""
     channels = grad.shape[1]
     dgamma = ctx.workspace("dgamma", (channels,), np.float64)
     dbeta = ctx.workspace("dbeta", (channels,), np.float64)
@@ -173,6 +173,8 @@ def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, 
     dx = cuda.device_array(grad.shape, grad.dtype)
     g3, xhat3 = channel_view(grad), channel_view(xhat)
     affine = weight is not None
+    if affine and grad_weight is None:
+        grad_weight, grad_bias = (ctx.workspace(f"frozen_{k}", weight.shape, weight.dtype) for k in ("weight", "bias"))
     weight, grad_weight, grad_bias = (weight, grad_weight, grad_bias) if affine else (dgamma, dgamma, dbeta)
     _gradient_partials[grid(partial.shape[1] * partial.shape[2])](g3, xhat3, partial)
     _finish_gradients[grid(g3.shape[1])](partial, affine, grad_weight, grad_bias, dgamma, dbeta)

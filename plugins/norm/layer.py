@@ -50,7 +50,7 @@ class BatchNorm(Layer):
             buffers["running_var"][...] = 1
 
     def forward(self, ctx, x):
-        batch_statistics = ctx.training or not self.track_running_stats
+        batch_statistics = (ctx.training and ctx.trainable) or not self.track_running_stats  # frozen: eval mode
         if batch_statistics and x.size // x.shape[1] == 1:
             when = "when training" if ctx.training else "without running statistics (track_running_stats false)"
             raise self.error(f"expected more than 1 value per channel {when}; got a batch of shape {x.shape}")
@@ -61,10 +61,9 @@ class BatchNorm(Layer):
         return y
 
     def backward(self, ctx, grad):
-        saved = ctx.saved
+        saved, grads = ctx.saved, ctx.grads if ctx.trainable else {}  # frozen: no weight gradients
         return ctx.kernels.batchnorm_backward(ctx, grad, saved.xhat, saved.inv_std, ctx.params.get("weight"),
-                                              saved.batch_statistics, ctx.grads.get("weight"),
-                                              ctx.grads.get("bias"))
+                                              saved.batch_statistics, grads.get("weight"), grads.get("bias"))
 
     def folds_into(self, producer):
         return producer.affine_output_channels and self.track_running_stats
