@@ -23,7 +23,9 @@ from .train_config import resolve_train_config
 
 def evaluate(net: Network, examples: Examples, loss: str, batch_size: int = 256):
     """``(loss, accuracy, predicted_labels)`` of ``net`` in evaluation mode over ``examples``, on
-    the network's device (the predicted labels come back per batch)."""
+    the network's device (the predicted labels come back per batch), by its inference plan
+    (:meth:`Network.inference`)."""
+    net.inference()
     batch_loss = BatchLoss(net, loss)
     total, predictions = 0.0, []
     for x, y in batches(examples, batch_size):
@@ -68,7 +70,8 @@ class Trained(NamedTuple):
 @explains_missing_plugins("checkpoint")
 def load_for_inference(network, checkpoint, registries: Registries | None = None, device: str = "cpu") -> Trained:
     """The network of a JSON file (or config dict) with the weights of ``checkpoint`` (a file, or a
-    run folder: :func:`inference_checkpoint`), on ``device``, and the checkpoint's meta."""
+    run folder: :func:`inference_checkpoint`), on ``device``, its inference plan compiled
+    (:meth:`Network.inference`), and the checkpoint's meta."""
     registries = registries or default_registries()
     if isinstance(network, dict):
         net, config, base_dir = Network.from_config(network, registry=registries.layers), network, Path(".")
@@ -82,6 +85,7 @@ def load_for_inference(network, checkpoint, registries: Registries | None = None
     path = inference_checkpoint(checkpoint)
     loaded = load_checkpoint(path)
     restore_network(net, loaded, str(path))
+    net.inference()
     return Trained(net, loaded.meta.get("normalization"), config, base_dir, path, loaded.meta)
 
 

@@ -74,6 +74,7 @@ class Network:
                          for node in nodes}
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
+        self._plan = None
         self.initialize(seed)
 
     def _check_memory(self, shapes) -> None:
@@ -127,6 +128,7 @@ class Network:
 
     def initialize(self, seed: int = 0) -> None:
         """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
+        self.params_changed()
         rng = np.random.default_rng(seed)
         for node in self.nodes:
             params = {k: np.zeros(a.shape, self.dtype) for k, a in self.params.get(node.name, {}).items()}
@@ -176,16 +178,24 @@ class Network:
             ctx.backend = backend
         self.backend = backend
         self._forward_done = False
+        self.params_changed()
         return self
 
     def forward(self, x, training: bool = False, timer=None):
         """Run the batch ``x`` of shape ``(N, *input_shape)``; returns the last layer's output (an
         array on the network's device).
 
-        ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs.
-        ``timer(node_name, "forward")``, if given, is a context manager wrapped around each layer.
+        ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs (and
+        drops the inference plan); ``training=False`` runs the plan of :meth:`inference` when there
+        is one. ``timer(node_name, "forward")``, if given, is a context manager wrapped around each
+        layer (each step of a plan).
         """
         x = self._check_input(x)
+        if training:
+            self._plan = None
+        elif self._plan is not None:
+            self._forward_done = False
+            return self._plan(x, timer)
         contract = self._contract.for_batch(x.shape[0])
         values = {INPUT: x}
         for node in self.nodes:
@@ -207,7 +217,8 @@ class Network:
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
         if not self._forward_done:
-            raise CnnrunError("backward() needs a forward() first")
+            raise CnnrunError("backward() needs a forward() first (an inference plan's pass keeps nothing "
+                              "for it)" if self._plan is not None else "backward() needs a forward() first")
         if start is None:
             start, shape = self.nodes[-1].name, self.nodes[-1].output_shape
         else:
@@ -234,6 +245,23 @@ class Network:
         if INPUT in grads:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing
+
+    def inference(self):
+        """Compile (or return the one kept) :class:`~cnnrun.engine.plan.InferencePlan` of the current
+        parameters and buffers: batchnorm folded into copies of the conv/linear parameters, add and
+        relu fused into their output pass. ``forward(x, training=False)`` runs it until
+        :meth:`params_changed` (called by a training pass, :meth:`initialize`, :meth:`to` and when a
+        checkpoint is restored); the network's own parameters stay as they are."""
+        if self._plan is None:
+            from .plan import InferencePlan
+            for ctx in self.contexts.values():
+                ctx.training = False
+            self._plan = InferencePlan(self)
+        return self._plan
+
+    def params_changed(self) -> None:
+        """Drop the inference plan: parameters or buffers were (or may have been) changed in place."""
+        self._plan = None
 
     def _output_shape_of(self, name: str) -> Shape:
         if name == INPUT:
