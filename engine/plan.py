@@ -16,8 +16,9 @@ checkpoint restored, :meth:`~Network.params_changed`), ``forward(x, training=Fal
   at the add's place in the order, so the other input (the residual) is ready.
 
 The result equals the unfused pass up to float32 rounding (folding reorders two multiplications).
-Each layer's output contract (:mod:`.contract`) is checked on the first pass of each batch size;
-the steps' inputs, outputs and parameters are resolved once, so a pass is one loop over the steps.
+Each layer's output contract (:mod:`.contract`) is checked on the first pass of each batch size
+only; the steps' inputs, outputs and parameters are resolved once, so a pass is one loop over the
+steps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+from .contract import MAX_BATCH_SIZES
 from .layer import Context
 
 INPUT = "input"
@@ -67,23 +69,33 @@ class InferencePlan:
         self.output = net.nodes[-1].name
         self._nodes = {node.name: node for node in net.nodes}
         self._checked: set[int] = set()
+        kernels = net.backend.kernels
+        self._epilogue = kernels.epilogue if "epilogue" in kernels else None
 
     def __call__(self, x, timer=None):
         """The network's output for the batch ``x`` (already checked and on the device)."""
+        batch = x.shape[0]
+        first = batch not in self._checked
         values = {INPUT: x}
-        kernels = self.net.backend.kernels
-        epilogue = kernels.epilogue if "epilogue" in kernels else None
         for step in self.steps:
             with timer(step.node.name, "forward") if timer else nullcontext():
                 y = step.node.layer.forward(step.ctx, *(values[i] for i in step.inputs))
                 if step.residual is not None or step.relu:
-                    residual = values[step.residual] if step.residual is not None else None
-                    y = epilogue(y, residual, step.relu) if epilogue else _unfused_epilogue(step.ctx, y, residual,
-                                                                                           step.relu)
+                    y = self._finish(step, y, values[step.residual] if step.residual is not None else None)
             values[step.output] = y
-        if x.shape[0] not in self._checked:
-            self._check(values, x.shape[0])
+        if first:
+            if len(self._checked) >= MAX_BATCH_SIZES:
+                self._checked.clear()
+            self._check(values, batch)
         return values[self.output]
+
+    def _finish(self, step, y, residual):
+        """The step's epilogue: the device's kernel, or the layers' own kernels on a device without one."""
+        if self._epilogue is not None:
+            return self._epilogue(y, residual, step.relu)
+        if residual is not None:
+            y = step.ctx.kernels.add_forward((y, residual))
+        return step.ctx.kernels.relu_forward(y) if step.relu else y
 
     def _check(self, values, batch) -> None:
         contract = self.net._contract.for_batch(batch)
@@ -94,13 +106,6 @@ class InferencePlan:
     def describe(self) -> list[str]:
         """One line per step: ``conv1 + bn1 + relu1`` (what it computes)."""
         return [" + ".join(step.covers) for step in self.steps]
-
-
-def _unfused_epilogue(ctx, y, residual, relu):
-    """The epilogue with the layers' own kernels, on a device without an ``epilogue`` kernel."""
-    if residual is not None:
-        y = ctx.kernels.add_forward((y, residual))
-    return ctx.kernels.relu_forward(y) if relu else y
 
 
 def _steps(net) -> list[Step]:
