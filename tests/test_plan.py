@@ -184,3 +184,15 @@ def test_the_epilogue_adds_and_clips_in_place_and_keeps_nan():
         out = y.copy()
         assert epilogue(out, residual, relu) is out
         np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.cuda
+def test_a_plan_on_a_device_without_an_epilogue_kernel_uses_the_layers_kernels(cuda_backend):
+    """CUDA (the simulator here) has no ``epilogue`` kernel: add and relu run by their own kernels."""
+    cpu = block_network()
+    gpu = block_network().to("cuda")
+    x = np.random.default_rng(5).standard_normal((2, 4, 6, 6), dtype=np.float32)
+    expected = cpu.forward(x)
+    assert "epilogue" not in gpu.backend.kernels
+    assert gpu.inference().describe() == ["c1 + b1 + r1", "c2 + b2 + add + r2", "global_avgpool_1", "flatten_1"]
+    np.testing.assert_allclose(gpu.backend.to_host(gpu.forward(x)), expected, rtol=1e-5, atol=1e-6)
