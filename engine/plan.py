@@ -67,7 +67,6 @@ class InferencePlan:
         self.net = net
         self.steps = _steps(net)
         self.output = net.nodes[-1].name
-        self._nodes = {node.name: node for node in net.nodes}
         self._checked: set[int] = set()
         kernels = net.backend.kernels
         self._epilogue = kernels.epilogue if "epilogue" in kernels else None
@@ -75,18 +74,20 @@ class InferencePlan:
     def __call__(self, x, timer=None):
         """The network's output for the batch ``x`` (already checked and on the device)."""
         batch = x.shape[0]
-        first = batch not in self._checked
+        contract = None if batch in self._checked else self.net._contract.for_batch(batch)
         values = {INPUT: x}
         for step in self.steps:
             with timer(step.node.name, "forward") if timer else nullcontext():
                 y = step.node.layer.forward(step.ctx, *(values[i] for i in step.inputs))
+                if contract is not None:
+                    contract.check_output(step.node, y)
                 if step.residual is not None or step.relu:
                     y = self._finish(step, y, values[step.residual] if step.residual is not None else None)
             values[step.output] = y
-        if first:
+        if contract is not None:
             if len(self._checked) >= MAX_BATCH_SIZES:
                 self._checked.clear()
-            self._check(values, batch)
+            self._checked.add(batch)
         return values[self.output]
 
     def _finish(self, step, y, residual):
@@ -96,12 +97,6 @@ class InferencePlan:
         if residual is not None:
             y = step.ctx.kernels.add_forward((y, residual))
         return step.ctx.kernels.relu_forward(y) if step.relu else y
-
-    def _check(self, values, batch) -> None:
-        contract = self.net._contract.for_batch(batch)
-        for step in self.steps:
-            contract.check_output(self._nodes[step.output], values[step.output])
-        self._checked.add(batch)
 
     def describe(self) -> list[str]:
         """One line per step: ``conv1 + bn1 + relu1`` (what it computes)."""
