@@ -110,7 +110,8 @@ class Layer(Configurable):
       loss kernel ``kernel`` from this layer's output, whose gradient is the one of this layer's
       *input* (softmax + cross-entropy), so back-propagation starts below this layer;
     - ``affine_output_channels``: the output is ``weight[c] . x + bias[c]`` per output channel ``c``
-      (weight axis 0), with a ``bias`` option: a following layer can be folded into it;
+      (weight axis 0), with a ``bias`` option: a following layer can be folded into it (its output
+      must be a fresh array: an inference plan's epilogue writes into it);
     - :meth:`folds_into` / :meth:`fold_parameters`: this layer folds into the layer before it
       (``cnnrun fuse``), e.g. batchnorm into a conv;
     - ``epilogue``: ``"relu"`` (y = max(x, 0)) or ``"add"`` (the sum of its inputs): in inference the
