@@ -215,9 +215,9 @@ def _torch_case(case: Case):
     return step, _fingerprint([y.detach().numpy(), *(leaf.grad.numpy() for leaf in leaves)]), None
 
 
-def _serve(library: str, connection, clock) -> None:
-    """A worker: ``("setup", case)`` -> (fingerprint, work); ``("time", None)`` -> seconds of one step."""
-    make = _cnnrun_case if library == "cnnrun" else _torch_case
+def _serve(make, connection, clock) -> None:
+    """A worker: ``("setup", case)`` -> (fingerprint, work) from ``make(case)``; ``("time", None)`` ->
+    seconds of one step."""
     step = None
     while True:
         command, argument = connection.recv()
@@ -236,13 +236,15 @@ def _serve(library: str, connection, clock) -> None:
 
 
 class Worker:
-    """One library in its own process."""
+    """One library in its own process; ``make(case)`` -> (step, fingerprint, work) sets a case up
+    there (default: this script's cnnrun or PyTorch side)."""
 
-    def __init__(self, library: str, clock=time.perf_counter):
+    def __init__(self, library: str, clock=time.perf_counter, make=None):
         self.library = library
+        make = make or (_cnnrun_case if library == "cnnrun" else _torch_case)
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(library, child, clock), daemon=True)
+        self.process = context.Process(target=_serve, args=(make, child, clock), daemon=True)
         self.process.start()
 
     def ask(self, command, argument=None):

@@ -225,6 +225,7 @@ def restore_network(net, checkpoint: Checkpoint, source="checkpoint") -> None:
             i = int(np.argmax(variance < 0))
             raise CheckpointError(f"{source}: buffer {layer}.running_var holds a negative variance "
                                   f"({float(variance.flat[i])} at index {i}); a variance is >= 0")
+    net.params_changed()
     for tree, theirs in ((net.params, checkpoint.params), (net.buffers, checkpoint.buffers)):
         for layer, named in theirs.items():
             for name, array in named.items():

@@ -122,6 +122,7 @@ def predict(net, x, *, batch_size: int = 256, probabilities: bool | None = None)
         name = loss.get("type") if isinstance(loss, dict) else loss  # {"type": ..., options}
         probabilities = len(net.output_shape) == 1 and name == "cross_entropy"
     check_batch_fits(net, min(batch_size, len(x)), "predict", training=False)
+    net.inference()
     with np.errstate(over="ignore", invalid="ignore"):
         outputs = [net.backend.to_host(net.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
         output = np.concatenate(outputs).astype(np.float64)

@@ -9,10 +9,10 @@ Training the fused network is not the same as training the original (the folded 
 from __future__ import annotations
 
 import copy
-from collections import Counter
 
 from .checkpoint import Checkpoint, restore_network
 from .network import Network
+from .plan import foldable_pairs
 
 
 def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
@@ -45,19 +45,6 @@ def fuse_network(config: dict, checkpoint: Checkpoint, registry=None,
     fused = Checkpoint(params, buffers, {}, meta)
     restore_network(Network.from_config(new_config, registry=registry), fused, "the fused checkpoint")
     return new_config, fused, pairs
-
-
-def foldable_pairs(net: Network) -> list[tuple[str, str]]:
-    """``(layer, folded layer)`` for every one-input layer that :meth:`~Layer.folds_into` its input
-    layer, when nothing else reads that layer."""
-    readers = Counter(source for node in net.nodes for source in node.inputs)
-    by_name = {node.name: node for node in net.nodes}
-    pairs = []
-    for node in net.nodes:
-        source = by_name.get(node.inputs[0]) if len(node.inputs) == 1 else None  # None: the network input
-        if source is not None and readers[source.name] == 1 and node.layer.folds_into(source.layer):
-            pairs.append((source.name, node.name))
-    return pairs
 
 
 def _rewired_layers(layers: list, net: Network, folded_into: dict[str, str]) -> list:

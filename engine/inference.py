@@ -48,7 +48,8 @@ class Trained(NamedTuple):
 @explains_missing_plugins("checkpoint")
 def load_for_inference(network, checkpoint, registries: Registries | None = None, device: str = "cpu") -> Trained:
     """The network of a JSON file (or config dict) with the weights of ``checkpoint`` (a file, or a
-    run folder: :func:`inference_checkpoint`), on ``device``, and the checkpoint's meta."""
+    run folder: :func:`inference_checkpoint`), on ``device``, its inference plan compiled
+    (:meth:`Network.inference`), and the checkpoint's meta."""
     registries = registries or default_registries()
     if isinstance(network, dict):
         net, config, base_dir = Network.from_config(network, registry=registries.layers), network, Path(".")
@@ -62,6 +63,7 @@ def load_for_inference(network, checkpoint, registries: Registries | None = None
     path = inference_checkpoint(checkpoint)
     loaded = load_checkpoint(path)
     restore_network(net, loaded, str(path))
+    net.inference()
     return Trained(net, loaded.meta.get("normalization"), config, base_dir, path, loaded.meta)
 
 

@@ -39,6 +39,8 @@ def launch(kernel, work, *args):
     if work >= PARALLEL_MIN_WORK:
         return kernel(*args)
     threads = numba.get_num_threads()
+    if threads == 1:
+        return kernel(*args)
     numba.set_num_threads(1)
     try:
         return kernel(*args)

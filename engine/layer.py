@@ -34,6 +34,8 @@ class Context:
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
+    - ``frozen``: True when ``params`` never change (an inference plan's copies, :mod:`.plan`);
+      ``derived(key, make)`` then keeps what a kernel derives from them (a transformed filter).
     """
 
     def __init__(self, params=None, grads=None, buffers=None, *, backend, rng=None):
@@ -47,6 +49,8 @@ class Context:
         self.trainable = True
         self.saved = SimpleNamespace()
         self._workspaces: dict[str, np.ndarray] = {}
+        self.frozen = False
+        self._derived: dict[str, Any] = {}
 
     @property
     def backend(self):
@@ -58,6 +62,7 @@ class Context:
         self._backend = backend
         self.kernels = backend.kernels
         self._workspaces.clear()
+        self._derived.clear()
 
     @property
     def device(self) -> str:
@@ -72,6 +77,15 @@ class Context:
             array = self._backend.empty(shape, dtype)
             self._workspaces[key] = array
         return array
+
+    def derived(self, key: str, make):
+        """``make()``, computed once and kept when the context is ``frozen``, else each call."""
+        if not self.frozen:
+            return make()
+        value = self._derived.get(key)
+        if value is None:
+            value = self._derived[key] = make()
+        return value
 
 
 class Layer(Configurable):
@@ -99,9 +113,13 @@ class Layer(Configurable):
       loss kernel ``kernel`` from this layer's output, whose gradient is the one of this layer's
       *input* (softmax + cross-entropy), so back-propagation starts below this layer;
     - ``affine_output_channels``: the output is ``weight[c] . x + bias[c]`` per output channel ``c``
-      (weight axis 0), with a ``bias`` option: a following layer can be folded into it;
+      (weight axis 0), with a ``bias`` option: a following layer can be folded into it (its output
+      must be a fresh array: an inference plan's epilogue writes into it);
     - :meth:`folds_into` / :meth:`fold_parameters`: this layer folds into the layer before it
-      (``cnnrun fuse``), e.g. batchnorm into a conv.
+      (``cnnrun fuse``), e.g. batchnorm into a conv;
+    - ``epilogue``: ``"relu"`` (y = max(x, 0)) or ``"add"`` (the sum of its inputs): in inference the
+      layer may run inside the output pass of the ``affine_output_channels`` layer that feeds it
+      (:mod:`cnnrun.engine.plan`), so it must compute exactly that.
     """
 
     reserved_keys = RESERVED_KEYS
@@ -110,6 +128,7 @@ class Layer(Configurable):
     kernels: ClassVar[tuple[str, ...] | None] = None
     fused_loss: ClassVar[dict[str, str]] = {}
     affine_output_channels: ClassVar[bool] = False
+    epilogue: ClassVar[str | None] = None
 
     def __init__(self, name: str):
         self.name = name

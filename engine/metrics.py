@@ -125,7 +125,9 @@ def _make_metric(spec, index: int, registry) -> Metric:
 
 def measure(net, batch_loss, examples: Examples, batch_size: int, metrics: list[Metric] = ()) -> dict:
     """``{"loss", "accuracy", <metric name>: value, ...}`` of ``net`` in evaluation mode over
-    ``examples``, on the network's device (outputs come to the host only when there are metrics)."""
+    ``examples``, on the network's device (outputs come to the host only when there are metrics), by
+    its inference plan (:meth:`~cnnrun.engine.network.Network.inference`)."""
+    net.inference()
     for metric in metrics:
         metric.reset()
     total = correct = 0.0

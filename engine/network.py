@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .blocks import PART_OF, expand_blocks, strip_comments
+from .blocks import expand_blocks
 from .checkpoint import restore_network
 from .contract import Contract
 from .errors import CnnrunError, ConfigError, ShapeError, did_you_mean
-from .files import FileProblem, regular_file
-from .layer import RESERVED_KEYS, Context, Layer, Shape
+from .layer import Context, Shape
 from .memory import check_fits
+from .network_file import INPUT, Node, build_nodes, config_input_shape, read_network_file
 from .options import show
 from .state import (layer_names, load_state_dict, load_weights, read_saved_network, save_network, set_trainable,
                     state_dict, untrained)
 
-INPUT = "input"
 TOP_LEVEL_KEYS = ("name", "input", "blocks", "layers", "train")
 DTYPES = ("float32", "float64")
-
-
-@dataclass
-class Node:
-    """One layer of a network, the names of the nodes it reads, and its output shape (no batch)."""
-
-    name: str
-    layer: Layer
-    inputs: tuple[str, ...]
-    input_shapes: tuple[Shape, ...]
-    output_shape: Shape
-    part_of: dict | None = None  # {"block": name, "instance": name} for a layer of a block instance
-    trainable: bool = True  # False: parameters frozen ("trainable": false, Network.freeze)
 
 
 class Network:
@@ -81,6 +65,7 @@ class Network:
             self.contexts[node.name].trainable = node.trainable
         self._contract = Contract(nodes, self.dtype, self.params)
         self._forward_done = False
+        self._plan = None
         self.initialize(seed)
 
     def _check_memory(self, shapes) -> None:
@@ -126,16 +111,17 @@ class Network:
         name = config.get("name", "network")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string; got name={show(name)}", key="name")
-        input_shape = _input_shape(config)
+        input_shape = config_input_shape(config)
         layers = config.get("layers")
         if not isinstance(layers, list) or not layers:
             raise ConfigError(f"'layers' must be a non-empty list of layer objects; got layers={show(layers)[:60]}",
                               key="layers")
-        return cls(name, input_shape, _build_nodes(layers, input_shape, registry),
+        return cls(name, input_shape, build_nodes(layers, input_shape, registry),
                    dtype=dtype, config=config, devices=getattr(registry, "devices", None), seed=seed)
 
     def initialize(self, seed: int = 0) -> None:
         """(Re)initialize every parameter and buffer with PyTorch's default scheme, from ``seed``."""
+        self.params_changed()
         rng = np.random.default_rng(seed)
         for node in self.nodes:
             params = {k: np.zeros(a.shape, self.dtype) for k, a in self.params.get(node.name, {}).items()}
@@ -185,6 +171,7 @@ class Network:
             ctx.backend = backend
         self.backend = backend
         self._forward_done = False
+        self.params_changed()
         return self
 
     def forward(self, x, training: bool = False, timer=None, *, outputs=None):
@@ -192,12 +179,19 @@ class Network:
         array on the network's device), or with ``outputs`` (layer names) ``{name: output}`` of
         those layers, running the layers up to the last of them only (a feature extractor).
 
-        ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs.
-        ``timer(node_name, "forward")``, if given, is a context manager wrapped around each layer.
+        ``training=True`` uses batch statistics and dropout and keeps what ``backward`` needs (and
+        drops the inference plan); ``training=False`` runs the plan of :meth:`inference` when there
+        is one. ``timer(node_name, "forward")``, if given, is a context manager wrapped around each
+        layer (each step of a plan).
         """
         x = self._check_input(x)
         wanted = None if outputs is None else layer_names(self, outputs, "forward(outputs=...)")
         last = self.nodes[-1].name if not wanted else max(wanted, key=[n.name for n in self.nodes].index)
+        if training:
+            self._plan = None
+        elif self._plan is not None and wanted is None:
+            self._forward_done = False
+            return self._plan(x, timer)
         contract = self._contract.for_batch(x.shape[0])
         values = {INPUT: x}
         for node in self.nodes:
@@ -222,7 +216,8 @@ class Network:
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
         if not self._forward_done:
-            raise CnnrunError("backward() needs a forward() first")
+            raise CnnrunError("backward() needs a forward() first (an inference plan's pass keeps nothing "
+                              "for it)" if self._plan is not None else "backward() needs a forward() first")
         if start is None:
             start, shape = self.nodes[-1].name, self.nodes[-1].output_shape
         else:
@@ -252,6 +247,23 @@ class Network:
         if INPUT in grads:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing
+
+    def inference(self):
+        """Compile (or return the one kept) :class:`~cnnrun.engine.plan.InferencePlan` of the current
+        parameters and buffers: batchnorm folded into copies of the conv/linear parameters, add and
+        relu fused into their output pass. ``forward(x, training=False)`` runs it until
+        :meth:`params_changed` (called by a training pass, :meth:`initialize`, :meth:`to` and when a
+        checkpoint is restored); the network's own parameters stay as they are."""
+        if self._plan is None:
+            from .plan import InferencePlan
+            for ctx in self.contexts.values():
+                ctx.training = False
+            self._plan = InferencePlan(self)
+        return self._plan
+
+    def params_changed(self) -> None:
+        """Drop the inference plan: parameters or buffers were (or may have been) changed in place."""
+        self._plan = None
 
     def _output_shape_of(self, name: str) -> Shape:
         if name == INPUT:
@@ -357,149 +369,3 @@ class Network:
 
     def __repr__(self) -> str:
         return f"Network({self.name!r}, input_shape={self.input_shape}, layers={len(self.nodes)})"
-
-
-def read_network_file(path) -> dict:
-    """The parsed JSON of a network file, ``//`` comments allowed: a file that is not UTF-8 JSON (or
-    not a regular file) is a :class:`ConfigError` naming it."""
-    path = Path(path)
-    try:
-        text = regular_file(path).read_bytes().decode("utf-8")
-    except FileProblem as exc:
-        raise ConfigError(exc.reason, file=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"not UTF-8 text: invalid byte 0x{exc.object[exc.start]:02x} at line {line} "
-                          f"(byte {exc.start})", file=str(path)) from None
-    try:
-        return json.loads(strip_comments(text))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                          file=str(path)) from None
-    except RecursionError:
-        raise ConfigError("invalid JSON: arrays or objects nested too deeply", file=str(path)) from None
-
-
-def _input_shape(config: dict) -> Shape:
-    spec = config.get("input")
-    if not isinstance(spec, dict) or "shape" not in spec:
-        raise ConfigError('missing "input": {"shape": [C, H, W]} (or [C, L] for 1-D data)', key="input")
-    for key in spec:
-        if key != "shape":
-            raise ConfigError(f"unknown key 'input.{key}'; input accepts: shape", key="input")
-    shape = spec["shape"]
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
-        raise ConfigError(f"input.shape must be a list of 1 to 3 positive integers, [C, H, W] or [C, L] "
-                          f"(no batch); got input.shape={show(shape)}", key="input")
-    return tuple(shape)
-
-
-def _build_nodes(layers: list, input_shape: Shape, registry) -> list[Node]:
-    explicit = [entry.get("name") for entry in layers if isinstance(entry, dict)]
-    taken = {n for n in explicit if isinstance(n, str)}
-    counters: dict[str, int] = {}
-    shapes: dict[str, Shape] = {INPUT: input_shape}
-    defined_later = set(taken)
-    nodes: list[Node] = []
-    for index, entry in enumerate(layers):
-        part_of = _part_of(entry, index)
-        try:
-            nodes.append(_build_node(entry, index, registry, taken, counters, shapes, defined_later, nodes))
-        except ConfigError as err:
-            if part_of and err.block is None:  # name the block, the instance and the layer inside it
-                err.block = f"block '{part_of['block']}' (instance '{part_of['instance']}')"
-                prefix = part_of["instance"] + "."
-                err.layer = err.layer[len(prefix):] if str(err.layer).startswith(prefix) else err.layer
-            raise
-        nodes[-1].part_of = part_of
-    return nodes
-
-
-def _part_of(entry, index: int) -> dict | None:
-    part_of = entry.get(PART_OF) if isinstance(entry, dict) else None
-    if part_of is not None and not (isinstance(part_of, dict) and set(part_of) == {"block", "instance"}
-                                    and all(isinstance(v, str) for v in part_of.values())):
-        raise ConfigError(f'{PART_OF} must be {{"block": NAME, "instance": NAME}} (written by block expansion); '
-                          f"got {show(part_of)[:60]}", layer=f"layers[{index}]", key=PART_OF)
-    return part_of
-
-
-def _build_node(entry, index, registry, taken, counters, shapes, defined_later, nodes) -> Node:
-    where = f"layers[{index}]"
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where} must be a JSON object; got {show(entry)[:60]}")
-    type_name = entry.get("type")
-    label = entry.get("name") if isinstance(entry.get("name"), str) else where
-    if "type" not in entry:
-        raise ConfigError("missing required key 'type'", layer=label, key="type")
-    try:
-        layer_class = registry.get(type_name)
-    except ConfigError as err:
-        err.layer = label
-        raise
-    name = _node_name(entry, type_name, taken, counters, shapes, label)
-    defined_later.discard(name)
-    inputs = _node_inputs(entry, name, type_name, nodes, shapes, defined_later)
-    options = {k: v for k, v in entry.items() if k not in RESERVED_KEYS and k != PART_OF}
-    layer = layer_class.from_config(name, options)
-    n = len(inputs)
-    if n < layer.min_inputs or (layer.max_inputs is not None and n > layer.max_inputs):
-        wanted = (f"{layer.min_inputs}" if layer.min_inputs == layer.max_inputs else
-                  f"at least {layer.min_inputs}" if layer.max_inputs is None else
-                  f"{layer.min_inputs} to {layer.max_inputs}")
-        raise layer.error(f"takes {wanted} input(s); got inputs={show(list(inputs))}", key="inputs")
-    input_shapes = tuple(shapes[i] for i in inputs)
-    output_shape = tuple(int(s) for s in layer.output_shape(*input_shapes))
-    if not output_shape or any(s <= 0 for s in output_shape):
-        raise layer.error(f"output shape {output_shape} is empty for input shape(s) "
-                          f"{', '.join(map(str, input_shapes))}")
-    shapes[name] = output_shape
-    trainable = entry.get("trainable", True)
-    if not isinstance(trainable, bool):
-        raise layer.error(f"trainable must be true or false; got trainable={show(trainable)}", key="trainable")
-    return Node(name, layer, inputs, input_shapes, output_shape, trainable=trainable)
-
-
-def _node_name(entry, type_name, taken, counters, shapes, label) -> str:
-    if "name" in entry:
-        name = entry["name"]
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"name must be a non-empty string; got name={show(name)}", layer=label,
-                              layer_type=type_name, key="name")
-        if name == INPUT:
-            raise ConfigError(f"the name '{INPUT}' is reserved for the network input", layer=name,
-                              layer_type=type_name, key="name")
-        if name in shapes:
-            raise ConfigError(f"name '{name}' is used by an earlier layer", layer=name,
-                              layer_type=type_name, key="name")
-        return name
-    while True:
-        counters[type_name] = counters.get(type_name, 0) + 1
-        name = f"{type_name}_{counters[type_name]}"
-        if name not in taken:
-            taken.add(name)
-            return name
-
-
-def _node_inputs(entry, name, type_name, nodes, shapes, defined_later) -> tuple[str, ...]:
-    if "inputs" not in entry:
-        return (nodes[-1].name if nodes else INPUT,)
-    inputs = entry["inputs"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise ConfigError(f"inputs must be a list of earlier layer names or \"input\"; got inputs={show(inputs)}",
-                          layer=name, layer_type=type_name, key="inputs")
-    for source in inputs:
-        if source in shapes:
-            continue
-        if source == name or source in defined_later:
-            raise ConfigError(f"inputs names '{source}', which is not an earlier layer (a layer can only "
-                              f"read layers above it)", layer=name, layer_type=type_name, key="inputs")
-        hint = did_you_mean(source, list(shapes))
-        raise ConfigError(f"inputs names '{source}', which is no layer{hint}", layer=name,
-                          layer_type=type_name, key="inputs")
-    return tuple(inputs)

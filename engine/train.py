@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .callbacks import Callback, check_callbacks
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, restore_network, save_checkpoint
 from .early_stopping import score
 from .errors import ConfigError
 from .files import WriteError, copy_file, write_text

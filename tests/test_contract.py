@@ -104,10 +104,13 @@ def test_a_correct_layer_passes(broken_registry):
                      "its output; expected shape (2, 2, 3) (its output_shape) and dtype float32"),
     ("output_type", "layer 'b1' (broken): forward returned list as its output; expected shape (2, 2, 3)"),
 ])
-def test_forward_output_is_checked(broken_registry, bug, message):
+@pytest.mark.parametrize("plan", [False, True])
+def test_forward_output_is_checked(broken_registry, bug, message, plan):
     net = network(broken_registry, bug)
+    if plan:  # an inference plan checks its first pass of each batch size
+        net.inference()
     with pytest.raises(LayerContractError, match=re.escape(message)):
-        net.forward(X, training=True)
+        net.forward(X, training=not plan)
 
 
 @pytest.mark.parametrize("bug, message", [

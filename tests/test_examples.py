@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from cnnrun.cli.main import cli
 
 from cnnrun.cli.train import summary
+from cnnrun.engine import Network
 from cnnrun.engine.progress import summary_line
 from cnnrun.engine.train import train
 
@@ -102,3 +103,25 @@ def test_resnet20_trains_a_step_on_cifar_format_files(tmp_path):
     assert record["epoch"] == 1 and record["lr"] == 0.1 and np.isfinite(record["train_loss"])
     assert record["val_loss"] is not None  # validation: "test", test_batch.bin
     assert result.network.parameter_count() == 272_474
+
+
+MOBILENET = "examples/mobilenet_v1.json"
+
+
+def test_mobilenet_v1_is_the_half_width_128_network_and_runs():
+    """Howard et al. 2017, width 0.5 at 128x128: a stride-2 stem, 13 depthwise-separable blocks
+    (depthwise 3x3 + batchnorm + relu, pointwise 1x1 + batchnorm + relu), pooling, a 1000-way linear."""
+    report = json.loads(CliRunner().invoke(cli, ["describe", MOBILENET, "--format", "json"]).output)
+    layers = report["layers"]
+    depthwise = [r for r in layers if r["type"] == "conv2d" and r["name"].endswith(".dw")]
+    assert len(depthwise) == 13 and sum(r["type"] == "batchnorm" for r in layers) == 27
+    assert [r["output_shape"] for r in layers if r["name"] == "block.13.pw_relu"] == [[512, 4, 4]]
+    channels = [16, 32, 64, 64, 128, 128, *[256] * 6, 512, 512]
+    separable = sum(9 * c + c * o + 2 * (c + o) for c, o in zip(channels[:-1], channels[1:]))
+    assert report["total_params"] == 27 * 16 + 2 * 16 + separable + 512 * 1000 + 1000 == 1_331_592
+    net = Network.from_json(MOBILENET)
+    x = np.random.default_rng(0).standard_normal((2, 3, 128, 128), dtype=np.float32)
+    expected = net.forward(x).copy()
+    net.inference()
+    np.testing.assert_allclose(net.forward(x), expected, rtol=1e-5, atol=1e-5)
+    assert expected.shape == (2, 1000) and np.isfinite(expected).all()

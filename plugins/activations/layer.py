@@ -14,6 +14,7 @@ class ReLU(Layer):
 
     type_name = "relu"
     kernels = ("relu_forward", "relu_backward")
+    epilogue = "relu"
 
     def forward(self, ctx, x):
         ctx.saved.x = x

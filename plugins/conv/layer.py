@@ -44,6 +44,7 @@ class _Conv(Layer):
         if self.algorithm == "direct" and self.stride != (1,) * n:
             raise self.error(f"direct needs stride 1; got stride={show(stride)} (use \"im2col\" or \"auto\")",
                              key="algorithm")
+        self._by_input_shape: dict = {}  # input shape -> (output shape, Geometry), see _resolved
 
     # -- shapes ------------------------------------------------------------------------------------
     def pads(self, size) -> tuple[tuple[int, int], ...]:
@@ -87,11 +88,20 @@ class _Conv(Layer):
                             self.groups, (0, *after))
         return Geometry(self.kernel_size, self.stride, before, self.dilation, self.groups, after)
 
+    def _resolved(self, input_shape):
+        """``(output shape, Geometry)`` for ``input_shape`` (no batch), computed once per shape: no
+        per-call shape arithmetic."""
+        found = self._by_input_shape.get(input_shape)
+        if found is None:
+            found = self._by_input_shape[input_shape] = (self.output_shape(input_shape),
+                                                         self._geometry(input_shape[1:]))
+        return found
+
     def forward(self, ctx, x):
         ctx.saved.x = x
-        out = self.output_shape(x.shape[1:])
+        out, geom = self._resolved(x.shape[1:])
         y = ctx.kernels.conv2d_forward(ctx, _as2d(x), _as2d(ctx.params["weight"]), ctx.params.get("bias"),
-                                       self._geometry(x.shape[2:]), (1, *out[1:])[-2:],  # (OH, OW); conv1d (1, L)
+                                       geom, (1, *out[1:])[-2:],  # (OH, OW); conv1d (1, L)
                                        self.algorithm)
         return y.reshape(x.shape[0], *out)
 
@@ -101,7 +111,7 @@ class _Conv(Layer):
         weight_grad = grads.get("weight")
         weight_grad = None if weight_grad is None else _as2d(weight_grad)
         dx = ctx.kernels.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                                         self._geometry(x.shape[2:]), weight_grad, grads.get("bias"), self.algorithm)
+                                         self._resolved(x.shape[1:])[1], weight_grad, grads.get("bias"), self.algorithm)
         return dx.reshape(x.shape)
 
 

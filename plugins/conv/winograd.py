@@ -127,7 +127,12 @@ def _packed_shape(rows: int, cols: int, groups: int) -> tuple[int, int, int, int
 
 def _filter(ctx, key, weight, groups, rotated):
     """U = G g G^T of every filter, ``(16, G, O/G, C/G)`` zero-padded to multiples of 4 (rotated:
-    of the rotated filters, ``(16, G, C/G, O/G)``), in the workspace ``key``."""
+    of the rotated filters, ``(16, G, C/G, O/G)``), in the workspace ``key``; computed once for a
+    frozen context (an inference plan's)."""
+    return ctx.derived(key, lambda: _transformed(ctx, key, weight, groups, rotated))
+
+
+def _transformed(ctx, key, weight, groups, rotated):
     o, cg = weight.shape[:2]
     shape = _packed_shape(cg * groups, o, groups) if rotated else _packed_shape(o, cg * groups, groups)
     u = ctx.workspace(key, shape, weight.dtype)

@@ -1,9 +1,15 @@
 """CPU kernels of the merge layers (NumPy): broadcasting element-wise operations, the sum of a
-gradient over broadcast axes, and channel concatenation."""
+gradient over broadcast axes, and channel concatenation; and the inference plans' epilogue (Numba)."""
 
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
+
+from cnnrun.engine.jit import cpu_kernel, launch
+
+EPILOGUE_CHUNK = 1 << 14
+"""The epilogue's threads take runs of this many values."""
 
 OPERATIONS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
 
@@ -51,5 +57,26 @@ def concat_backward(grad, channels):
     return tuple(np.ascontiguousarray(g) for g in np.split(grad, np.cumsum(channels[:-1]), axis=1))
 
 
-KERNELS = {"add_forward": add_forward, "elementwise": elementwise, "sum_to_shape": sum_to_shape,
+def epilogue(y, residual, relu: bool):
+    """``y = relu(y + residual)`` in place, in one pass (``residual`` None: no sum; ``relu`` False:
+    no relu); returns y. An inference plan's post-op after a conv or linear (:mod:`cnnrun.engine.plan`).
+    PyTorch: ``torch.relu_(y.add_(residual))``."""
+    y = np.ascontiguousarray(y)
+    flat = y.reshape(-1)
+    other = flat if residual is None else np.ascontiguousarray(residual, y.dtype).reshape(-1)
+    launch(_epilogue, flat.size, flat, other, residual is not None, relu)
+    return y
+
+
+@cpu_kernel
+def _epilogue(y, residual, add, relu):
+    """y[i] = max(y[i] + residual[i], 0), the sum when ``add``, the max when ``relu`` (NaN stays NaN)."""
+    size = y.size
+    for chunk in prange((size + EPILOGUE_CHUNK - 1) // EPILOGUE_CHUNK):
+        for i in range(chunk * EPILOGUE_CHUNK, min(size, (chunk + 1) * EPILOGUE_CHUNK)):
+            value = y[i] + residual[i] if add else y[i]
+            y[i] = 0 if relu and value < 0 else value
+
+
+KERNELS = {"epilogue": epilogue, "add_forward": add_forward, "elementwise": elementwise, "sum_to_shape": sum_to_shape,
            "concat_forward": concat_forward, "concat_backward": concat_backward}

@@ -55,6 +55,7 @@ class Add(_Elementwise):
     type_name = "add"
     op = "add"
     kernels = ("add_forward", "elementwise", "sum_to_shape")
+    epilogue = "add"
 
     def forward(self, ctx, *inputs):
         if any(x.shape != inputs[0].shape for x in inputs):
