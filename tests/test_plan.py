@@ -7,7 +7,6 @@ import pytest
 
 from cnnrun.engine import Network
 from cnnrun.engine.checkpoint import Checkpoint, network_state, restore_network
-from cnnrun.engine.inference import evaluate
 from cnnrun.engine.data import Examples
 from cnnrun.plugins.merge.cpu import epilogue
 
@@ -169,7 +168,7 @@ def test_evaluate_runs_the_plan():
     examples = Examples(np.random.default_rng(2).standard_normal((5, 4, 6, 6), dtype=np.float32),
                         np.array([0, 1, 2, 3, 0]))
     expected = net.forward(examples.x)
-    evaluate(net, examples, "cross_entropy", batch_size=2)
+    net.evaluate(examples.x, examples.y, batch_size=2)
     assert net._plan is not None
     np.testing.assert_allclose(net.forward(examples.x), expected, rtol=1e-5, atol=1e-6)
 
