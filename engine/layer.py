@@ -32,6 +32,8 @@ class Context:
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
+    - ``comm``: the ranks of a data-parallel run (:class:`cnnrun.engine.distributed.MpiComm`; its
+      ``sum(array)`` sums a float64 array over them), or None in one process.
     """
 
     def __init__(self, params=None, grads=None, buffers=None, *, backend, rng=None):
@@ -44,6 +46,7 @@ class Context:
         self.training = False
         self.saved = SimpleNamespace()
         self._workspaces: dict[str, np.ndarray] = {}
+        self.comm = None
 
     @property
     def backend(self):

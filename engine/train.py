@@ -20,10 +20,10 @@ from .batch_loss import BatchLoss
 from .checkpoint import (Checkpoint, check_resumable, load_checkpoint, network_state,
                          non_finite_arrays, restore_network, save_checkpoint)
 from .data import batches, prepare_data
+from .distributed import OneProcess, world
 from .early_stopping import EarlyStopping, best_scored_by, score
 from .errors import CnnrunError, ConfigError
 from .files import WriteError, copy_file, write_text
-from .inference import evaluate
 from .memory import check_batch_fits
 from .network import Network, read_network_file
 from .optim import make_optimizer
@@ -63,8 +63,10 @@ class Trainer:
     """
 
     def __init__(self, net: Network, config: dict, *, run_dir: Path | None = None, base_dir: Path = Path("."),
-                 registries: Registries | None = None, reporter: Reporter | None = None):
+                 registries: Registries | None = None, reporter: Reporter | None = None,
+                 comm: OneProcess | None = None):
         self.net = net
+        self.comm = comm or OneProcess()  # the ranks of a data-parallel run (engine/distributed.py)
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.reporter = reporter or Reporter()
@@ -79,6 +81,7 @@ class Trainer:
             validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
         self._check_batches()
+        self.comm.attach(self)
         self.optimizer = make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"])
@@ -194,10 +197,12 @@ class Trainer:
         n_batches = (len(self.train_data) // batch_size if drop_last
                      else math.ceil(len(self.train_data) / batch_size))
         self.reporter.epoch_start(epoch, epochs, n_batches)
+        self.comm.seed_streams(self, epoch)
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
         wait = DataWait()
-        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle), wait=wait), 1):
+        shards = batches(self.train_data, batch_size, self.shuffle, shard=self.comm.shard)
+        for index, (x, y) in enumerate(prefetched(shards, wait=wait), 1):
             if index > n_batches:
                 break  # drop_last: the smaller last batch
             x = self.augmenter(x, self.augment_rng)
@@ -205,7 +210,9 @@ class Trainer:
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
                 raise self._stopped(f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g})")
-            self.loss.backward(self.net, grad)
+            global_batch = min(batch_size, len(self.train_data) - (index - 1) * batch_size)
+            self.loss.backward(self.net, self.comm.weight_gradient(grad, len(y), global_batch))
+            self.comm.sum_gradients(self.net)
             self.optimizer.apply(self.net.params, self.net.grads, lr)
             total_loss += loss * len(y)
             correct += batch_correct
@@ -213,7 +220,8 @@ class Trainer:
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
         self.data_wait = wait.seconds  # for the reporter: the summary shows the share
-        val_loss, val_accuracy = (evaluate(self.net, self.validation, self.config["loss"], batch_size)[:2]
+        total_loss, correct, seen = self.comm.sum_values(total_loss, correct, seen)
+        val_loss, val_accuracy = (self.comm.evaluate(self.net, self.validation, self.config["loss"], batch_size)
                                   if self.validation is not None else (None, None))
         if val_loss is not None and not math.isfinite(val_loss):
             raise self._stopped(f"the validation loss became {val_loss} after epoch {epoch} (lr {lr:g})")
@@ -238,13 +246,16 @@ class Trainer:
                 self.stopper.state = previous_stop
             raise self._stopped(f"epoch {record['epoch']} left non-finite values in {', '.join(bad[:3])} "
                                 f"(lr {record['lr']:g})")
-        self._write_checkpoints(checkpoint, checkpoint if improved else None)
+        if self.comm.is_root:
+            self._write_checkpoints(checkpoint, checkpoint if improved else None)
         self.last_record = record
         self.history.append(record)
-        write_metrics(self.run_dir / METRICS, self.history)
+        if self.comm.is_root:
+            write_metrics(self.run_dir / METRICS, self.history)
 
     def _stopped(self, reason: str) -> TrainingStopped:
-        return TrainingStopped(f"{reason}; training stopped. {last_good(self.run_dir)}; try a lower learning rate")
+        saved = last_good(self.run_dir) if self.run_dir is not None else "Rank 0 holds the last good checkpoint"
+        return TrainingStopped(f"{reason}; training stopped. {saved}; try a lower learning rate")
 
 
 def early_stopper(config: dict, validation) -> EarlyStopping | None:
@@ -258,9 +269,9 @@ def early_stopper(config: dict, validation) -> EarlyStopping | None:
     return EarlyStopping(config["early_stopping"])
 
 
-@explains_missing_plugins("resume")
 def train(network, *, overrides: dict | None = None, out=None, resume=None, force: bool = False,
-          reporter: Reporter | None = None, registries: Registries | None = None, device: str = "cpu") -> TrainResult:
+          reporter: Reporter | None = None, registries: Registries | None = None, device: str = "cpu",
+          comm: OneProcess | None = None) -> TrainResult:
     """Train a network described by a JSON file path or a config dict.
 
     ``overrides``: dotted train keys (``{"epochs": 8, "optimizer.lr": 0.1}``); ``out``: the run folder
@@ -270,8 +281,18 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     more); resuming from a checkpoint other than a run's latest.npz (best.npz, a copy) writes a new
     run folder and leaves that run as it is. ``device``: "cpu" or "cuda" (parameters, gradients,
     optimizer state and activations stay there; checkpoints are the same either way, so a run can
-    resume on the other device).
+    resume on the other device). ``comm``: the ranks of a data-parallel run (default:
+    :func:`~cnnrun.engine.distributed.world`, MPI under ``mpiexec``; rank 0 alone writes the run
+    folder, the others return a result without one; docs/distributed.md).
     """
+    comm = comm or world()
+    with comm.guard():
+        return _train(network, overrides=overrides, out=out, resume=resume, force=force, reporter=reporter,
+                      registries=registries, device=device, comm=comm)
+
+
+@explains_missing_plugins("resume")
+def _train(network, *, overrides, out, resume, force, reporter, registries, device, comm) -> TrainResult:
     registries = registries or default_registries()
     if isinstance(network, dict):
         config, base_dir, source = copy.deepcopy(network), Path("."), None
@@ -283,9 +304,13 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
         train_config = resolve_train_config(section, overrides)
         net = Network.from_config(config, registry=registries.layers, seed=train_config["seed"])
         net.to(device)
-        trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter)
+        trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter, comm=comm)
     except ConfigError as err:
         raise (err.in_file(str(source)) if source else err) from None
+    if not comm.is_root:  # rank 0 reads the checkpoint and writes the run folder; the others follow it
+        comm.share_start(trainer)
+        trainer.fit()
+        return TrainResult(net, trainer.history, None)
     start = resolve_checkpoint(resume) if resume is not None else None
     in_place = start is not None and start.name == LATEST and (out is None or _same_folder(out, start.parent))
     if start is not None and not in_place:
@@ -317,6 +342,7 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
                     if trainer.epoch == train_config["epochs"]:
                         trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} "
                                               f"epochs (--epochs is the total; pass a larger one to train on)")
+                    comm.share_start(trainer)
                     trainer.fit()
                 finally:
                     if started:
