@@ -78,8 +78,9 @@ class OneProcess:
     def sum_gradients(self, net) -> None:
         """Sum ``net.grads`` over the ranks, in place."""
 
-    def sum_values(self, *values: float) -> tuple[float, ...]:
-        """The sums over the ranks of ``values``."""
+    def epoch_totals(self, net, *values: float) -> tuple[float, ...]:
+        """At an epoch's end: the sums over the ranks of ``values``; every rank gets rank 0's buffers
+        (per-rank batchnorm statistics: those of rank 0, as DDP's ``broadcast_buffers``)."""
         return values
 
     def evaluate(self, net, examples, loss: str, batch_size: int) -> tuple[float, float]:
@@ -157,7 +158,14 @@ class MpiComm(OneProcess):
         self.comm.Allreduce(self.MPI.IN_PLACE, total, op=self.MPI.SUM)
         return total
 
-    def sum_values(self, *values):
+    def epoch_totals(self, net, *values):
+        for arrays in net.buffers.values():
+            for array in arrays.values():
+                self.comm.Bcast(array, root=0)
+        return self.sum_values(*values)
+
+    def sum_values(self, *values: float) -> tuple[float, ...]:
+        """The sums over the ranks of ``values``."""
         return tuple(float(v) for v in self.sum(np.array(values, np.float64)))
 
     def evaluate(self, net, examples, loss, batch_size):

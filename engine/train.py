@@ -220,7 +220,7 @@ class Trainer:
             self.reporter.batch_end(index, int(seen), total_loss / seen)
         seconds = time.perf_counter() - started
         self.data_wait = wait.seconds  # for the reporter: the summary shows the share
-        total_loss, correct, seen = self.comm.sum_values(total_loss, correct, seen)
+        total_loss, correct, seen = self.comm.epoch_totals(self.net, total_loss, correct, seen)
         val_loss, val_accuracy = (self.comm.evaluate(self.net, self.validation, self.config["loss"], batch_size)
                                   if self.validation is not None else (None, None))
         if val_loss is not None and not math.isfinite(val_loss):
