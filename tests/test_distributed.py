@@ -177,3 +177,41 @@ def test_launcher_detection_and_one_process_no_ops():
     assert not under_mpi_launcher({"PMI_SIZE": "2", "CNNRUN_MPI": "0"}) and under_mpi_launcher({"CNNRUN_MPI": "1"})
     index = np.arange(5)
     assert ONE_PROCESS.shard(index) is index and ONE_PROCESS.epoch_totals(None, 1.0, 2.0) == (1.0, 2.0)
+
+
+def test_ranks_share_the_cores_of_their_host_unless_told():
+    import numba
+
+    from cnnrun.engine.distributed import set_threads
+
+    before = numba.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+        assert set_threads(cores, environ={}) == 1 == numba.get_num_threads()
+        assert set_threads(cores, environ={"NUMBA_NUM_THREADS": "1"}) == 1  # told: left as it is
+        numba.set_num_threads(before)
+        assert set_threads(1, environ={}) == min(cores, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_ranks_above_0_draw_dropout_and_augmentation_streams_of_their_own():
+    from types import SimpleNamespace
+
+    from cnnrun.engine.distributed import MpiComm
+
+    net = Network.from_config(LENET)
+    first = {name: ctx.rng for name, ctx in net.contexts.items()}
+
+    def streams(rank, epoch):
+        comm = MpiComm.__new__(MpiComm)  # its seed_streams needs no MPI
+        comm.rank, comm.is_root = rank, rank == 0
+        trainer = SimpleNamespace(net=net, config={"seed": 0}, augment_rng=None)
+        comm.seed_streams(trainer, epoch)
+        return [trainer.augment_rng.random() if trainer.augment_rng else None] + \
+               [ctx.rng.random() for ctx in net.contexts.values()]
+
+    assert streams(0, 1)[0] is None and all(net.contexts[n].rng is r for n, r in first.items())  # rank 0: as one process
+    one = streams(1, 1)
+    assert len(set(one)) == len(one)  # a stream per layer and one for augmentation
+    assert streams(1, 1) == one and streams(1, 2) != one and streams(2, 1) != one
