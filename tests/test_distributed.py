@@ -170,7 +170,10 @@ def test_gradients_live_in_flat_buckets_last_layer_first():
     assert any((b == 7).sum() == before[("conv1", "weight")].size for b in buckets)
 
 
-def test_launcher_detection_and_one_process_no_ops():
+def test_launcher_detection_and_one_process_no_ops(one_process):
+    from cnnrun.engine.distributed import world
+
+    assert world() is ONE_PROCESS and "mpi4py" not in sys.modules  # one_process trained without MPI
     assert not under_mpi_launcher({})
     assert under_mpi_launcher({"PMI_SIZE": "2"}) and under_mpi_launcher({"OMPI_COMM_WORLD_SIZE": "4"})
     assert under_mpi_launcher({"SLURM_STEP_NUM_TASKS": "8"}) and not under_mpi_launcher({"PMI_SIZE": "1"})
@@ -215,3 +218,21 @@ def test_ranks_above_0_draw_dropout_and_augmentation_streams_of_their_own():
     one = streams(1, 1)
     assert len(set(one)) == len(one)  # a stream per layer and one for augmentation
     assert streams(1, 1) == one and streams(1, 2) != one and streams(2, 1) != one
+
+
+def test_every_batch_needs_an_example_per_rank():
+    from types import SimpleNamespace
+
+    from cnnrun.engine.distributed import MpiComm
+    from cnnrun.engine.errors import ConfigError
+
+    comm = MpiComm.__new__(MpiComm)  # its checks need no MPI
+    comm.size = 2
+    net = Network.from_config(LENET)
+    trainer = SimpleNamespace(net=net, config={"batch_size": 64, "drop_last": False}, train_data=range(129))
+    with pytest.raises(ConfigError, match=r"2 ranks need at least 2 examples in every batch.*the last batch "
+                                          r"\(129 training examples\) holds 1 \(batch_size 64\)"):
+        comm.attach(trainer)
+    trainer.config = {"batch_size": 1, "drop_last": True}
+    with pytest.raises(ConfigError, match="every batch holds 1"):
+        comm.attach(trainer)
