@@ -109,7 +109,7 @@ class MpiComm(OneProcess):
         self.is_root = self.rank == 0
         self.host = mpi.Get_processor_name()
         self.local_size = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()  # ranks on this host
-        self.threads = set_threads(self.local_size)
+        set_threads(self.local_size)
         self.buckets: list[np.ndarray] = []
         self.allreduce_seconds = 0.0
 

@@ -92,7 +92,7 @@ def assert_same_run(run: Path, reference: Path) -> float:
     worst = 0.0
     for layer, named in theirs.params.items():
         for name, array in named.items():
-            np.testing.assert_allclose(mine.params[layer][name], array, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(mine.params[layer][name], array, rtol=1e-5, atol=2e-6)
             worst = max(worst, float(np.abs(mine.params[layer][name] - array).max()))
     return worst
 
