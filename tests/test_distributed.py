@@ -236,3 +236,20 @@ def test_every_batch_needs_an_example_per_rank():
     trainer.config = {"batch_size": 1, "drop_last": True}
     with pytest.raises(ConfigError, match="every batch holds 1"):
         comm.attach(trainer)
+
+
+def test_a_failing_rank_says_what_failed_in_one_line_and_exits_with_its_status():
+    import signal
+
+    from cnnrun.engine.distributed import describe, exit_status
+    from cnnrun.engine.errors import CnnrunError
+    from cnnrun.engine.stopping import TrainingInterrupted
+
+    try:
+        raise ValueError("bad value\nsecond line")
+    except ValueError as exc:
+        assert describe(exc).startswith("ValueError: bad value (at ") and "test_distributed.py:" in describe(exc)
+        assert exit_status(exc) == 1
+    assert describe(CnnrunError("net.json: no layers")) == "net.json: no layers"
+    stop = TrainingInterrupted("Interrupted.", run_dir=Path("r"), saved_epoch=1, epochs=3, signum=signal.SIGTERM)
+    assert exit_status(stop) == 143 and exit_status(KeyboardInterrupt()) == 130 and exit_status(SystemExit(3)) == 3
