@@ -109,7 +109,7 @@ class MpiComm(OneProcess):
         self.is_root = self.rank == 0
         self.host = mpi.Get_processor_name()
         self.local_size = self.comm.Split_type(mpi.COMM_TYPE_SHARED).Get_size()  # ranks on this host
-        set_threads(self.local_size)
+        self.threads = set_threads(self.local_size)  # Numba's, on this rank
         self.buckets: list[np.ndarray] = []
         self.allreduce_seconds = 0.0
 
@@ -176,11 +176,21 @@ class MpiComm(OneProcess):
         return total_loss / total, total_correct / total
 
     def share_start(self, trainer):
+        """Also says, on rank 0's reporter, how the run is spread: ranks, hosts, threads."""
         state = (trainer.checkpoint(trainer.last_record), trainer.history) if self.is_root else None
         checkpoint, history = self.comm.bcast(state, root=0)
+        places = self.comm.gather((self.host, os.getpid(), self.threads), root=0)
         if not self.is_root:
             trainer.restore(checkpoint, "rank 0's starting state")
             trainer.history = history
+            return
+        hosts = sorted({host for host, _, _ in places})
+        fewest, most = min(t for *_, t in places), max(t for *_, t in places)
+        pids = ", ".join(str(pid) for _, pid, _ in places[:8]) + (", ..." if self.size > 8 else "")
+        trainer.reporter.note(f"training on {self.size} ranks over MPI on {len(hosts)} host(s) "
+                              f"({', '.join(hosts[:4])}{', ...' if len(hosts) > 4 else ''}), "
+                              f"{fewest if fewest == most else f'{fewest}-{most}'} Numba thread(s) each, "
+                              f"global batch {trainer.config['batch_size']}; pids of the ranks: {pids}")
 
     @contextmanager
     def guard(self):

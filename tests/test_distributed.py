@@ -116,6 +116,7 @@ def test_two_ranks_equal_one_process(nets, one_process, tmp_path):
                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert [line[:9] for line in done.stdout.splitlines() if line.startswith("epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]  # rank 0 alone reports
+    assert "training on 2 ranks over MPI on 1 host(s)" in done.stdout and "1 Numba thread(s) each" in done.stdout
     assert_same_run(tmp_path / "two", one_process)
 
 
