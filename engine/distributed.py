@@ -52,7 +52,15 @@ def world() -> "OneProcess":
     except ImportError:
         raise CnnrunError("this process was started by an MPI launcher, but mpi4py is not installed: "
                           "pip install 'cnnrun[mpi]' (or set CNNRUN_MPI=0 to train in one process)") from None
-    return MpiComm(MPI) if MPI.COMM_WORLD.Get_size() > 1 else ONE_PROCESS
+    size = MPI.COMM_WORLD.Get_size()
+    launched = next(((name, int(os.environ[name])) for name in LAUNCHER_SIZES
+                     if os.environ.get(name, "").strip().isdigit()), None)
+    if launched is not None and launched[1] != size:
+        raise CnnrunError(f"the launcher started {launched[1]} processes ({launched[0]}), but MPI sees {size}: "
+                          f"mpiexec is not the one of the MPI that mpi4py uses "
+                          f"({MPI.Get_library_version().splitlines()[0].strip()}); run that one's mpiexec, "
+                          f"e.g. {os.path.join(os.path.dirname(sys.executable), 'mpiexec')}")
+    return MpiComm(MPI) if size > 1 else ONE_PROCESS
 
 
 class OneProcess:

@@ -254,3 +254,11 @@ def test_a_failing_rank_says_what_failed_in_one_line_and_exits_with_its_status()
     assert describe(CnnrunError("net.json: no layers")) == "net.json: no layers"
     stop = TrainingInterrupted("Interrupted.", run_dir=Path("r"), saved_epoch=1, epochs=3, signum=signal.SIGTERM)
     assert exit_status(stop) == 143 and exit_status(KeyboardInterrupt()) == 130 and exit_status(SystemExit(3)) == 3
+
+
+def test_an_mpiexec_of_another_mpi_is_one_clear_error(tmp_path):
+    env = {**os.environ, "OMPI_COMM_WORLD_SIZE": "3"}  # what Open MPI's mpirun sets; mpi4py runs MPICH
+    code = "from cnnrun.engine.distributed import world\ntry:\n    world()\nexcept Exception as e:\n    print(e)"
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, cwd=tmp_path)
+    assert done.stdout.startswith("the launcher started 3 processes (OMPI_COMM_WORLD_SIZE), but MPI sees 1")
