@@ -14,6 +14,7 @@ an MPI launcher, to :class:`MpiComm`; mpi4py is imported only then (:func:`world
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import time
@@ -133,6 +134,13 @@ class MpiComm(OneProcess):
             raise ConfigError(f"{self.size} ranks need at least {self.size} examples in every batch, one per "
                               f"rank; {which} holds {smallest} (batch_size {batch_size}): use a larger "
                               f"batch_size, \"drop_last\": true, or fewer ranks", section="train")
+        single = [node.name for node in net.nodes
+                  if node.layer.type_name == "batchnorm" and math.prod(node.input_shapes[0][1:]) == 1]
+        if single and smallest // self.size == 1:
+            raise ConfigError(f"layer '{single[0]}' (batchnorm) needs more than one value per channel in training, "
+                              f"and it sees one value per example: with {self.size} ranks, a batch of {smallest} "
+                              f"gives a rank 1 example; use a larger batch_size, \"drop_last\": true, or fewer "
+                              f"ranks", section="train")
         for ctx in net.contexts.values():
             ctx.comm = self
         self.buckets = bucket_gradients(net, BUCKET_BYTES)

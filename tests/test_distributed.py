@@ -237,6 +237,13 @@ def test_every_batch_needs_an_example_per_rank():
     trainer.config = {"batch_size": 1, "drop_last": True}
     with pytest.raises(ConfigError, match="every batch holds 1"):
         comm.attach(trainer)
+    mlp = {"input": {"shape": [4]}, "layers": [{"type": "linear", "out_features": 3, "name": "fc"},
+                                               {"type": "batchnorm", "name": "bn"}]}
+    trainer = SimpleNamespace(net=Network.from_config(mlp), config={"batch_size": 64, "drop_last": False},
+                              train_data=range(67))  # a last batch of 3: parts of 2 and 1
+    with pytest.raises(ConfigError, match=r"layer 'bn' \(batchnorm\) needs more than one value per channel.*"
+                                          r"with 2 ranks, a batch of 3 gives a rank 1 example"):
+        comm.attach(trainer)
 
 
 def test_a_failing_rank_says_what_failed_in_one_line_and_exits_with_its_status():
