@@ -44,8 +44,10 @@ def parse_setting(text: str) -> tuple[str, object]:
 def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, init, device, quiet):
     """Train NET.json with its "train" section (options override it), writing a run folder with
     config.json, metrics.jsonl, latest.npz, best.npz and curves.png. Ctrl-C or SIGTERM stops it
-    (exit status 130 or 143) and prints the command that resumes it."""
-    from cnnrun.engine.progress import TextReporter
+    (exit status 130 or 143) and prints the command that resumes it. Under mpiexec or srun, the
+    processes train one model together, data-parallel (docs/distributed.md)."""
+    from cnnrun.engine.distributed import world
+    from cnnrun.engine.progress import Reporter, TextReporter
     from cnnrun.engine.train import TrainingInterrupted, train as run_training
 
     overrides = dict(parse_setting(s) for s in settings)
@@ -55,11 +57,12 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, 
         if value is not None:
             overrides[key] = value
     _, registries = load_plugins(ctx)
-    reporter = TextReporter(sys.stdout, bar=False if quiet else None)
     with user_errors():
+        comm = world()  # under mpiexec or srun: this process's rank (rank 0 alone reports)
+        reporter = TextReporter(sys.stdout, bar=False if quiet else None) if comm.is_root else Reporter()
         try:
             result = run_training(net, overrides=overrides, out=out, resume=resume, force=force,
-                                  reporter=reporter, registries=registries, device=device)
+                                  reporter=reporter, registries=registries, device=device, comm=comm)
         except TrainingInterrupted as stop:
             if stop.saved_epoch is None:
                 click.echo(f"\n{stop.message} Nothing to resume: start it again.", err=True)
@@ -67,7 +70,8 @@ def train(ctx, net, epochs, batch_size, lr, seed, settings, out, force, resume, 
                 command = resume_command(net, stop, batch_size, lr, seed, settings, device)
                 click.echo(f"\n{stop.message} Resume with: {command}", err=True)
             ctx.exit(128 + stop.signal)
-    click.echo(summary(result))
+    if comm.is_root:
+        click.echo(summary(result))
 
 
 def resume_command(net, stop, batch_size, lr, seed, settings, device) -> str:

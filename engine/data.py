@@ -265,10 +265,11 @@ def apply_normalization(x: np.ndarray, normalization: dict | None) -> np.ndarray
     return standardize(x, normalization)
 
 
-def batches(examples: Examples, batch_size: int,
-            rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def batches(examples: Examples, batch_size: int, rng: np.random.Generator | None = None,
+            shard=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(x, y)`` batches of ``batch_size`` covering every example once (the last may be
-    smaller): in order, or in a fresh permutation drawn from ``rng`` at each call."""
+    smaller): in order, or in a fresh permutation drawn from ``rng`` at each call; with ``rng``,
+    ``shard(index)`` picks the part of each batch's indices to yield (a rank's share)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     n = len(examples)
@@ -279,4 +280,6 @@ def batches(examples: Examples, batch_size: int,
     order = rng.permutation(n)
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size]
+        if shard is not None:
+            index = shard(index)
         yield examples.x[index], examples.y[index]

@@ -36,6 +36,8 @@ class Context:
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     - ``frozen``: True when ``params`` never change (an inference plan's copies, :mod:`.plan`);
       ``derived(key, make)`` then keeps what a kernel derives from them (a transformed filter).
+    - ``comm``: the ranks of a data-parallel run (:class:`cnnrun.engine.distributed.MpiComm`; its
+      ``sum(array)`` sums a float64 array over them), or None in one process.
     """
 
     def __init__(self, params=None, grads=None, buffers=None, *, backend, rng=None):
@@ -51,6 +53,7 @@ class Context:
         self._workspaces: dict[str, np.ndarray] = {}
         self.frozen = False
         self._derived: dict[str, Any] = {}
+        self.comm = None
 
     @property
     def backend(self):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .callbacks import Callback, check_callbacks
 from .checkpoint import Checkpoint, load_checkpoint, restore_network, save_checkpoint
+from .distributed import OneProcess, world
 from .early_stopping import score
 from .errors import ConfigError
 from .files import WriteError, copy_file, write_text
@@ -87,10 +88,9 @@ class RunFolderWriter(Callback):
         write_metrics(trainer.run_dir / METRICS, trainer.history)
 
 
-@explains_missing_plugins("resume")
 def train(network, *, overrides: dict | None = None, out=None, resume=None, force: bool = False,
           reporter: Reporter | None = None, registries: Registries | None = None, device: str = "cpu",
-          callbacks=None) -> TrainResult:
+          callbacks=None, comm: OneProcess | None = None) -> TrainResult:
     """Train a network described by a JSON file path or a config dict.
 
     ``overrides``: dotted train keys (``{"epochs": 8, "optimizer.lr": 0.1}``); ``out``: the run folder
@@ -102,8 +102,18 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
     gives the starting weights of a new run, for fine-tuning (no optimizer state). ``device``: "cpu"
     or "cuda" (parameters, gradients, optimizer state and activations stay there; checkpoints are the
     same either way, so a run can resume on the other device). ``callbacks`` (:mod:`cnnrun.engine.callbacks`) run before the run
-    folder is written each epoch, and ``reporter`` after.
+    folder is written each epoch, and ``reporter`` after. ``comm``: the ranks of a data-parallel run
+    (default: :func:`~cnnrun.engine.distributed.world`, MPI under ``mpiexec``; rank 0 alone writes the
+    run folder, the others return a result without one; docs/distributed.md).
     """
+    comm = comm or world()
+    with comm.guard():
+        return _train(network, overrides=overrides, out=out, resume=resume, force=force, reporter=reporter,
+                      registries=registries, device=device, callbacks=callbacks, comm=comm)
+
+
+@explains_missing_plugins("resume")
+def _train(network, *, overrides, out, resume, force, reporter, registries, device, callbacks, comm) -> TrainResult:
     registries = registries or default_registries()
     if isinstance(network, dict):
         config, base_dir, source = copy.deepcopy(network), Path("."), None
@@ -117,9 +127,13 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
         net.to(device)
         writer = RunFolderWriter()
         trainer = Trainer(net, train_config, base_dir=base_dir, registries=registries, reporter=reporter,
-                          callbacks=[*check_callbacks(callbacks), writer])
+                          callbacks=[*check_callbacks(callbacks), *([writer] if comm.is_root else [])], comm=comm)
     except ConfigError as err:
         raise (err.in_file(str(source)) if source else err) from None
+    if not comm.is_root:  # rank 0 reads the checkpoint and writes the run folder; the others follow it
+        comm.share_start(trainer)
+        trainer.fit()
+        return TrainResult(net, trainer.history, None)
     start = resolve_checkpoint(resume) if resume is not None else None
     if start is None and train_config["init"] is not None:
         init = resolve_checkpoint(base_dir / train_config["init"])  # weights only: a fresh optimizer
@@ -154,6 +168,7 @@ def train(network, *, overrides: dict | None = None, out=None, resume=None, forc
                     if trainer.epoch == train_config["epochs"]:
                         trainer.reporter.note(f"nothing to train: {start} already holds all {trainer.epoch} "
                                               f"epochs (--epochs is the total; pass a larger one to train on)")
+                    comm.share_start(trainer)
                     trainer.fit()
                 finally:
                     if started:

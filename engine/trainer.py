@@ -14,10 +14,11 @@ from .batch_loss import BatchLoss
 from .callbacks import CallbackList, EarlyStopping
 from .checkpoint import Checkpoint, check_resumable, network_state, non_finite_arrays, restore_network
 from .data import batches, prepare_data
+from .distributed import OneProcess
 from .early_stopping import best_scored_by, score
 from .errors import CnnrunError, ConfigError
 from .memory import check_batch_fits
-from .metrics import make_metrics, measure, update
+from .metrics import make_metrics, update
 from .optim import make_optimizer
 from .plugins import Registries, default_registries
 from .prefetch import DataWait, prefetched
@@ -44,8 +45,9 @@ class Trainer:
 
     def __init__(self, net, config: dict, *, run_dir: Path | None = None, base_dir: Path = Path("."),
                  registries: Registries | None = None, reporter: Reporter | None = None, callbacks=(),
-                 source=None, optimizer=None):
+                 source=None, optimizer=None, comm=None):
         self.net = net
+        self.comm = comm or OneProcess()  # the ranks of a data-parallel run (engine/distributed.py)
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.reporter = reporter or Reporter()
@@ -60,6 +62,7 @@ class Trainer:
             num_classes=net.output_shape[0], validation_split=config["validation_split"], seed=config["seed"],
             registry=registries.data_sources, base_dir=base_dir)
         self._check_batches()
+        self.comm.attach(self)
         self.optimizer = optimizer or make_optimizer(config["optimizer"], registries.optimizers)
         self.optimizer.to(net.backend)  # an optimizer without kernels on this device fails now
         self.loss = BatchLoss(net, config["loss"], registries.losses)
@@ -171,13 +174,15 @@ class Trainer:
         self.batches = (len(self.train_data) // batch_size if drop_last
                         else math.ceil(len(self.train_data) / batch_size))
         self.callbacks.call("on_epoch_begin", epoch, {})
+        self.comm.seed_streams(self, epoch)
         lr = self.lr
         started = time.perf_counter()
         total_loss = correct = seen = 0.0
         for metric in self.metrics:
             metric.reset()
         wait = DataWait()
-        for index, (x, y) in enumerate(prefetched(batches(self.train_data, batch_size, self.shuffle), wait=wait), 1):
+        shards = batches(self.train_data, batch_size, self.shuffle, shard=self.comm.shard)
+        for index, (x, y) in enumerate(prefetched(shards, wait=wait), 1):
             if index > self.batches:
                 break  # drop_last: the smaller last batch
             self.callbacks.call("on_batch_begin", index, {"size": len(y)})
@@ -187,7 +192,10 @@ class Trainer:
             finite = math.isfinite(loss)
             if finite:
                 update(self.metrics, self.net, output, y)
+                global_batch = min(batch_size, len(self.train_data) - (index - 1) * batch_size)
+                grad = self.comm.weight_gradient(grad, len(y), global_batch)
                 self.loss.backward(self.net, grad, input_gradient=False)  # skips a frozen backbone
+                self.comm.sum_gradients(self.net)
                 self.optimizer.apply(self.net.trainable_params, self.net.grads, lr)  # frozen layers stay
                 total_loss += loss * len(y)
                 correct += batch_correct
@@ -200,10 +208,11 @@ class Trainer:
                 return None
         seconds = time.perf_counter() - started
         self.data_wait = wait.seconds  # for the reporter: the summary shows the share
+        total_loss, correct, seen = self.comm.epoch_totals(self.net, total_loss, correct, seen)
         record = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                   **{f"train_{m.name}": m.result() for m in self.metrics}}
         if self.validation is not None:
-            measured = measure(self.net, self.loss, self.validation, batch_size, self.metrics)
+            measured = self.comm.evaluate(self.net, self.loss, self.validation, batch_size, self.metrics)
             if not math.isfinite(measured["loss"]):
                 raise self.stopped(f"the validation loss became {measured['loss']} after epoch {epoch} (lr {lr:g})")
         else:

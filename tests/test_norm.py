@@ -40,7 +40,7 @@ def test_batchnorm_init(registry):
     np.testing.assert_array_equal(net.buffers["bn"]["running_mean"], np.zeros(3))
     np.testing.assert_array_equal(net.buffers["bn"]["running_var"], np.ones(3))
     assert net.nodes[0].layer.get_config() == {"type": "batchnorm", "name": "bn", "eps": 1e-5, "momentum": 0.1,
-                                               "affine": True, "track_running_stats": True}
+                                               "affine": True, "track_running_stats": True, "sync": False}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -19,6 +19,10 @@ class BatchNorm(Layer):
     (eval): dx = dy * gamma / sqrt(running_var + eps). dgamma = sum(dy * xhat), dbeta = sum(dy).
     ``affine: false``: no ``weight``/``bias`` (gamma = 1, beta = 0); ``track_running_stats: false``:
     no running buffers, the batch statistics in evaluation too (PyTorch's options of the same names).
+    ``sync: true``: in data-parallel training (docs/distributed.md) the training statistics and the
+    backward sums are summed over the ranks (n: the global batch's values per channel), so the layer
+    computes what one process would on the whole batch (PyTorch: ``nn.SyncBatchNorm``); in one
+    process, and in evaluation, it changes nothing. CPU kernels only.
 
     Folds into a layer before it that declares ``affine_output_channels`` (conv, linear: ``cnnrun
     fuse``): per output channel c, with s = gamma / sqrt(running_var + eps),
@@ -30,12 +34,13 @@ class BatchNorm(Layer):
     type_name = "batchnorm"
     kernels = ("batchnorm_forward", "batchnorm_backward")
 
-    def __init__(self, name, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, name, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, sync=False):
         super().__init__(name)
         self.eps = float_option(eps, "eps", low=0, low_open=True)
         self.momentum = float_option(momentum, "momentum", low=0, high=1)
         self.affine = bool_option(affine, "affine")
         self.track_running_stats = bool_option(track_running_stats, "track_running_stats")
+        self.sync = bool_option(sync, "sync")
 
     def parameter_shapes(self, shape):
         return {"weight": (shape[0],), "bias": (shape[0],)} if self.affine else {}
@@ -56,14 +61,20 @@ class BatchNorm(Layer):
             raise self.error(f"expected more than 1 value per channel {when}; got a batch of shape {x.shape}")
         y, ctx.saved.xhat, ctx.saved.inv_std = ctx.kernels.batchnorm_forward(
             ctx, x, ctx.params.get("weight"), ctx.params.get("bias"), ctx.buffers.get("running_mean"),
-            ctx.buffers.get("running_var"), self.eps, self.momentum, batch_statistics)
+            ctx.buffers.get("running_var"), self.eps, self.momentum, batch_statistics, **self._synced(ctx))
         ctx.saved.batch_statistics = batch_statistics
         return y
 
     def backward(self, ctx, grad):
         saved, grads = ctx.saved, ctx.grads if ctx.trainable else {}  # frozen: no weight gradients
         return ctx.kernels.batchnorm_backward(ctx, grad, saved.xhat, saved.inv_std, ctx.params.get("weight"),
-                                              saved.batch_statistics, grads.get("weight"), grads.get("bias"))
+                                              saved.batch_statistics, grads.get("weight"), grads.get("bias"),
+                                              **self._synced(ctx))
+
+    def _synced(self, ctx) -> dict:
+        """``{"reduce": sum over the ranks}`` for the kernels when this layer synchronizes (training
+        over several ranks), else nothing."""
+        return {"reduce": ctx.comm.sum} if self.sync and ctx.training and ctx.comm is not None else {}
 
     def folds_into(self, producer):
         return producer.affine_output_channels and self.track_running_stats
