@@ -9,6 +9,7 @@ from cnnrun import __version__
 
 from .describe import describe
 from .evaluate import evaluate
+from .export import export
 from .fuse import fuse
 from .plugins import plugins
 from .predict import predict
@@ -27,5 +28,5 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     ctx.obj = {"strict_plugins": strict_plugins}
 
 
-for command in (describe, train, evaluate, predict, profile, fuse, plugins):
+for command in (describe, train, evaluate, predict, profile, fuse, export, plugins):
     cli.add_command(command)

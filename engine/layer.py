@@ -98,7 +98,8 @@ class Layer(Configurable):
     - ``affine_output_channels``: the output is ``weight[c] . x + bias[c]`` per output channel ``c``
       (weight axis 0), with a ``bias`` option: a following layer can be folded into it;
     - :meth:`folds_into` / :meth:`fold_parameters`: this layer folds into the layer before it
-      (``cnnrun fuse``), e.g. batchnorm into a conv.
+      (``cnnrun fuse``), e.g. batchnorm into a conv;
+    - :meth:`to_onnx`: the layer's ONNX nodes (``cnnrun export``).
     """
 
     reserved_keys = RESERVED_KEYS
@@ -181,6 +182,13 @@ class Layer(Configurable):
     def fold_parameters(self, producer_params: dict, params: dict, buffers: dict) -> dict[str, np.ndarray]:
         """The producer's new parameters with this layer folded in (host arrays)."""
         raise NotImplementedError(f"{self.type_name} does not fold into other layers")
+
+    def to_onnx(self, graph, *inputs: str) -> str:
+        """Write this layer, in evaluation mode, into ``graph`` (an
+        :class:`~cnnrun.engine.onnx.graph.OnnxGraph`): ``inputs`` are the names of the input values
+        (batch axis first); returns the name of the output value. A layer type without it cannot be
+        exported (``cnnrun export`` names it)."""
+        raise NotImplementedError(f"{self.type_name} has no ONNX export")
 
 
 def uniform_fan_in_(array: np.ndarray, fan_in: int, rng: np.random.Generator) -> None:

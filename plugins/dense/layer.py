@@ -51,3 +51,8 @@ class Linear(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.linear_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], ctx.grads["weight"],
                                            ctx.grads.get("bias"))
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Gemm`` with ``transB`` (the weight stays (out_features, in_features))."""
+        weights = [graph.param("weight")] + ([graph.param("bias")] if self.bias else [])
+        return graph.op("Gemm", x, *weights, transB=1)
