@@ -64,14 +64,14 @@ def export_onnx(net: Network, path, *, opset: int | None = None, fuse: bool = Fa
         net = fused(net)
     model = _model(onnx, net, opset, metadata or {})
     try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnrunError(f"network '{net.name}': the exported graph is not valid ONNX: {first}") from None
-    try:
         data = model.SerializeToString()
     except ValueError as exc:  # protobuf's 2 GB limit
         raise CnnrunError(f"network '{net.name}': the ONNX model is too large to write: {exc}") from None
+    try:
+        onnx.checker.check_model(data, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnrunError(f"network '{net.name}': the exported graph is not valid ONNX: {first}") from None
     atomic_write(Path(path), lambda file: file.write(data))
     return model
 
@@ -119,11 +119,13 @@ def _model(onnx, net: Network, opset: int, metadata: dict):
     else:  # the input, or an initializer: a network of identity layers
         graph.nodes.append(helper.make_node("Identity", [result], ["output"], name="output"))
     element = helper.np_dtype_to_tensor_dtype(net.dtype)
-    inputs = [helper.make_tensor_value_info("input", element, [BATCH, *net.input_shape])]
-    outputs = [helper.make_tensor_value_info("output", element, [BATCH, *net.output_shape])]
-    opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(helper.make_graph(graph.nodes, net.name, inputs, outputs, graph.initializers),
-                              opset_imports=opsets, producer_name="cnnrun", producer_version=__version__)
-    model.ir_version = helper.find_min_ir_version_for(opsets)
+    model = graph.model
+    model.graph.name = net.name
+    model.graph.node.extend(graph.nodes)
+    model.graph.input.append(helper.make_tensor_value_info("input", element, [BATCH, *net.input_shape]))
+    model.graph.output.append(helper.make_tensor_value_info("output", element, [BATCH, *net.output_shape]))
+    model.opset_import.append(helper.make_opsetid("", opset))
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
+    model.producer_name, model.producer_version = "cnnrun", __version__
     helper.set_model_props(model, {str(k): str(v) for k, v in metadata.items()})
     return model

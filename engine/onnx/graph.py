@@ -21,13 +21,13 @@ class OnnxGraph:
     """
 
     def __init__(self, opset: int, dtype, to_host=np.asarray):
-        from onnx import helper, numpy_helper
+        from onnx import ModelProto, helper
 
-        self._helper, self._numpy_helper = helper, numpy_helper
+        self._helper = helper
         self.opset = opset
         self.dtype = np.dtype(dtype)
+        self.model = ModelProto()  # initializers go straight in (no copies of large weights)
         self.nodes: list = []
-        self.initializers: list = []
         self._to_host = to_host
         self._taken: set[str] = {"input", "output"}
         self._node = self._arrays = None
@@ -93,8 +93,7 @@ class OnnxGraph:
         name = f"{self.name}.{key}"
         if name not in self._taken:
             self._taken.add(name)
-            array = np.asarray(self._to_host(self._arrays[key]), self.dtype)
-            self.initializers.append(self._numpy_helper.from_array(array, name))
+            self._initializer(name, np.asarray(self._to_host(self._arrays[key]), self.dtype))
         return name
 
     def constant(self, values, dtype=None) -> str:
@@ -103,8 +102,14 @@ class OnnxGraph:
         array = np.asarray(values)
         dtype = dtype or (np.int64 if array.dtype.kind in "iub" else self.dtype)
         name = self._fresh(f"{self.name}/const")
-        self.initializers.append(self._numpy_helper.from_array(array.astype(dtype), name))
+        self._initializer(name, array.astype(dtype))
         return name
+
+    def _initializer(self, name: str, array: np.ndarray) -> None:
+        tensor = self.model.graph.initializer.add()
+        tensor.name, tensor.data_type = name, self._helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
     def scalar(self, value: float) -> str:
         """A 0-d constant in the network's dtype (broadcasts against anything)."""
