@@ -7,7 +7,8 @@
 
 For each network: torchvision's definition with random weights, batchnorm statistics and affine
 parameters randomized (so that no batchnorm is an identity), in evaluation mode, exported by
-``torch.onnx.export`` (input ``input``, a dynamic batch axis), imported with
+``torch.onnx.export`` (the TorchScript exporter; input ``input``, a dynamic batch axis; batchnorm kept
+as BatchNormalization nodes), imported with
 ``cnnrun.engine.onnx.import_onnx``; printed: the largest relative difference of cnnrun's output from
 PyTorch's and from onnxruntime's (max |a - b| / max |b|), and the inference time of cnnrun and of
 onnxruntime on the same file (CPU time of one thread: NUMBA_NUM_THREADS=1, onnxruntime with one
@@ -26,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # before numba is imported
@@ -96,12 +98,16 @@ def from_torch(name: str, path: Path, x: np.ndarray, opset: int):
                 module.bias.normal_(0, 0.2)
         inputs = torch.from_numpy(x)
         expected = model(inputs).numpy()
+        # the TorchScript exporter; PRESERVE (the model is in eval mode) keeps BatchNormalization nodes,
+        # which EVAL would fold into the convs
         export = dict(input_names=["input"], output_names=["output"], opset_version=opset,
-                      dynamic_axes={"input": {0: "N"}, "output": {0: "N"}})
-        try:
-            torch.onnx.export(model, (inputs,), str(path), dynamo=False, **export)
-        except TypeError:  # a torch without the dynamo switch
-            torch.onnx.export(model, (inputs,), str(path), **export)
+                      dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, training=torch.onnx.TrainingMode.PRESERVE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+            try:
+                torch.onnx.export(model, (inputs,), str(path), dynamo=False, **export)
+            except TypeError:  # a torch without the dynamo switch
+                torch.onnx.export(model, (inputs,), str(path), **export)
     net = imported(name, path)
     return None if net is None else (net, expected, "")
 

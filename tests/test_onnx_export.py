@@ -231,6 +231,14 @@ def test_every_example_network_exports_and_runs_the_same(tmp_path, path):
     assert [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim[:1]] == ["N"]
 
 
+@pytest.mark.parametrize("last", ["dropout", "identity"])
+def test_a_network_may_end_in_a_layer_that_passes_its_input_on(tmp_path, last):
+    config = {"input": {"shape": [5]}, "layers": [{"type": "linear", "out_features": 3}, {"type": last}]}
+    model = check_export(Network.from_config(config, dtype="float64"), tmp_path)
+    assert [(n.op_type, list(n.output)) for n in model.graph.node] == [("Gemm", ["linear_1"]),
+                                                                      ("Identity", ["output"])]
+
+
 def test_initializers_are_the_parameters_in_pytorch_layouts(tmp_path):
     net = example(ROOT / "examples/resnet_block.json")
     model = export_onnx(net, tmp_path / "m.onnx")

@@ -114,9 +114,7 @@ def _model(onnx, net: Network, opset: int, metadata: dict):
         graph.begin(node, {**net.params.get(node.name, {}), **net.buffers.get(node.name, {})})
         values[node.name] = graph.end(node.layer.to_onnx(graph, *(values[i] for i in node.inputs)))
     result = values[net.nodes[-1].name]
-    if any(result in node.output for node in graph.nodes):
-        graph.rename(result, "output")
-    else:  # the input, or an initializer: a network of identity layers
+    if graph.end(result, "output") != "output":  # the last layer passes on an earlier value (dropout)
         graph.nodes.append(helper.make_node("Identity", [result], ["output"], name="output"))
     element = helper.np_dtype_to_tensor_dtype(net.dtype)
     model = graph.model

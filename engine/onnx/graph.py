@@ -39,14 +39,18 @@ class OnnxGraph:
         parameters and buffers by name."""
         self._node, self._arrays, self._first_node = node, arrays, len(self.nodes)
 
-    def end(self, value: str) -> str:
-        """The layer's result ``value``, renamed after the layer when one of its own nodes made it."""
-        for node in self.nodes[self._first_node:]:
-            if value in node.output and self.name not in self._taken:
-                self._taken.add(self.name)
-                self.rename(value, self.name)
-                return self.name
-        return value
+    def end(self, value: str, name: str | None = None) -> str:
+        """The layer's result ``value``, renamed ``name`` (default: the layer's name, unless a value has it)
+        when one of the layer's own nodes made it; else ``value`` (a layer that passes its input on)."""
+        if not any(value in node.output for node in self.nodes[self._first_node:]):
+            return value
+        if name is None:
+            if self.name in self._taken:
+                return value
+            name = self.name
+            self._taken.add(name)
+        self.rename(value, name)
+        return name
 
     def rename(self, value: str, new: str) -> None:
         """Call ``value``, made by a node of the layer being exported, ``new`` (nothing outside that
