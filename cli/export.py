@@ -32,7 +32,8 @@ def export(ctx: click.Context, net: str, checkpoint: str, out: str, opset: int |
         trained = load_for_inference(net, checkpoint, registries)
         for what, path in (("the network file", Path(net)), ("the checkpoint", trained.checkpoint)):
             if Path(out).resolve() == path.resolve():
-                raise click.ClickException(f"--out {out} is {what}: writing there would destroy it; choose another file")
+                raise click.ClickException(f"--out {out} is {what}: writing there would destroy it; "
+                                           "choose another file")
         metadata = {key: json.dumps(trained.meta[key]) for key in ("normalization", "class_names")
                     if trained.meta.get(key) is not None}
         model = export_onnx(trained.net, out, opset=opset, fuse=fuse, metadata=metadata)

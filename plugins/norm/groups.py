@@ -159,7 +159,8 @@ class LayerNorm(GroupwiseNorm):
         if self.affine:
             scale, bias = graph.param("weight"), graph.param("bias")
         else:  # a bias of zeros rather than none: onnxruntime 1.32 crashes without one
-            scale, bias = graph.constant(np.ones(self.normalized_shape)), graph.constant(np.zeros(self.normalized_shape))
+            scale = graph.constant(np.ones(self.normalized_shape))
+            bias = graph.constant(np.zeros(self.normalized_shape))
         return graph.op("LayerNormalization", x, scale, bias, axis=axes[0], epsilon=self.eps)
 
 
