@@ -113,12 +113,18 @@ def from_torch(name: str, path: Path, x: np.ndarray, opset: int):
 
 
 def imported(name: str, path: Path):
+    from cnnrun.engine import CnnrunError
+
     try:
         from cnnrun.engine.onnx import import_onnx
     except ImportError as exc:
         print(f"{name:<20} skipped: cnnrun.engine.onnx.import_onnx is not available ({exc})")
         return None
-    return import_onnx(path)
+    try:
+        return import_onnx(path)
+    except CnnrunError as exc:
+        print(f"{name:<20} skipped: import_onnx refused it: {exc}")
+        return None
 
 
 def from_cnnrun(name: str, path: Path, x: np.ndarray, opset: int):
