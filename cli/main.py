@@ -9,6 +9,7 @@ from cnnrun import __version__
 
 from .describe import describe
 from .evaluate import evaluate
+from .export import export
 from .fuse import fuse
 from .import_onnx import import_onnx
 from .plugins import plugins
@@ -28,5 +29,5 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
     ctx.obj = {"strict_plugins": strict_plugins}
 
 
-for command in (describe, train, evaluate, predict, profile, fuse, import_onnx, plugins):
+for command in (describe, train, evaluate, predict, profile, fuse, import_onnx, export, plugins):
     cli.add_command(command)

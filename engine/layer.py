@@ -123,6 +123,7 @@ class Layer(Configurable):
     - ``epilogue``: ``"relu"`` (y = max(x, 0)) or ``"add"`` (the sum of its inputs): in inference the
       layer may run inside the output pass of the ``affine_output_channels`` layer that feeds it
       (:mod:`cnnrun.engine.plan`), so it must compute exactly that.
+    - :meth:`to_onnx`: the layer's ONNX nodes (``cnnrun export``).
     """
 
     reserved_keys = RESERVED_KEYS
@@ -206,6 +207,13 @@ class Layer(Configurable):
     def fold_parameters(self, producer_params: dict, params: dict, buffers: dict) -> dict[str, np.ndarray]:
         """The producer's new parameters with this layer folded in (host arrays)."""
         raise NotImplementedError(f"{self.type_name} does not fold into other layers")
+
+    def to_onnx(self, graph, *inputs: str) -> str:
+        """Write this layer, in evaluation mode, into ``graph`` (an
+        :class:`~cnnrun.engine.onnx.export_graph.OnnxGraph`): ``inputs`` are the names of the input values
+        (batch axis first); returns the name of the output value. A layer type without it cannot be
+        exported (``cnnrun export`` names it)."""
+        raise NotImplementedError(f"{self.type_name} has no ONNX export")
 
 
 def uniform_fan_in_(array: np.ndarray, fan_in: int, rng: np.random.Generator) -> None:

@@ -62,6 +62,11 @@ def resolve_padding(padding, size, kernel, stride, dilation) -> tuple[tuple[int,
     return padding
 
 
+def onnx_pads(pads) -> list[int]:
+    """``((before, after), ...)`` per spatial axis as ONNX's ``pads``: every before, then every after."""
+    return [b for b, _ in pads] + [a for _, a in pads]
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for integers."""
     return -(-a // b)

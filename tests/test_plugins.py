@@ -394,6 +394,24 @@ def test_example_layers_run_forward_and_backward(swish_registry):
     np.testing.assert_allclose(dx, dy * w * (s + 2 * x * s * (1 - s)), rtol=1e-5, atol=1e-6)
 
 
+def test_example_swish_exports_to_onnx_and_channel_scale_is_refused(swish_registry, tmp_path):
+    """docs/plugins.md, Exporting to ONNX: swish's to_onnx, and the error for a layer without one."""
+    from onnx.reference import ReferenceEvaluator
+
+    from cnnrun.engine.onnx import export_onnx
+
+    config = {"name": "tiny", "input": {"shape": [2, 3, 3]}, "layers": [{"type": "swish", "beta": 2.0}]}
+    net = Network.from_config(config, registry=swish_registry)
+    export_onnx(net, tmp_path / "swish.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    got = ReferenceEvaluator(str(tmp_path / "swish.onnx")).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, x * sigmoid(2 * x), rtol=1e-5, atol=1e-6)
+    config["layers"].append({"type": "channel_scale"})
+    with pytest.raises(CnnrunError) as error:
+        export_onnx(Network.from_config(config, registry=swish_registry), tmp_path / "scale.onnx")
+    assert f"Error: {error.value}" in GUIDE.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("layer, input_shape", [
     ({"type": "swish"}, (3, 5)),
     ({"type": "swish", "beta": 0.5}, (2, 3, 3)),

@@ -23,6 +23,10 @@ class ReLU(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.relu_backward(ctx.saved.x, grad)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Relu``."""
+        return graph.op("Relu", x)
+
 
 class LeakyReLU(Layer):
     """y = x if x > 0 else negative_slope * x. PyTorch: ``nn.LeakyReLU(negative_slope=0.01)``."""
@@ -41,6 +45,10 @@ class LeakyReLU(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.leaky_relu_backward(ctx.saved.x, grad, self.negative_slope)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``LeakyRelu``."""
+        return graph.op("LeakyRelu", x, alpha=self.negative_slope)
+
 
 class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)); dy/dx = y (1 - y). PyTorch: ``nn.Sigmoid``."""
@@ -55,6 +63,10 @@ class Sigmoid(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.sigmoid_backward(ctx.saved.y, grad)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Sigmoid``."""
+        return graph.op("Sigmoid", x)
+
 
 class Tanh(Layer):
     """y = tanh(x); dy/dx = 1 - y^2. PyTorch: ``nn.Tanh``."""
@@ -68,6 +80,10 @@ class Tanh(Layer):
 
     def backward(self, ctx, grad):
         return ctx.kernels.tanh_backward(ctx.saved.y, grad)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Tanh``."""
+        return graph.op("Tanh", x)
 
 
 class _OverAxis(Layer):
@@ -97,6 +113,10 @@ class _OverAxis(Layer):
         y = ctx.saved.y
         return getattr(ctx.kernels, f"{self.op}_backward")(y, grad, self.axis % y.ndim)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Softmax`` / ``LogSoftmax`` over ``axis`` (opset 13's per-axis semantics)."""
+        return graph.op(self.onnx_op, x, axis=self.axis)
+
 
 class Softmax(_OverAxis):
     """y_k = exp(x_k) / sum_j exp(x_j) over ``axis`` (default 1: the channels).
@@ -107,7 +127,7 @@ class Softmax(_OverAxis):
     """
 
     type_name = "softmax"
-    op = "softmax"
+    op, onnx_op = "softmax", "Softmax"
     kernels = ("softmax_forward", "softmax_backward")
     fused_loss = {"cross_entropy": "cross_entropy_from_probabilities"}
 
@@ -123,7 +143,7 @@ class LogSoftmax(_OverAxis):
     m the maximum. dx = dy - exp(y) * sum_k(dy). PyTorch: ``nn.LogSoftmax(dim=axis)``."""
 
     type_name = "log_softmax"
-    op = "log_softmax"
+    op, onnx_op = "log_softmax", "LogSoftmax"
     kernels = ("log_softmax_forward", "log_softmax_backward")
 
 
@@ -161,3 +181,8 @@ class PReLU(Layer):
 
     def backward(self, ctx, grad):
         return ctx.kernels.prelu_backward(ctx.saved.x, ctx.params["weight"], grad, ctx.grads["weight"])
+
+    def to_onnx(self, graph, x):
+        """ONNX ``PRelu``, the slope reshaped to (C, 1, ...) to broadcast along the channels."""
+        slope = graph.param("weight")
+        return graph.op("PRelu", x, graph.per_channel(slope, len(graph.input_shapes[0])))

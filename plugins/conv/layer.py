@@ -10,7 +10,7 @@ from cnnrun.engine import Layer
 from cnnrun.engine.layer import uniform_fan_in_
 from cnnrun.engine.options import bool_option, choice_option, int_option, int_tuple, show
 
-from cnnrun.plugins.common import Geometry, padding_option, resolve_padding
+from cnnrun.plugins.common import Geometry, onnx_pads, padding_option, resolve_padding
 
 from . import winograd
 
@@ -114,6 +114,13 @@ class _Conv(Layer):
                                          self._resolved(x.shape[1:])[1], weight_grad, grads.get("bias"), self.algorithm)
         return dx.reshape(x.shape)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Conv`` with explicit ``pads`` (``"same"`` resolved for the input size)."""
+        pads = self.pads(graph.input_shapes[0][1:])
+        weights = [graph.param("weight")] + ([graph.param("bias")] if self.bias else [])
+        return graph.op("Conv", x, *weights, kernel_shape=list(self.kernel_size), strides=list(self.stride),
+                        pads=onnx_pads(pads), dilations=list(self.dilation), group=self.groups)
+
 
 class Conv2d(_Conv):
     """2-D convolution (cross-correlation, as PyTorch). PyTorch: ``nn.Conv2d``.
@@ -212,6 +219,13 @@ class ConvTranspose2d(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.conv_transpose2d_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], self._geometry(),
                                                      ctx.grads["weight"], ctx.grads.get("bias"))
+
+    def to_onnx(self, graph, x):
+        """ONNX ``ConvTranspose`` (the same weight layout)."""
+        weights = [graph.param("weight")] + ([graph.param("bias")] if self.bias else [])
+        return graph.op("ConvTranspose", x, *weights, kernel_shape=list(self.kernel_size),
+                        strides=list(self.stride), pads=list(self.padding) * 2,
+                        output_padding=list(self.output_padding), dilations=list(self.dilation), group=self.groups)
 
 
 def _check_groups(layer, in_channels, input_shape):

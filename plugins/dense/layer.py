@@ -52,3 +52,8 @@ class Linear(Layer):
         grads = ctx.grads if ctx.trainable else {}  # frozen: no weight gradients
         return ctx.kernels.linear_backward(ctx, ctx.saved.x, grad, ctx.params["weight"], grads.get("weight"),
                                            grads.get("bias"))
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Gemm`` with ``transB`` (the weight stays (out_features, in_features))."""
+        weights = [graph.param("weight")] + ([graph.param("bias")] if self.bias else [])
+        return graph.op("Gemm", x, *weights, transB=1)

@@ -30,6 +30,10 @@ class Dropout(Layer):
     def backward(self, ctx, grad):
         return grad if ctx.saved.mask is None else ctx.kernels.dropout_backward(grad, ctx.saved.mask)
 
+    def to_onnx(self, graph, x):
+        """No node: the identity of evaluation mode (dropout2d and drop_path alike)."""
+        return x
+
 
 class _GroupDropout(Dropout):
     """Inverted dropout of whole groups of values: one keep ~ Bernoulli(1 - p) per group, drawn from

@@ -45,6 +45,14 @@ class _Elementwise(Layer):
             y = ctx.kernels.elementwise(self.op, y, x)
         return y
 
+    def to_onnx(self, graph, *inputs):
+        """ONNX ``Add`` / ``Sub`` / ``Mul`` (``op`` capitalized), left to right; ONNX broadcasts the
+        same way (the batch axis leads every input)."""
+        y = inputs[0]
+        for x in inputs[1:]:
+            y = graph.op(self.op.capitalize(), y, x)
+        return y
+
 
 class Add(_Elementwise):
     """y = x_1 + x_2 + ... (a residual sum), broadcasting size-1 dimensions; dx_i = dy summed to x_i's shape.
@@ -130,6 +138,10 @@ class Concat(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.concat_backward(grad, ctx.saved.channels)
 
+    def to_onnx(self, graph, *inputs):
+        """ONNX ``Concat`` along axis 1."""
+        return graph.op("Concat", *inputs, axis=1)
+
 
 class Scale(Layer):
     """y[n, c, ...] = weight[c] * x[n, c, ...]: a learnable per-channel factor (ConvNeXt's layer scale).
@@ -164,3 +176,7 @@ class Scale(Layer):
         weight = self._weight(ctx, x)
         kernels.sum_to_shape(kernels.elementwise("mul", grad, x), weight.shape, 1, out=ctx.grads["weight"])
         return kernels.elementwise("mul", grad, weight)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Mul`` by the weight reshaped to (C, 1, ...)."""
+        return graph.op("Mul", x, graph.per_channel(graph.param("weight"), len(graph.input_shapes[0])))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from cnnrun.engine import ConfigError, Layer
 from cnnrun.engine.options import bool_option, float_option, int_option, show
 
@@ -61,6 +63,34 @@ class GroupwiseNorm(Layer):
             dxhat = ctx.kernels.channel_affine_backward(ctx, grad.reshape(view), xhat.reshape(view), weight,
                                                         grad_weight, grad_bias).reshape(xhat.shape)
         return ctx.kernels.group_norm_backward(ctx, dxhat, xhat, ctx.saved.stats).reshape(grad.shape)
+
+
+def onnx_normalize(graph, x: str, axes) -> str:
+    """(x - mean) / sqrt(var + eps) in ONNX nodes, mean and biased var over ``axes`` (with the batch);
+    ``graph.layer.eps``."""
+    centered = graph.op("Sub", x, graph.reduce("ReduceMean", x, axes))
+    variance = graph.reduce("ReduceMean", graph.op("Mul", centered, centered), axes)
+    return graph.op("Div", centered, graph.op("Sqrt", graph.op("Add", variance, graph.scalar(graph.layer.eps))))
+
+
+def onnx_affine(graph, y: str, per_channel: bool = True) -> str:
+    """``y * weight + bias`` (the layer's parameters) in ONNX nodes, per channel ((C,) reshaped to (C, 1, ...))
+    or, with ``per_channel`` false, broadcast as they are; ``y`` unchanged without them."""
+    if not graph.layer.affine:
+        return y
+    rank = len(graph.input_shapes[0])
+    weight, bias = (graph.param(k) for k in ("weight", "bias"))
+    if per_channel:
+        weight, bias = graph.per_channel(weight, rank), graph.per_channel(bias, rank)
+    return graph.op("Add", graph.op("Mul", y, weight), bias)
+
+
+def onnx_scale_bias(graph, channels: int) -> tuple[str, str]:
+    """The layer's ``weight`` and ``bias``, or ones and zeros without them: the inputs ONNX's
+    BatchNormalization, InstanceNormalization and LayerNormalization require."""
+    if graph.layer.affine:
+        return graph.param("weight"), graph.param("bias")
+    return graph.constant([1.0] * channels), graph.constant([0.0] * channels)
 
 
 def normalized_shape_option(value) -> tuple[int, ...]:
@@ -117,6 +147,22 @@ class LayerNorm(GroupwiseNorm):
     def affine_shape(self, shape):
         return self.normalized_shape
 
+    def to_onnx(self, graph, x):
+        """ONNX ``LayerNormalization`` over the last axes from opset 17; before, and over the channels
+        (``channels_first``), ReduceMean nodes and the affine map."""
+        rank = len(graph.input_shapes[0])
+        if self.channels_first:
+            return onnx_affine(graph, onnx_normalize(graph, x, [1]))
+        axes = list(range(rank + 1 - len(self.normalized_shape), rank + 1))
+        if graph.opset < 17:
+            return onnx_affine(graph, onnx_normalize(graph, x, axes), per_channel=False)
+        if self.affine:
+            scale, bias = graph.param("weight"), graph.param("bias")
+        else:  # a bias of zeros rather than none: onnxruntime 1.32 crashes without one
+            scale = graph.constant(np.ones(self.normalized_shape))
+            bias = graph.constant(np.zeros(self.normalized_shape))
+        return graph.op("LayerNormalization", x, scale, bias, axis=axes[0], epsilon=self.eps)
+
 
 class GroupNorm(GroupwiseNorm):
     """The C channels of each sample split into ``num_groups`` groups of C / num_groups consecutive
@@ -142,6 +188,13 @@ class GroupNorm(GroupwiseNorm):
     def groups_view(self, shape):
         groups = shape[0] * self.num_groups
         return groups, math.prod(shape) // groups, 1
+
+    def to_onnx(self, graph, x):
+        """Reshaped to (N, num_groups, -1), normalized over the last axis (ReduceMean nodes), reshaped
+        back, then the per-channel affine map."""
+        grouped = graph.reshape(x, [0, self.num_groups, -1])
+        y = graph.reshape(onnx_normalize(graph, grouped, [2]), [-1, *graph.input_shapes[0]])
+        return onnx_affine(graph, y)
 
 
 class InstanceNorm(GroupwiseNorm):
@@ -199,6 +252,15 @@ class InstanceNorm(GroupwiseNorm):
                                                 ctx.saved.stats.reshape(3, batch, channels), self.momentum,
                                                 positions)
         return y
+
+    def to_onnx(self, graph, x):
+        """ONNX ``InstanceNormalization``, or ``BatchNormalization`` with the running statistics
+        (``track_running_stats``)."""
+        scale, bias = onnx_scale_bias(graph, graph.input_shapes[0][0])
+        if self.track_running_stats:
+            return graph.op("BatchNormalization", x, scale, bias, graph.param("running_mean"),
+                            graph.param("running_var"), epsilon=self.eps)
+        return graph.op("InstanceNormalization", x, scale, bias, epsilon=self.eps)
 
     def backward(self, ctx, grad):
         if ctx.saved.running:

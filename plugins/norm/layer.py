@@ -7,6 +7,8 @@ import numpy as np
 from cnnrun.engine import Layer
 from cnnrun.engine.options import bool_option, float_option
 
+from .groups import onnx_affine, onnx_normalize, onnx_scale_bias
+
 
 class BatchNorm(Layer):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta, per channel (axis 0 of (C, H, W) / (C, L))
@@ -75,6 +77,16 @@ class BatchNorm(Layer):
         """``{"reduce": sum over the ranks}`` for the kernels when this layer synchronizes (training
         over several ranks), else nothing."""
         return {"reduce": ctx.comm.sum} if self.sync and ctx.training and ctx.comm is not None else {}
+
+    def to_onnx(self, graph, x):
+        """ONNX ``BatchNormalization`` with the running statistics (momentum 1 - momentum, ONNX's
+        convention); without them (``track_running_stats: false``) the batch's, from ReduceMean nodes."""
+        if not self.track_running_stats:
+            axes = [0, *range(2, len(graph.input_shapes[0]) + 1)]
+            return onnx_affine(graph, onnx_normalize(graph, x, axes))
+        scale, bias = onnx_scale_bias(graph, graph.input_shapes[0][0])
+        return graph.op("BatchNormalization", x, scale, bias, graph.param("running_mean"),
+                        graph.param("running_var"), epsilon=self.eps, momentum=1 - self.momentum)
 
     def folds_into(self, producer):
         return producer.affine_output_channels and self.track_running_stats

@@ -39,6 +39,19 @@ class LocalResponseNorm(Layer):
         ctx.saved.x, ctx.saved.y = x3, y
         return y.reshape(x.shape)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``LRN`` for an odd ``size``; for an even one (whose window ONNX places one channel later
+        than PyTorch) the sum of squares from ``size`` shifted slices of the channel-padded squares."""
+        if self.size % 2:
+            return graph.op("LRN", x, size=self.size, alpha=self.alpha, beta=self.beta, bias=self.k)
+        channels, rank = graph.input_shapes[0][0], len(graph.input_shapes[0]) + 1
+        pads = [0] * (2 * rank)
+        pads[1], pads[rank + 1] = self.size // 2, (self.size - 1) // 2
+        squares = graph.op("Pad", graph.op("Mul", x, x), graph.constant(pads))
+        total = graph.op("Sum", *(graph.slice(squares, 1, i, i + channels) for i in range(self.size)))
+        scaled = graph.op("Add", graph.op("Mul", total, graph.scalar(self.alpha / self.size)), graph.scalar(self.k))
+        return graph.op("Div", x, graph.op("Pow", scaled, graph.scalar(self.beta)))
+
     def backward(self, ctx, grad):
         saved = ctx.saved
         return ctx.kernels.lrn_backward(ctx, grad.reshape(saved.x.shape), saved.x, saved.y, saved.denominator,

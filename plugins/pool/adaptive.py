@@ -42,6 +42,21 @@ class _AdaptivePool(Layer):
     def _output_hw(self, in_hw) -> tuple[int, int]:
         return tuple(size if out is None else out for out, size in zip(self.output_size, in_hw))
 
+    def to_onnx(self, graph, x):
+        """Bins of one size (the input a multiple of the output): ``onnx_pool`` (AveragePool, MaxPool) with
+        kernel = stride = input / output; else, axis by axis, one ``onnx_reduce`` per bin (a Slice),
+        concatenated (mean and max of a rectangle are those of its rows' per-row values)."""
+        in_hw, out_hw = graph.input_shapes[0][1:], graph.output_shape[1:]
+        if all(n % o == 0 for n, o in zip(in_hw, out_hw)):
+            kernel = [n // o for n, o in zip(in_hw, out_hw)]
+            return graph.op(self.onnx_pool, x, kernel_shape=kernel, strides=kernel)
+        for axis, (n, o) in enumerate(zip(in_hw, out_hw), start=2):
+            if n != o:
+                bins = [graph.reduce(self.onnx_reduce, graph.slice(x, axis, i * n // o, -(-(i + 1) * n // o)), [axis])
+                        for i in range(o)]
+                x = graph.op("Concat", *bins, axis=axis) if o > 1 else bins[0]
+        return x
+
 
 class AdaptiveAvgPool2d(_AdaptivePool):
     """The mean of each bin; backward spreads dy / bin size over the bin.
@@ -52,6 +67,7 @@ class AdaptiveAvgPool2d(_AdaptivePool):
     """
 
     type_name = "adaptive_avgpool2d"
+    onnx_pool, onnx_reduce = "AveragePool", "ReduceMean"
     kernels = ("adaptive_avg_pool_forward", "adaptive_avg_pool_backward")
 
     def forward(self, ctx, x):
@@ -74,6 +90,7 @@ class AdaptiveMaxPool2d(_AdaptivePool):
     """
 
     type_name = "adaptive_maxpool2d"
+    onnx_pool, onnx_reduce = "MaxPool", "ReduceMax"
     kernels = ("adaptive_max_pool_forward", "adaptive_max_pool_backward")
 
     def forward(self, ctx, x):

@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnrun.engine import Layer
 from cnnrun.engine.options import bool_option, int_tuple, show
-from cnnrun.plugins.common import padding_option, resolve_padding
+from cnnrun.plugins.common import onnx_pads, padding_option, resolve_padding
 
 
 def pooled_size(size: int, kernel: int, stride: int, before: int, after: int, dilation: int,
@@ -83,6 +83,16 @@ class _WindowPool(Layer):
         return tuple(pooled_size(n, k, s, b, a, d, self.ceil_mode)
                      for n, k, s, b, a, d in zip(in_hw, *self.window(in_hw)))
 
+    def onnx_attributes(self, graph) -> dict:
+        """The window as ONNX pool attributes (``"same"`` padding resolved for the input size); ``ceil_mode``
+        only where it changes the output size (so that no runtime meets a ceil_mode it need not handle)."""
+        size = graph.input_shapes[0][1:]
+        pads = resolve_padding(self.padding, size, self.kernel_size, self.stride, self.dilation)
+        floor = [pooled_size(n, k, s, b, a, d, False)
+                 for n, k, s, (b, a), d in zip(size, self.kernel_size, self.stride, pads, self.dilation)]
+        return {"kernel_shape": list(self.kernel_size), "strides": list(self.stride), "pads": onnx_pads(pads),
+                "ceil_mode": int(tuple(floor) != tuple(graph.output_shape[1:]))}
+
 
 class _MaxPool(_WindowPool):
     kernels = ("max_pool_forward", "max_pool_backward")
@@ -100,6 +110,10 @@ class _MaxPool(_WindowPool):
         grad_x = ctx.kernels.max_pool_backward(as_planes(grad), ctx.saved.argmax, kernel, stride, before, dilation,
                                                ctx.saved.in_hw)
         return grad_x.reshape(ctx.saved.in_shape)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``MaxPool``."""
+        return graph.op("MaxPool", x, dilations=list(self.dilation), **self.onnx_attributes(graph))
 
 
 class _AvgPool(_WindowPool):
@@ -122,6 +136,11 @@ class _AvgPool(_WindowPool):
         grad_x = ctx.kernels.avg_pool_backward(as_planes(grad), ctx.saved.in_hw, kernel, stride, before, after,
                                                self.count_include_pad)
         return grad_x.reshape(ctx.saved.in_shape)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``AveragePool``."""
+        return graph.op("AveragePool", x, count_include_pad=int(self.count_include_pad),
+                        **self.onnx_attributes(graph))
 
 
 class MaxPool2d(_MaxPool):
@@ -185,6 +204,11 @@ class _GlobalPool(Layer):
     def _output(self, y, x_shape):
         return y.reshape(x_shape[0], *self.output_shape(x_shape[1:]))
 
+    def to_onnx(self, graph, x):
+        """ONNX ``GlobalAveragePool`` / ``GlobalMaxPool`` (``onnx_op``), then ``Flatten`` with ``flatten``."""
+        y = graph.op(self.onnx_op, x)
+        return graph.op("Flatten", y, axis=1) if self.flatten else y
+
 
 class GlobalAvgPool(_GlobalPool):
     """The mean of each channel over all positions; dx = dy / (H * W) everywhere.
@@ -194,6 +218,7 @@ class GlobalAvgPool(_GlobalPool):
     """
 
     type_name = "global_avgpool"
+    onnx_op = "GlobalAveragePool"
     kernels = ("global_avg_pool_forward", "global_avg_pool_backward")
 
     def forward(self, ctx, x):
@@ -214,6 +239,7 @@ class GlobalMaxPool(_GlobalPool):
     """
 
     type_name = "global_maxpool"
+    onnx_op = "GlobalMaxPool"
     kernels = ("max_pool_forward", "max_pool_backward")
 
     def forward(self, ctx, x):

@@ -34,6 +34,10 @@ class Identity(Layer):
     def backward(self, ctx, grad):
         return grad
 
+    def to_onnx(self, graph, x):
+        """No node: the output is the input."""
+        return x
+
 
 class Flatten(Layer):
     """The axes from ``start_axis`` on (counted with the batch axis 0, as PyTorch's ``start_dim``; negative
@@ -65,6 +69,12 @@ class Flatten(Layer):
     def backward(self, ctx, grad):
         return grad.reshape(ctx.saved.shape)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Flatten`` (axis 1) when everything after the batch becomes one axis, else ``Reshape``."""
+        if len(graph.output_shape) == 1:
+            return graph.op("Flatten", x, axis=1)
+        return graph.reshape(x, [-1, *graph.output_shape])
+
 
 class Reshape(Layer):
     """Every sample to ``shape`` (the non-batch axes; one -1 is inferred), in C order; backward reshapes
@@ -93,6 +103,10 @@ class Reshape(Layer):
 
     def backward(self, ctx, grad):
         return grad.reshape(ctx.saved.shape)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Reshape`` to ``(-1, *output_shape)`` (-1: the batch)."""
+        return graph.reshape(x, [-1, *graph.output_shape])
 
 
 class Slice(Layer):
@@ -136,6 +150,11 @@ class Slice(Layer):
         taken = ctx.saved.taken
         return ctx.kernels.slice_backward(grad, ctx.saved.channels, taken.start, taken.step)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Slice`` of axis 1."""
+        taken = self.channels(graph.input_shapes[0][0])
+        return graph.slice(x, 1, taken.start, taken.stop, taken.step)
+
 
 class Permute(Layer):
     """The axes reordered: output axis k is input axis ``dims[k]``, counted with the batch axis, which
@@ -163,3 +182,7 @@ class Permute(Layer):
     def backward(self, ctx, grad):
         inverse = sorted(range(len(self.dims)), key=self.dims.__getitem__)
         return ctx.kernels.permute(grad, inverse)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Transpose``."""
+        return graph.op("Transpose", x, perm=list(self.dims))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from numbers import Real
 
+import numpy as np
+
 from cnnrun.engine import Layer
 from cnnrun.engine.errors import ConfigError
 from cnnrun.engine.options import choice_option, float_option, int_tuple, show
@@ -88,6 +90,25 @@ class Upsample(Layer):
         return grad_x.reshape(ctx.saved.in_shape)
 
 
+    def to_onnx(self, graph, x):
+        """ONNX ``Resize``: nearest with "asymmetric" coordinates and "floor", linear with "half_pixel" or
+        "align_corners"; by ``scales`` (1, 1, scale_factor) or to ``sizes`` (with ``axes`` from opset 18;
+        before, the input's N and C from its Shape, then ``size``)."""
+        if self.mode == "nearest":
+            attributes = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        else:
+            attributes = {"mode": "linear", "coordinate_transformation_mode":
+                          "align_corners" if self.align_corners else "half_pixel"}
+        if self.scale_factor is not None:
+            scales = graph.constant([1.0, 1.0, *self.scale_factor], np.float32)
+            return graph.op("Resize", x, "", scales, **attributes)
+        if graph.opset >= 18:
+            return graph.op("Resize", x, "", "", graph.constant(list(self.size)), axes=[2, 3], **attributes)
+        batch_channels = graph.slice(graph.op("Shape", x), 0, 0, 2)
+        sizes = graph.op("Concat", batch_channels, graph.constant(list(self.size)), axis=0)
+        return graph.op("Resize", x, "", "", sizes, **attributes)
+
+
 def _scale_pair(value) -> tuple[float, float]:
     items = list(value) if isinstance(value, (list, tuple)) else [value, value]
     if len(items) != 2 or not all(isinstance(v, Real) and not isinstance(v, bool) for v in items):
@@ -148,3 +169,19 @@ class Pad(Layer):
     def backward(self, ctx, grad):
         grad_x = ctx.kernels.resize_gather_backward(as_planes(grad), ctx.saved.in_hw, *ctx.saved.inverse)
         return grad_x.reshape(ctx.saved.in_shape)
+
+    def to_onnx(self, graph, x):
+        """ONNX ``Pad`` (modes constant, reflect, edge); circular as, axis by axis, the last ``before``
+        and the first ``after`` positions concatenated around the input."""
+        shape = graph.input_shapes[0]
+        pads = self._pads(shape)
+        if self.mode == "circular":
+            for axis, (n, (before, after)) in enumerate(zip(shape[1:], pads), start=2):
+                parts = ([graph.slice(x, axis, n - before, n)] if before else []) + [x] + (
+                    [graph.slice(x, axis, 0, after)] if after else [])
+                x = graph.op("Concat", *parts, axis=axis) if len(parts) > 1 else x
+            return x
+        sides = [0, 0, *(b for b, _ in pads), 0, 0, *(a for _, a in pads)]
+        mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}[self.mode]
+        value = [graph.scalar(self.value)] if self.mode == "constant" else []
+        return graph.op("Pad", x, graph.constant(sides), *value, mode=mode)

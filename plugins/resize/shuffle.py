@@ -33,6 +33,10 @@ class PixelShuffle(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.pixel_unshuffle(grad, self.upscale_factor)
 
+    def to_onnx(self, graph, x):
+        """ONNX ``DepthToSpace`` in "CRD" mode (PyTorch's channel order)."""
+        return graph.op("DepthToSpace", x, blocksize=self.upscale_factor, mode="CRD")
+
 
 class PixelUnshuffle(Layer):
     """Space into channels, the inverse of pixel_shuffle: ``y[c r^2 + i r + j, h, w] = x[c, h r + i, w r + j]``.
@@ -60,6 +64,13 @@ class PixelUnshuffle(Layer):
     def backward(self, ctx, grad):
         return ctx.kernels.pixel_shuffle(grad, self.downscale_factor)
 
+    def to_onnx(self, graph, x):
+        """Reshape (N, C, H / r, r, W / r, r), Transpose to (N, C, r, r, H / r, W / r), Reshape (ONNX's
+        SpaceToDepth orders the channels differently)."""
+        (c, h, w), r = graph.input_shapes[0], self.downscale_factor
+        blocks = graph.reshape(x, [-1, c, h // r, r, w // r, r])
+        return graph.reshape(graph.op("Transpose", blocks, perm=[0, 1, 3, 5, 2, 4]), [-1, *graph.output_shape])
+
 
 class ChannelShuffle(Layer):
     """Channels viewed as ``(groups, C / groups)`` and transposed (ShuffleNet): ``y[j g + i] = x[i C/g + j]``.
@@ -86,3 +97,10 @@ class ChannelShuffle(Layer):
 
     def backward(self, ctx, grad):
         return ctx.kernels.channel_shuffle(grad, grad.shape[1] // self.groups)
+
+    def to_onnx(self, graph, x):
+        """Reshape (N, groups, C / groups, ...), Transpose the two channel axes, Reshape back."""
+        c, *rest = graph.input_shapes[0]
+        groups = graph.reshape(x, [-1, self.groups, c // self.groups, *rest])
+        perm = [0, 2, 1, *range(3, len(rest) + 3)]
+        return graph.reshape(graph.op("Transpose", groups, perm=perm), [-1, c, *rest])

@@ -3,7 +3,8 @@
 cnnrun finds it through the entry point declared in pyproject.toml (group ``cnnrun``) once it is
 installed (``pip install -e .``); docs/plugins.md walks through it. ``swish`` computes through
 kernels, on the CPU (:mod:`cnnrun_swish_cpu`) and on CUDA GPUs (:mod:`cnnrun_swish_cuda`);
-``channel_scale`` computes with NumPy itself, so it runs on the CPU only.
+``channel_scale`` computes with NumPy itself, so it runs on the CPU only. ``swish`` exports to ONNX
+(``to_onnx``); ``channel_scale`` does not, so ``cnnrun export`` refuses a network that has one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class Swish(Layer):
 
     def backward(self, ctx, grad):
         return ctx.kernels.swish_backward(ctx.saved.x, ctx.saved.s, grad, self.beta)
+
+    def to_onnx(self, graph, x):
+        """ONNX: x * Sigmoid(beta * x)."""
+        return graph.op("Mul", x, graph.op("Sigmoid", graph.op("Mul", x, graph.scalar(self.beta))))
 
 
 def _per_channel(weight, ndim):
