@@ -40,5 +40,6 @@ class BatchLoss:
         return loss, correct, grad, self._to_host(predicted) if predictions else None
 
     def backward(self, net: Network, grad):
-        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer)."""
-        return net.backward(grad, start=self._start)
+        """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer);
+        the gradient of the input is not computed."""
+        net.backward(grad, start=self._start, input_grad=False)

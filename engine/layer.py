@@ -31,6 +31,9 @@ class Context:
     - ``training``: True for training-mode forward passes (dropout, batch statistics).
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
+    - ``needs_input_grad``: False when ``backward``'s caller discards the gradient of this layer's
+      input (a layer fed by the network input, in training): a layer may then return None for it
+      and skip computing it (PyTorch's ``ctx.needs_input_grad``).
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     """
 
@@ -43,6 +46,7 @@ class Context:
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.training = False
         self.saved = SimpleNamespace()
+        self.needs_input_grad = True
         self._workspaces: dict[str, np.ndarray] = {}
 
     @property

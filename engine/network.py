@@ -199,10 +199,11 @@ class Network:
         self._batch = x.shape[0]
         return values[self.nodes[-1].name]
 
-    def backward(self, grad_output, timer=None, *, start: str | None = None):
+    def backward(self, grad_output, timer=None, *, start: str | None = None, input_grad: bool = True):
         """Back-propagate ``grad_output``, the gradient of the output of layer ``start`` (default: the
         last layer); fills ``grads`` (zero for layers it does not reach), returns the gradient with
-        respect to the input.
+        respect to the input, or None with ``input_grad=False`` (training: the layers fed by the
+        input alone then skip it, see ``Context.needs_input_grad``).
 
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
@@ -226,11 +227,16 @@ class Network:
                 for array in ctx.grads.values():
                     self.backend.fill(array, 0)
                 continue
+            ctx.needs_input_grad = input_grad or any(source != INPUT for source in node.inputs)
             with timer(node.name, "backward") if timer else nullcontext():
                 input_grads = node.layer.backward(ctx, grad)
-            input_grads = contract.check_backward(node, input_grads, ctx.grads)
+            input_grads = contract.check_backward(node, input_grads, ctx.grads, ctx.needs_input_grad)
             for source, g in zip(node.inputs, input_grads):
+                if source == INPUT and not input_grad:
+                    continue
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
+        if not input_grad:
+            return None
         if INPUT in grads:
             return grads[INPUT]
         return self.backend.zeros((self._batch, *self.input_shape), self.dtype)  # input reaches nothing

@@ -99,8 +99,8 @@ class _Conv(Layer):
         x = ctx.saved.x
         dx = ctx.kernels.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
                                          self._geometry(x.shape[2:]), _as2d(ctx.grads["weight"]),
-                                         ctx.grads.get("bias"), self.algorithm)
-        return dx.reshape(x.shape)
+                                         ctx.grads.get("bias"), self.algorithm, ctx.needs_input_grad)
+        return None if dx is None else dx.reshape(x.shape)
 
 
 class Conv2d(_Conv):
