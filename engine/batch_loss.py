@@ -39,7 +39,7 @@ class BatchLoss:
         loss, correct, grad, predicted = self._kernel(output, labels, gradient)
         return loss, correct, grad, self._to_host(predicted) if predictions else None
 
-    def backward(self, net: Network, grad):
+    def backward(self, net: Network, grad, input_grad: bool = True):
         """Back-propagate the loss gradient ``grad`` through ``net`` (from below a fused last layer);
-        the gradient of the input is not computed."""
-        net.backward(grad, start=self._start, input_grad=False)
+        returns the gradient of the input (None, not computed, unless ``input_grad``)."""
+        return net.backward(grad, start=self._start, input_grad=input_grad)

@@ -205,7 +205,7 @@ class Trainer:
             loss, batch_correct, grad, _ = self.loss(output, y)
             if not math.isfinite(loss):
                 raise self._stopped(f"the loss became {loss} at epoch {epoch}, batch {index} (lr {lr:g})")
-            self.loss.backward(self.net, grad)
+            self.loss.backward(self.net, grad, input_grad=False)
             self.optimizer.apply(self.net.params, self.net.grads, lr)
             total_loss += loss * len(y)
             correct += batch_correct
