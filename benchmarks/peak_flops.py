@@ -18,7 +18,7 @@ import multiprocessing
 import sys
 import time
 
-REPEATS = 5
+REPEATS = 10
 LOOPS = 20_000
 LENGTH = 256  # float32 values per chain array: 4 arrays of them stay in L1
 
