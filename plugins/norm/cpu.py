@@ -30,18 +30,18 @@ def batchnorm_forward(ctx, x, weight, bias, running_mean, running_var, eps, mome
     else:
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
     inv_std = 1 / np.sqrt(var + eps)
-    scale = inv_std if weight is None else weight * inv_std
-    shift = -mean * scale if bias is None else bias - mean * scale
+    gamma = np.ones(x.shape[1]) if weight is None else weight
+    beta = np.zeros(x.shape[1]) if bias is None else bias
     y = np.empty_like(x)
     xhat = ctx.workspace("xhat", x.shape, x.dtype)
-    launch(_normalize, 3 * x.size, planes, mean.astype(x.dtype), inv_std.astype(x.dtype), scale.astype(x.dtype),
-           shift.astype(x.dtype), y.reshape(planes.shape), xhat.reshape(planes.shape))
+    launch(_normalize, 3 * x.size, planes, *(v.astype(x.dtype) for v in (mean, inv_std, gamma, beta)),
+           y.reshape(planes.shape), xhat.reshape(planes.shape))
     return y, xhat, inv_std
 
 
 def batchnorm_backward(ctx, grad, xhat, inv_std, weight, training, grad_weight, grad_bias):
     """dgamma = sum(dy * xhat) and dbeta = sum(dy) into ``grad_weight``/``grad_bias`` (unless
-    ``weight`` is None: gamma = 1); returns dx = scale * (dy - dbeta/n - xhat * dgamma/n), scale =
+    ``weight`` is None: gamma = 1); returns dx = scale * (dy - xhat * dgamma/n - dbeta/n), scale =
     gamma * inv_std (eval: dx = scale * dy). Two passes: the sums, then dx."""
     grad = np.ascontiguousarray(grad, xhat.dtype)
     planes = grad.reshape(grad.shape[0], grad.shape[1], -1)
@@ -83,17 +83,17 @@ def _channel_statistics(x, mean, var):
 
 
 @cpu_kernel
-def _normalize(x, mean, inv_std, scale, shift, y, xhat):
-    """xhat = (x - mean[c]) * inv_std[c] and y = x * scale[c] + shift[c] over (N, C, L) planes."""
+def _normalize(x, mean, inv_std, gamma, beta, y, xhat):
+    """xhat = (x - mean[c]) * inv_std[c] and y = xhat * gamma[c] + beta[c] over (N, C, L) planes."""
     samples, channels, length = x.shape
     for item in prange(samples * channels):
         n, c = item // channels, item % channels
         row, out, norm = x[n, c], y[n, c], xhat[n, c]
-        m, s, a, b = mean[c], inv_std[c], scale[c], shift[c]
+        m, s, a, b = mean[c], inv_std[c], gamma[c], beta[c]
         for t in range(length):
-            v = row[t]
-            norm[t] = (v - m) * s
-            out[t] = v * a + b
+            h = (row[t] - m) * s
+            norm[t] = h
+            out[t] = h * a + b
 
 
 @cpu_kernel
@@ -113,14 +113,14 @@ def _gradient_sums(grad, xhat, dgamma, dbeta):
 
 @cpu_kernel
 def _input_gradient(grad, xhat, scale, slope, offset, dx):
-    """dx = scale[c] * (grad - offset[c] - xhat * slope[c]) over (N, C, L) planes."""
+    """dx = scale[c] * (grad - xhat * slope[c] - offset[c]) over (N, C, L) planes."""
     samples, channels, length = grad.shape
     for item in prange(samples * channels):
         n, c = item // channels, item % channels
         g, h, out = grad[n, c], xhat[n, c], dx[n, c]
         a, b, k = scale[c], offset[c], slope[c]
         for t in range(length):
-            out[t] = a * (g[t] - b - h[t] * k)
+            out[t] = a * (g[t] - h[t] * k - b)
 
 
 KERNELS = {"batchnorm_forward": batchnorm_forward, "batchnorm_backward": batchnorm_backward,
