@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import peak_flops  # benchmarks/, next to this script
+
 ROOT = Path(__file__).resolve().parent.parent
 LENET = ROOT / "examples" / "lenet5.json"
 DOC = ROOT / "docs" / "performance.md"
@@ -115,8 +117,6 @@ def _fingerprint(arrays) -> list[tuple[float, float]]:
 
 def _cnnrun_case(case: Case):
     """(step, fingerprint, flops or bytes per step) for cnnrun."""
-    import numpy as np
-
     from cnnrun.engine import Network
     from cnnrun.engine.losses import cross_entropy
     from cnnrun.engine.optim import make_optimizer
@@ -130,7 +130,7 @@ def _cnnrun_case(case: Case):
 
         def step():
             loss, grad = cross_entropy(net.forward(x, training=True), labels)
-            net.backward(grad)
+            net.backward(grad, input_gradient=False)  # PyTorch's input does not require grad
             optimizer.apply(net.params, net.grads, SGD["lr"])
             return loss
 
@@ -304,19 +304,24 @@ def measure(case: Case, ours: Worker, theirs: Worker, warmup: int, repeats: int,
 
 
 # -- reporting ------------------------------------------------------------------------------------
-def table(results: list[Result]) -> str:
-    lines = ["| case | operation (forward + backward) | cnnrun ms | cnnrun rate | PyTorch ms | PyTorch rate "
-             "| cnnrun / PyTorch | target | |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+def table(results: list[Result], peak: float) -> str:
+    """The results as a Markdown table; ``peak``: the GFLOP/s of all the threads of one library."""
+    lines = ["| case | operation (forward + backward) | cnnrun ms | cnnrun rate | of peak | PyTorch ms | PyTorch rate "
+             "| of peak | cnnrun / PyTorch | target | |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def share(seconds):
+        return f"{r.rate(seconds) / peak:.0%}" if r.unit == "GFLOP/s" else ""
+
     for r in results:
         verdict = "met" if r.ratio <= r.case.target else f"missed by {r.ratio / r.case.target - 1:.0%}"
         lines.append(f"| {r.case.name} | {r.case.label} | {r.ours * 1e3:.2f} | {r.rate(r.ours):.1f} {r.unit} "
-                     f"| {r.theirs * 1e3:.2f} | {r.rate(r.theirs):.1f} {r.unit} | {r.ratio:.2f} "
-                     f"| <= {r.case.target:g} | {verdict} |")
+                     f"| {share(r.ours)} | {r.theirs * 1e3:.2f} | {r.rate(r.theirs):.1f} {r.unit} "
+                     f"| {share(r.theirs)} | {r.ratio:.2f} | <= {r.case.target:g} | {verdict} |")
     return "\n".join(lines)
 
 
-def machine(threads: int) -> str:
+def machine(threads: int, width: int, peak: float) -> str:
     import numba
     import numpy
     import torch
@@ -334,7 +339,9 @@ def machine(threads: int) -> str:
     return (f"{cpu}, {os.cpu_count()} cores, {threads} thread(s) per library; Python {platform.python_version()}, "
             f"NumPy {numpy.__version__} ({blas.get('name')} {blas.get('version')}"
             f"{f', OPENBLAS_CORETYPE={coretype}' if coretype else ''}), Numba {numba.__version__}, "
-            f"PyTorch {torch.__version__}; {date.today().isoformat()}")
+            f"PyTorch {torch.__version__}; FP32 peak {peak:.0f} GFLOP/s a thread at {width} float32 lanes "
+            f"(benchmarks/peak_flops.py); load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the "
+            f"end; {date.today().isoformat()}")
 
 
 def write_doc(path: Path, block: str, options: str) -> None:
@@ -372,6 +379,8 @@ def main(argv=None) -> int:
     os.environ.update(dict.fromkeys(THREAD_VARIABLES, str(args.threads)))  # the workers start with it
     cases = [c for c in CASES if not args.case or c.name in args.case]
     clock = time.thread_time if args.cpu_time else time.perf_counter
+    width = peak_flops.widest_width()
+    peak = peak_flops.peak(width)  # one thread's, before the workers start
     ours, theirs = Worker("cnnrun", clock), Worker("torch", clock)
     results, failed = [], []
     try:
@@ -392,7 +401,7 @@ def main(argv=None) -> int:
                         *(["--cpu-time"] if args.cpu_time else [])])
     command = " ".join(["python benchmarks/compare_torch.py", *(["--quick"] if args.quick else []), options]).strip()
     block = (f"Measured with `{command}` ({repeats} timed repeats after {warmup} warm-up, medians) on: "
-             f"{machine(args.threads)}.\n\n{table(results)}")
+             f"{machine(args.threads, width, peak)}.\n\n{table(results, peak * args.threads)}")
     print()
     print(block)
     if failed:

@@ -59,9 +59,10 @@ class BatchContract:
             raise _error(node, "forward returned", "its output", output, expected, self.dtype,
                          "output_shape")
 
-    def check_backward(self, node, input_grads, grads: dict) -> tuple:
+    def check_backward(self, node, input_grads, grads: dict, needed: bool = True) -> tuple:
         """``input_grads`` (what ``node``'s backward returned, one array or a tuple) as a tuple, after
-        checking it and the layer's ``ctx.grads`` entries."""
+        checking it and the layer's ``ctx.grads`` entries (``needed`` False: the input gradients may
+        be None)."""
         expected = self.inputs[node.name]
         if len(expected) == 1 and not isinstance(input_grads, (tuple, list)):
             input_grads = (input_grads,)
@@ -70,6 +71,8 @@ class BatchContract:
             raise LayerContractError(f"layer '{node.name}' ({node.layer.type_name}): backward must return "
                                      f"{len(expected)} input gradient(s), one per input; got {count}")
         for index, (grad, shape) in enumerate(zip(input_grads, expected)):
+            if grad is None and not needed:
+                continue
             if getattr(grad, "shape", None) != shape or not _same(grad.dtype, self.dtype):
                 what = "the gradient of its input" + (f" {index} ('{node.inputs[index]}')" if len(expected) > 1 else "")
                 raise _error(node, "backward returned", what, grad, shape, self.dtype, "input shape")

@@ -33,6 +33,9 @@ class Context:
       ``grads`` alone (skip the weight-gradient kernels); a batchnorm keeps its running statistics.
     - ``saved``: a namespace, emptied before each ``forward``, for what ``backward`` needs.
     - ``rng``: a ``numpy.random.Generator`` for random layers (dropout).
+    - ``needs_input_grad``: False when ``backward``'s caller discards the gradient of this layer's
+      input (a layer fed by the network input, in training): a layer may then return None for it
+      and skip computing it (PyTorch's ``ctx.needs_input_grad``).
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     - ``frozen``: True when ``params`` never change (an inference plan's copies, :mod:`.plan`);
       ``derived(key, make)`` then keeps what a kernel derives from them (a transformed filter).
@@ -50,6 +53,7 @@ class Context:
         self.training = False
         self.trainable = True
         self.saved = SimpleNamespace()
+        self.needs_input_grad = True
         self._workspaces: dict[str, np.ndarray] = {}
         self.frozen = False
         self._derived: dict[str, Any] = {}

@@ -211,7 +211,8 @@ class Network:
         """Back-propagate ``grad_output``, the gradient of the output of layer ``start`` (default: the
         last layer); fills ``grads`` (zero for layers it does not reach), returns the gradient with
         respect to the input. ``input_gradient=False`` (training) skips the layers that neither train
-        nor feed one that does (a frozen backbone: :func:`~cnnrun.engine.state.untrained`); returns None.
+        nor feed one that does (a frozen backbone: :func:`~cnnrun.engine.state.untrained`); returns None, and
+        the layers fed by the input alone skip their input gradient (``Context.needs_input_grad``).
 
         ``timer(node_name, "backward")``, if given, is a context manager wrapped around each layer.
         """
@@ -237,10 +238,13 @@ class Network:
                 for array in ctx.grads.values():
                     self.backend.fill(array, 0)
                 continue
+            ctx.needs_input_grad = input_gradient or any(source != INPUT for source in node.inputs)
             with timer(node.name, "backward") if timer else nullcontext():
                 input_grads = node.layer.backward(ctx, grad)
-            input_grads = contract.check_backward(node, input_grads, ctx.grads)
+            input_grads = contract.check_backward(node, input_grads, ctx.grads, ctx.needs_input_grad)
             for source, g in zip(node.inputs, input_grads):
+                if source == INPUT and not input_gradient:
+                    continue
                 grads[source] = g if source not in grads else self.backend.add(grads[source], g)
         if not input_gradient:
             return None

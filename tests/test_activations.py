@@ -79,6 +79,15 @@ def test_extreme_inputs_neither_overflow_nor_nan(registry, dtype):
     np.testing.assert_array_equal(softmax, [[0, 0, 0, 0, 1]])
 
 
+def test_relu_keeps_nan(registry):
+    """NaN and Inf pass through relu (a diverging run is not hidden), forward and backward."""
+    net = network(registry, {"type": "relu"}, (4,), "float32")
+    y = net.forward(np.array([[np.nan, -np.inf, np.inf, -1.0]], np.float32))
+    np.testing.assert_array_equal(y, [[np.nan, 0, np.inf, 0]])
+    dx = net.backward(np.array([[1.0, np.nan, np.nan, np.inf]], np.float32))
+    np.testing.assert_array_equal(dx, [[0, np.nan, np.nan, np.nan]])
+
+
 def test_bad_negative_slope(registry):
     message = "layer 'lr' (leaky_relu): negative_slope must be a finite number; got negative_slope=\"steep\""
     with pytest.raises(ConfigError, match=re.escape(message)):

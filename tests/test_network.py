@@ -132,6 +132,26 @@ def test_input_used_twice_sums_gradients(reg):
     np.testing.assert_allclose(dx[0], net.params["b"]["weight"])
 
 
+def test_backward_without_input_gradient(registry):
+    """input_gradient=False: the conv fed by the input is told so and returns None for it, the conv
+    after it is not; the parameter gradients are the same as with the input gradient."""
+    layers = [{"name": "c1", "type": "conv2d", "out_channels": 4, "kernel_size": 3},
+              {"name": "c2", "type": "conv2d", "out_channels": 2, "kernel_size": 3}]
+    net = build(layers, shape=(3, 8, 8), reg=registry, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
+    grad = np.random.default_rng(1).standard_normal((2, 2, 4, 4))
+    net.forward(x, training=True)
+    assert net.backward(grad).shape == x.shape
+    expected = {name: {k: v.copy() for k, v in grads.items()} for name, grads in net.grads.items()}
+    net.forward(x, training=True)
+    assert net.backward(grad, input_gradient=False) is None
+    assert not net.contexts["c1"].needs_input_grad and net.contexts["c2"].needs_input_grad
+    for name, grads in expected.items():
+        for key, value in grads.items():
+            np.testing.assert_array_equal(net.grads[name][key], value)
+    assert net.nodes[0].layer.backward(net.contexts["c1"], np.ones((2, 4, 6, 6))) is None
+
+
 # -- the Python API -----------------------------------------------------------------------------------
 
 def test_params_are_float32_writable_in_place(reg):

@@ -63,6 +63,20 @@ def test_batchnorm_matches_reference(registry, dtype, shape, training):
         np.testing.assert_allclose(buffers["running_var"], expected[2], **TOL[dtype])
 
 
+def test_batchnorm_statistics_survive_a_large_mean(registry):
+    """Values around 1e6 with standard deviation 1e-3: the variance is not lost to cancellation
+    (E[x^2] - E[x]^2 would be; the sums are shifted by a value of the channel), and a NaN stays NaN."""
+    net = batchnorm_network(registry, (2, 64))
+    x = 1e6 + 1e-3 * np.random.default_rng(0).standard_normal((8, 2, 64))
+    y = net.forward(x, training=True)
+    params = net.params["bn"]
+    expected = ref.batchnorm(x, params["weight"], params["bias"], np.zeros(2), np.ones(2), training=True)[0]
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    x[3, 1, 5] = np.nan
+    y = net.forward(x, training=True)
+    assert np.isfinite(y[:, 0]).all() and np.isnan(y[:, 1]).all()
+
+
 def test_batchnorm_running_statistics_literal(registry):
     # channel 0: 1, 2, 3 -> mean 2, biased var 2/3, unbiased var 1
     # channel 1: 2, 4, 9 -> mean 5, biased var 26/3, unbiased var 13

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper
+from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from onnx_graphs import CASES, i64, make_model, node, w
 from cnnrun.cli.main import cli
-from cnnrun.engine import CnnrunError, Network
+from cnnrun.engine import CnnrunError
 from cnnrun.engine.checkpoint import load_checkpoint
 from cnnrun.engine.onnx import import_onnx
 from cnnrun.engine.onnx.importer import onnx_to_cnnrun

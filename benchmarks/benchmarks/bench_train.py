@@ -24,7 +24,7 @@ class LeNet5TrainingStep:
 
     def step(self):
         loss, grad = cross_entropy(self.net.forward(self.x, training=True), self.labels)
-        self.net.backward(grad)
+        self.net.backward(grad, input_gradient=False)
         self.optimizer.apply(self.net.params, self.net.grads, SGD["lr"])
 
     def time_step(self):

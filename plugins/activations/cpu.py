@@ -1,4 +1,4 @@
-"""CPU kernels of the activations: NumPy, and Numba ufuncs of the scalar functions of :mod:`.scalar`.
+"""CPU kernels of the activations: NumPy, Numba kernels for relu (one pass each way), and Numba ufuncs of the scalar functions of :mod:`.scalar`.
 
 Each takes its inputs and returns a fresh output, as the CUDA kernels in :mod:`.cuda` do. The ufuncs
 compile on first use (``cache=True``) and compute in float64; the results are cast to the input's dtype.
@@ -7,17 +7,41 @@ compile on first use (``cache=True``) and compute in float64; the results are ca
 from __future__ import annotations
 
 import numpy as np
-from numba import vectorize
+from numba import prange, vectorize
+
+from cnnrun.engine.jit import cpu_kernel, launch
 
 from .scalar import kernel_table
 
 
 def relu_forward(x):
-    return np.maximum(x, 0)
+    """max(x, 0), one pass (NaN stays NaN)."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    launch(_relu, x.size, x.reshape(-1), y.reshape(-1))
+    return y
 
 
 def relu_backward(x, grad):
-    return grad * (x > 0)
+    """grad * (x > 0), one pass."""
+    x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad)
+    dx = np.empty_like(grad)
+    launch(_relu_gradient, 2 * x.size, x.reshape(-1), grad.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@cpu_kernel
+def _relu(x, y):
+    for t in prange(x.size):
+        v = x[t]
+        y[t] = 0 if v < 0 else v
+
+
+@cpu_kernel
+def _relu_gradient(x, grad, dx):
+    for t in prange(x.size):
+        g = grad[t]
+        dx[t] = g if x[t] > 0 else g * 0  # 0, or NaN for a non-finite gradient, as grad * False
 
 
 def leaky_relu_forward(x, slope):

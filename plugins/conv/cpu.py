@@ -97,17 +97,21 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None)
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None) -> np.ndarray:
-    """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
-    ``grad_bias`` (each ``None``: not computed; without a bias, or a frozen layer)."""
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None,
+                    input_grad=True) -> np.ndarray | None:
+    """The gradient of :func:`conv2d_forward` with respect to ``x`` (None, not computed, unless
+    ``input_grad``); overwrites ``grad_weight`` and ``grad_bias`` (each ``None``: not computed;
+    without a bias, or a frozen layer)."""
     algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, grad.shape[2:])
     if algorithm == "winograd":
-        return winograd.conv2d_backward(ctx, x, grad, weight, geom, grad_weight, grad_bias)
+        return winograd.conv2d_backward(ctx, x, grad, weight, geom, grad_weight, grad_bias, input_grad)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     path = choose_path(weight.shape, geom, algorithm)
     bias_grad(grad, grad_bias)
     if grad_weight is not None:
         _weight(ctx, x, grad, geom, grad_weight, path)
+    if not input_grad:
+        return None
     dx = np.empty(x.shape, x.dtype)
     _transpose(ctx, grad, weight, None, dx, geom, path)
     return dx

@@ -41,13 +41,13 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None)
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None):
-    """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
-    ``grad_bias`` (``None`` without a bias)."""
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, algorithm=None, input_grad=True):
+    """The gradient of :func:`conv2d_forward` with respect to ``x`` (computed all the same; None
+    unless ``input_grad``); overwrites ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     _bias_grad(grad, grad_bias)
     dx = cuda.device_array(x.shape, x.dtype)
     _grads(ctx, x, grad, weight, geom, grad_weight, x_like=dx)
-    return dx
+    return dx if input_grad else None
 
 
 def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw):

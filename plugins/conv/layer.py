@@ -111,8 +111,9 @@ class _Conv(Layer):
         weight_grad = grads.get("weight")
         weight_grad = None if weight_grad is None else _as2d(weight_grad)
         dx = ctx.kernels.conv2d_backward(ctx, _as2d(x), _as2d(grad), _as2d(ctx.params["weight"]),
-                                         self._resolved(x.shape[1:])[1], weight_grad, grads.get("bias"), self.algorithm)
-        return dx.reshape(x.shape)
+                                         self._resolved(x.shape[1:])[1], weight_grad, grads.get("bias"), self.algorithm,
+                                         ctx.needs_input_grad)
+        return None if dx is None else dx.reshape(x.shape)
 
     def to_onnx(self, graph, x):
         """ONNX ``Conv`` with explicit ``pads`` (``"same"`` resolved for the input size)."""

@@ -91,9 +91,9 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw) -> np.ndarray:
     return y
 
 
-def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias) -> np.ndarray:
-    """The gradient of :func:`conv2d_forward` with respect to ``x``; overwrites ``grad_weight`` and
-    ``grad_bias`` (each ``None``: not computed)."""
+def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias, input_grad=True) -> np.ndarray | None:
+    """The gradient of :func:`conv2d_forward` with respect to ``x`` (None, not computed, unless
+    ``input_grad``); overwrites ``grad_weight`` and ``grad_bias`` (each ``None``: not computed)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
     bias_grad(grad, grad_bias)
     groups, (top, left) = geom.groups, geom.padding
@@ -108,6 +108,8 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
         du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
         np.sum(partial, axis=0, out=du)
         launch(_filter_gradient, grad_weight.size, du, grad_weight)
+    if not input_grad:
+        return None
     dx = np.empty(x.shape, x.dtype)
     u = _filter(ctx, "winograd.u.rotated", weight, groups, rotated=True)
     _convolve(ctx, grad, u, np.zeros(x.shape[1], x.dtype), dx, 2 - top, 2 - left)
