@@ -12,7 +12,6 @@ from cnnrun.engine import CnnrunError, ConfigError, Network, PluginError, hookim
 from cnnrun.engine.batch_loss import BatchLoss, make_loss
 from cnnrun.engine.losses import (KERNELS, Loss, binary_cross_entropy, cross_entropy, cross_entropy_from_probabilities,
                                   l1, mse, smooth_l1)
-from cnnrun.engine.inference import evaluate
 from cnnrun.engine.plugins import Registries
 from cnnrun.engine.train import train
 
@@ -243,7 +242,7 @@ def test_a_plugin_loss_trains_from_a_network_file(plugin_manager, tmp_path, prep
     result = train(path, out=tmp_path / "run", registries=registries)
     assert ScaledMSE.calls > 0
     validation = prepare({"type": "digits"}, (1, 8, 8), validation_split=0.2)[1]  # the run's split (seed 0)
-    np.testing.assert_allclose(result.metrics[0]["val_loss"], 3 * evaluate(result.network, validation, "mse")[0],
+    np.testing.assert_allclose(result.metrics[0]["val_loss"], 3 * result.network.evaluate(validation.x, validation.y, loss="mse")["loss"],
                                rtol=1e-6)
     path.write_text(path.read_text().replace("test_scaled_mse", "test_scaled_mse2"))
     with pytest.raises(ConfigError, match=r"net\.json: train\.loss: unknown loss 'test_scaled_mse2' \(did you mean "
