@@ -51,6 +51,7 @@ class NetCase:
     target: float
     loops: int = 1
     unfused: bool = False  # cnnrun's inference without its plan (the layers one by one)
+    agreement: float = 1e-3  # relative tolerance of the fingerprints compared before timing
 
     @property
     def label(self) -> str:
@@ -66,7 +67,9 @@ CASES = [
     NetCase("resnet20-train-b128", "resnet20", "train", 128, 1.0),
     NetCase("resnet20-infer-b32", "resnet20", "infer", 32, 1.0),
     NetCase("resnet20-infer-b1", "resnet20", "infer", 1, 1.5, loops=20),
-    NetCase("mobilenet-train-b16", "mobilenet", "train", 16, 1.0),
+    # The first conv's weight gradient below 27 batchnorms in training mode: float32 against float64
+    # differs by up to 5.6e-3 of its largest value in cnnrun alone, so PyTorch's float32 cannot agree to 1e-3.
+    NetCase("mobilenet-train-b16", "mobilenet", "train", 16, 1.0, agreement=1e-2),
     NetCase("mobilenet-infer-b1", "mobilenet", "infer", 1, 1.0, loops=10),
     NetCase("mobilenet-infer-b16", "mobilenet", "infer", 16, 1.0),
 ]

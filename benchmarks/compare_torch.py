@@ -49,6 +49,7 @@ class Case:
     shape: tuple[int, int, int, int]
     layer: dict = field(default_factory=dict)
     target: float = 1.0
+    agreement: float = 1e-3  # relative tolerance of the fingerprints compared before timing
 
 
 def _conv(name, n, c, o, size, k, target, **options):
@@ -279,8 +280,8 @@ class Result:
         return self.work / seconds / 1e9
 
 
-def _agree(ours, theirs) -> bool:
-    return all(abs(a - b) <= 1e-3 * max(na, nb, 1e-30) and abs(na - nb) <= 1e-3 * max(na, nb, 1e-30)
+def _agree(ours, theirs, tolerance: float) -> bool:
+    return all(abs(a - b) <= tolerance * max(na, nb, 1e-30) and abs(na - nb) <= tolerance * max(na, nb, 1e-30)
                for (a, na), (b, nb) in zip(ours, theirs))
 
 
@@ -291,7 +292,7 @@ def measure(case: Case, ours: Worker, theirs: Worker, warmup: int, repeats: int,
     cycles) after its last call before it sleeps, and would otherwise slow the other process.
     """
     (print_ours, work), (print_theirs, _) = ours.ask("setup", case), theirs.ask("setup", case)
-    if not _agree(print_ours, print_theirs):
+    if not _agree(print_ours, print_theirs, case.agreement):
         raise RuntimeError(f"case {case.name}: cnnrun and PyTorch disagree: {print_ours} vs {print_theirs}")
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
     for index in range(warmup + repeats):
