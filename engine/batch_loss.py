@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import CnnrunError, ConfigError
 from .losses import Loss
-from .options import show
+from .options import configured, show
 
 if TYPE_CHECKING:
     from .network import Network
@@ -53,18 +53,7 @@ def make_loss(spec, registry=None) -> Loss:
         known = ", ".join(sorted(registry.classes))
         raise ConfigError(f"must be a loss name or an object with a \"type\" (one of: {known}); got {show(spec)[:60]}",
                           section=SECTION)
-    try:
-        cls = registry.get(config["type"])
-    except ConfigError as err:
-        err.section = SECTION
-        raise
-    options = {k: v for k, v in config.items() if k != "type"}
-    try:
-        cls.check_keys(options)
-        return cls(**options)
-    except ConfigError as err:
-        err.section = f"{SECTION} ({cls.type_name})"
-        raise
+    return configured(registry, config, SECTION)
 
 
 class BatchLoss:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CnnrunError, ConfigError
-from .options import Configurable, float_option, show
+from .options import Configurable, configured, float_option, show
 
 SECTION = "train.optimizer"
 
@@ -166,17 +166,6 @@ def make_optimizer(config: dict[str, Any], registry) -> Optimizer:
         known = ", ".join(sorted(registry.classes))
         raise ConfigError(f"must be an object with a \"type\" (one of: {known}); got {show(config)}",
                           key="type", section=SECTION)
-    try:
-        cls = registry.get(config["type"])
-    except ConfigError as err:
-        err.section = SECTION
-        raise
-    options = {k: v for k, v in config.items() if k != "type"}
-    try:
-        cls.check_keys(options)
-        optimizer = cls(**options)
-    except ConfigError as err:
-        err.section = f"{SECTION} ({cls.type_name})"
-        raise
+    optimizer = configured(registry, config, SECTION)
     devices = getattr(registry, "devices", None)
     return optimizer.to(devices.open("cpu")) if devices is not None else optimizer

@@ -134,3 +134,21 @@ class Configurable:
     def resolved_config(self, config: dict[str, Any]) -> dict[str, Any]:
         """``config`` with every accepted key present (defaults filled in)."""
         return {k: config.get(k, d) for k, d in self.config_keys().items()}
+
+
+def configured(registry, config: dict, section: str):
+    """An instance of the :class:`Configurable` class ``registry`` holds for ``config["type"]``,
+    built with the other keys of ``config`` as its options (a JSON ``{"type": ..., options}``).
+    Errors are :class:`ConfigError` in ``section`` (an unknown type) or ``section (type)`` (an option)."""
+    try:
+        cls = registry.get(config["type"])
+    except ConfigError as err:
+        err.section = section
+        raise
+    options = {k: v for k, v in config.items() if k != "type"}
+    try:
+        cls.check_keys(options)
+        return cls(**options)
+    except ConfigError as err:
+        err.section = f"{section} ({cls.type_name})"
+        raise

@@ -15,21 +15,9 @@ from cnnrun.engine.losses import (KERNELS, Loss, binary_cross_entropy, cross_ent
 from cnnrun.engine.plugins import Registries
 from cnnrun.engine.train import train
 
+from helpers import numerical_gradient
+
 TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1e-13)}
-
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f at x (float64), entry by entry."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        up = f(x)
-        x[i] = old - eps
-        down = f(x)
-        x[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 # -- PyTorch's formulas, one element at a time --------------------------------------------------------------------

@@ -11,6 +11,8 @@ from cnnrun.engine.losses import (KERNELS, LOSSES, binary_cross_entropy, cross_e
 from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.activations import Softmax
 
+from helpers import numerical_gradient
+
 TOL = {"float32": dict(rtol=1e-5, atol=1e-6), "float64": dict(rtol=1e-12, atol=1e-14)}
 
 
@@ -33,20 +35,6 @@ def naive_mse(output, target):
     loss = math.fsum((float(o) - float(t)) ** 2 for o, t in zip(flat_o, flat_t)) / size
     grad = np.array([2 * (float(o) - float(t)) / size for o, t in zip(flat_o, flat_t)])
     return loss, grad.reshape(output.shape)
-
-
-def numerical_gradient(f, x, eps=1e-6):
-    """Central differences of the scalar f at x (float64), entry by entry."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        up = f(x)
-        x[i] = old - eps
-        down = f(x)
-        x[i] = old
-        grad[i] = (up - down) / (2 * eps)
-    return grad
 
 
 def softmax(z):
