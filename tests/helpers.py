@@ -23,3 +23,16 @@ def numerical_gradient(f, x, eps=1e-6):
         x[i] = old
         grad[i] = (up - down) / (2 * eps)
     return grad
+
+
+def with_statistics(net, seed=0):
+    """Non-trivial batchnorm gamma, beta and running statistics."""
+    rng = np.random.default_rng(seed)
+    for node in net.nodes:
+        if node.layer.type_name == "batchnorm":
+            c = net.params[node.name]["weight"].shape[0]
+            net.params[node.name]["weight"][...] = rng.uniform(0.5, 2.0, c)
+            net.params[node.name]["bias"][...] = rng.normal(0, 1, c)
+            net.buffers[node.name]["running_mean"][...] = rng.normal(0, 0.5, c)
+            net.buffers[node.name]["running_var"][...] = rng.uniform(0.2, 3.0, c)
+    return net

@@ -12,6 +12,8 @@ from cnnrun.engine.checkpoint import Checkpoint, load_checkpoint, network_state,
 from cnnrun.engine.fuse import foldable_pairs, fuse_network
 from cnnrun.engine.train import train
 
+from helpers import with_statistics
+
 
 def conv(name, **options):
     return {"name": name, "type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1, **options}
@@ -44,15 +46,7 @@ def trained_looking(config, seed=0):
     """A network whose batchnorms have non-trivial gamma, beta and running statistics."""
     net = Network.from_config(config)
     net.initialize(seed)
-    rng = np.random.default_rng(seed)
-    for node in net.nodes:
-        if node.layer.type_name == "batchnorm":
-            c = net.params[node.name]["weight"].shape[0]
-            net.params[node.name]["weight"][...] = rng.uniform(0.5, 2.0, c)
-            net.params[node.name]["bias"][...] = rng.normal(0, 1, c)
-            net.buffers[node.name]["running_mean"][...] = rng.normal(0, 0.5, c)
-            net.buffers[node.name]["running_var"][...] = rng.uniform(0.2, 3.0, c)
-    return net
+    return with_statistics(net, seed)
 
 
 def checkpoint_of(net, normalization=None):

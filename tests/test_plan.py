@@ -10,22 +10,11 @@ from cnnrun.engine.checkpoint import Checkpoint, network_state, restore_network
 from cnnrun.engine.data import Examples
 from cnnrun.plugins.merge.cpu import epilogue
 
+from helpers import with_statistics
+
 
 def config_of(shape, layers):
     return {"name": "net", "input": {"shape": list(shape)}, "layers": layers}
-
-
-def with_statistics(net, seed=0):
-    """Non-trivial batchnorm gamma, beta and running statistics."""
-    rng = np.random.default_rng(seed)
-    for node in net.nodes:
-        if node.layer.type_name == "batchnorm":
-            c = net.params[node.name]["weight"].shape[0]
-            net.params[node.name]["weight"][...] = rng.uniform(0.5, 2.0, c)
-            net.params[node.name]["bias"][...] = rng.normal(0, 1, c)
-            net.buffers[node.name]["running_mean"][...] = rng.normal(0, 0.5, c)
-            net.buffers[node.name]["running_var"][...] = rng.uniform(0.2, 3.0, c)
-    return net
 
 
 def random_config(rng):
