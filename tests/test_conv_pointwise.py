@@ -1,5 +1,5 @@
-"""The CPU conv paths added for inference speed: 1x1 convs on small maps by channels-last dot
-products (plugins/conv/cpu.py ``_pointwise``) and packed filters kept in frozen contexts, against
+"""The CPU conv paths added for speed: 1x1 convs on small maps by channels-last products
+(plugins/conv/cpu.py ``_pointwise``, and its weight gradient) and packed filters kept in frozen contexts, against
 the float64 references of tests/reference_conv.py and finite differences."""
 
 import numpy as np
@@ -27,10 +27,11 @@ def _cases(count, seed):
 
 
 def _spy(monkeypatch):
-    """Counts the calls of the pointwise kernel."""
+    """The names of the pointwise kernels called, in order."""
     calls = []
-    kernel = cpu.pointwise_product
-    monkeypatch.setattr(cpu, "pointwise_product", lambda *args: calls.append(1) or kernel(*args))
+    for name in ("pointwise_product", "pointwise_weight"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel: calls.append(name) or kernel(*args))
     return calls
 
 
@@ -60,10 +61,11 @@ def test_pointwise_path_matches_reference(batch, channels, out_channels, size, m
             for name, got, want in zip(("y", "dx", "dw", "db", "transpose"), (y, dx, dw, db, dx_t),
                                        (*expected, expected[1])):
                 np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{name} with {settings}")
-    assert len(calls) == 2 * 2 * 3  # forward, input gradient, transpose: every one by the pointwise path
+    # every product by the pointwise path: forward, weight gradient, input gradient, transpose
+    assert calls == ["pointwise_product", "pointwise_weight", "pointwise_product", "pointwise_product"] * 4
 
 
-def test_larger_maps_and_padded_or_grouped_1x1_take_shifted_rows(monkeypatch):
+def test_larger_maps_padded_or_grouped_1x1_take_shifted_rows_unless_wide(monkeypatch):
     calls = _spy(monkeypatch)
     ctx = Context(backend=get_backend("cpu"))
     x = np.ones((1, 4, 8, 8))
@@ -73,7 +75,13 @@ def test_larger_maps_and_padded_or_grouped_1x1_take_shifted_rows(monkeypatch):
     cpu.conv2d_forward(ctx, x[:, :, :4, :4], np.ones((4, 2, 1, 1)), None, ONE_BY_ONE._replace(groups=2), (4, 4))
     assert calls == []
     cpu.conv2d_forward(ctx, x[:, :, :7, :7], np.ones((4, 4, 1, 1)), None, ONE_BY_ONE, (7, 7))
-    assert calls == [1]
+    assert calls == ["pointwise_product"]
+    wide, dw = np.ones((1, cpu.POINTWISE_MIN_CHANNELS, 16, 16)), np.empty((3, cpu.POINTWISE_MIN_CHANNELS, 1, 1))
+    cpu.conv2d_forward(ctx, wide[:, 1:], dw[:, 1:], None, ONE_BY_ONE, (16, 16))  # one channel too few
+    cpu.conv2d_backward(ctx, wide, np.ones((1, 3, 16, 16)), dw, ONE_BY_ONE, dw, None, input_grad=False)
+    assert calls == ["pointwise_product"]
+    cpu.conv2d_forward(ctx, wide, dw, None, ONE_BY_ONE, (16, 16))  # many channels, 16x16: long dot products
+    assert calls == ["pointwise_product"] * 2
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 3), (4, 1, 7)])
@@ -81,7 +89,7 @@ def test_pointwise_gradients_match_finite_differences(registry, shape, monkeypat
     calls = _spy(monkeypatch)
     check_layer_gradients({"type": "conv2d", "name": "conv", "out_channels": 3, "kernel_size": 1}, shape,
                           registry=registry)
-    assert calls
+    assert "pointwise_weight" in calls and "pointwise_product" in calls
 
 
 @pytest.mark.parametrize("kernel, stride, padding, route", [

@@ -19,6 +19,10 @@ gradients). They are computed by these kernels:
   product without im2col (the columns ``j >= OW`` are computed and dropped). The weight gradient
   ``dw[o, tap] = sum_q g[o, q] * xp[q + shift(tap)]`` dots g, spread to width Wp (zeros between its
   rows), with the same shifted runs.
+- **pointwise** (1x1, stride 1, no padding, one group, a small map): x moved to channels-last
+  ``(N, H, W, C)``, each output one dot product of a filter row with a pixel's C values (the
+  forward, and the transpose with the transposed filter); the weight gradient
+  ``dw = sum_n g_n @ x_n^T`` multiplies the output gradient's rows into the channels-last pixels.
 - **channels-last patches** (many taps, >= 16 outputs per group, any stride): x moved to
   zero-padded ``(N, Hp, Wp, C)``, where one output pixel's taps of a kernel row are one run of
   ``kw*C`` values; the runs of a few dozen pixels are copied into rows and dotted with the filter
@@ -50,8 +54,8 @@ from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import winograd
 from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
-from .direct import (channels_last, direct_weight, patch_product, pointwise_product, shifted_product,
-                     shifted_transpose)
+from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
+                     shifted_product, shifted_transpose)
 from .im2col import im2col_forward, im2col_transpose, im2col_weight
 
 ALGORITHMS = ("im2col", "direct")
@@ -79,10 +83,17 @@ PATCH_TILE = 48
 
 POINTWISE_MAX_PIXELS = 49
 """1x1 stride-1 convs (no padding, one group) with at most this many output pixels per sample take
-channels-last dot products (:func:`_pointwise`); larger maps take shifted rows. Measured (float32,
-1 thread, forward): 2-4.5x faster at 2x2 to 7x7 from 128 channels (512->512 at 2x2: 6.8x, 256->256
-at 4x4: 2.8x, at 6x6: 2.2x, 512->512 at 7x7: 2.6x; batch 16, 256->256 at 4x4: 3x), the same below
-64 channels (overhead), slower from 8x8 at batch 16 (128->128: 0.8x) and from 16x16 (0.6-0.9x)."""
+channels-last dot products (:func:`_pointwise`), all three products; larger maps take shifted rows.
+Measured (float32, 1 thread): the forward 2-4.5x faster at 2x2 to 7x7 from 128 channels (512->512
+at 2x2: 6.8x, 256->256 at 4x4: 2.8x, at 6x6: 2.2x, 512->512 at 7x7: 2.6x; batch 16, 256->256 at
+4x4: 3x), the same below 64 channels (overhead); slower from 8x8 with 128 channels (batch 16:
+0.9x) and at 16x16 (0.75x). The weight gradient, batch 16: 512->512 at 2x2: 8.6x, 256->256 at
+4x4: 3.3x, 128->128 at 7x7: 1.4x, 64->64 at 7x7 and 32->32 at 4x4: 1.0x, 256->64 at 16x16: 0.6x."""
+
+POINTWISE_MIN_CHANNELS, POINTWISE_WIDE_PIXELS = 256, 256
+"""... and so do the forward and transpose products with at least this many input channels on at most
+this many pixels (long dot products): 256->256 at 8x8 to 16x16 1.3-1.5x faster at batch 1-16,
+512->512 at 14x14 1.8x; at 32x32 1.1x, 256->64 at 28x28 and 56x56 0.65-0.8x."""
 
 TAP_BLOCK = 16
 """Products run over blocks of this many taps (a multiple of 4), whose input rows stay in L1."""
@@ -162,7 +173,7 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
     - "direct": no im2col buffer; the forward by shifted rows or, with many taps, channels-last
       patches, the transpose the same with the rotated filter (or, with few input channels, as the
       adjoint of shifted rows), the weight gradient by shifted rows. Stride 1 only; 1x1 stride-1
-      convs always take it (it is a plain matrix product there);
+      convs always take it (a plain matrix product there: pointwise on small maps);
     - "im2col": im2col columns for all three products;
     - "strided" (``None`` at stride > 1): the forward by channels-last patches when it has many
       taps, everything else as "im2col".
@@ -238,7 +249,16 @@ def _weight(ctx, x, g, geom, grad_w, path):
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
     partial = ctx.workspace("conv.weight.partial", (_threads(), groups, round_up(per_group, 4), taps), x.dtype)
     partial.fill(0)
-    if path == "direct":
+    if path == "direct" and _pointwise_fits(grad_w, geom, g, wide=False):
+        pixels = g.shape[2] * g.shape[3]
+        image = ctx.workspace("conv.forward.nhwc", (n, x.shape[2], x.shape[3], x.shape[1]), x.dtype)
+        launch(channels_last, image.size, x, image, 0, 0)
+        spread = ctx.workspace("conv.weight.spread", (n, partial.shape[2], round_up(pixels, 4)), x.dtype)
+        spread.fill(0)
+        spread[:, :out_channels, :pixels] = g.reshape(n, out_channels, pixels)
+        launch(pointwise_weight, _work(n, pixels, out_channels, taps) // 8, spread, image,
+               _clamped_rows(spread.shape[2], pixels, taps), partial)
+    elif path == "direct":
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
         src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
@@ -332,11 +352,14 @@ def _many_taps(w, geom) -> bool:
             and tuple(geom.kernel) != (1, 1))
 
 
-def _pointwise_fits(w, geom, y) -> bool:
+def _pointwise_fits(w, geom, y, wide=True) -> bool:
     """Whether a conv takes :func:`_pointwise`: 1x1, no padding, one group and at most
-    POINTWISE_MAX_PIXELS output pixels per sample."""
+    POINTWISE_MAX_PIXELS output pixels per sample, or (``wide``: not for the weight gradient) at
+    least POINTWISE_MIN_CHANNELS input channels on at most POINTWISE_WIDE_PIXELS."""
+    pixels = y.shape[2] * y.shape[3]
+    wide = wide and w.shape[1] >= POINTWISE_MIN_CHANNELS and pixels <= POINTWISE_WIDE_PIXELS
     return (tuple(geom.kernel) == (1, 1) and tuple(geom.padding) == (0, 0) and geom.groups == 1
-            and y.shape[2] * y.shape[3] <= POINTWISE_MAX_PIXELS)
+            and (pixels <= POINTWISE_MAX_PIXELS or wide))
 
 
 def _planes(w_shape, y_shape, geom):
@@ -363,6 +386,15 @@ def _tap_offsets(groups, channels, kh, kw, dh, dw, plane, width) -> np.ndarray:
 def _column_rows(rows, tile) -> np.ndarray:
     """offsets[k] = k * tile: where row k of a ``(rows, tile)`` im2col buffer starts (read-only)."""
     offsets = np.arange(rows, dtype=np.int64) * tile
+    offsets.flags.writeable = False
+    return offsets
+
+
+@lru_cache(maxsize=256)
+def _clamped_rows(rows, count, length) -> np.ndarray:
+    """offsets[k] = min(k, count - 1) * length for k < rows: the rows of a ``(count, length)`` array,
+    the padding rows repeating the last (read-only)."""
+    offsets = np.minimum(np.arange(rows, dtype=np.int64), count - 1) * length
     offsets.flags.writeable = False
     return offsets
 

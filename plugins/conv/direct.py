@@ -192,3 +192,14 @@ def pointwise_product(image, w, offsets, base, y, acc):
             target, values = planes[o, q0:q0 + m], out[o]
             for t in range(m):
                 target[t] = values[t] + b
+
+
+@cpu_kernel
+def pointwise_weight(spread, image, offsets, partial):
+    """partial[thread, 0, o, c] += sum_q spread[n, o, q] * image[n, q, c] over the samples n: the
+    weight gradient of :func:`pointwise_product`, ``spread`` the output gradient ``(N, O, P)``
+    zero-padded to multiples of 4, ``offsets[q] = min(q, P - 1) * C`` (P pixels, C channels)."""
+    channels = image.shape[3]
+    for n in prange(spread.shape[0]):
+        rows_product(spread[n], image[n].reshape(image[n].size), offsets, np.int64(0), channels,
+                     partial[numba.get_thread_id(), 0])
