@@ -19,7 +19,7 @@ gradients). They are computed by these kernels:
   product without im2col (the columns ``j >= OW`` are computed and dropped). The weight gradient
   ``dw[o, tap] = sum_q g[o, q] * xp[q + shift(tap)]`` dots g, spread to width Wp (zeros between its
   rows), with the same shifted runs.
-- **pointwise** (1x1, stride 1, no padding, one group, a small map): x moved to channels-last
+- **pointwise** (1x1, stride 1, no padding, one group; a small map or many channels): x moved to channels-last
   ``(N, H, W, C)``, each output one dot product of a filter row with a pixel's C values (the
   forward, and the transpose with the transposed filter); the weight gradient
   ``dw = sum_n g_n @ x_n^T`` multiplies the output gradient's rows into the channels-last pixels.
@@ -316,8 +316,8 @@ def _patches(ctx, key, x, w, base, y, geom):
 
 def _direct(ctx, key, x, w, base, y, geom):
     """y = base + the stride-1 conv of x with w, x placed at ``geom.padding`` (top, left; negative:
-    cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns; a 1x1 conv on a
-    small map (:func:`_pointwise_fits`) by :func:`_pointwise`."""
+    cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns; a 1x1 conv that
+    :func:`_pointwise_fits` by :func:`_pointwise`."""
     if _pointwise_fits(w, geom, y):
         _pointwise(ctx, key, x, w, base, y)
         return

@@ -4,7 +4,9 @@
   contiguous run shifted (``y[o, q] = sum_tap w[o, tap] * xp[q + shift(tap)]``), and its adjoint and
   weight gradient with the same runs;
 - **channels-last patches** (many taps, any stride): x moved to ``(N, Hp, Wp, C)``, each output
-  pixel's taps copied into one row and dotted with the filter rows.
+  pixel's taps copied into one row and dotted with the filter rows;
+- **pointwise** (1x1, stride 1, no padding, one group): x moved to ``(N, H, W, C)``, each output
+  one dot product over the channels, and the weight gradient ``sum_n g_n @ x_n^T``.
 
 The wrappers in :mod:`.cpu` call these kernels (see its docstring for the layouts).
 """
