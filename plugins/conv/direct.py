@@ -4,7 +4,9 @@
   contiguous run shifted (``y[o, q] = sum_tap w[o, tap] * xp[q + shift(tap)]``), and its adjoint and
   weight gradient with the same runs;
 - **channels-last patches** (many taps, any stride): x moved to ``(N, Hp, Wp, C)``, each output
-  pixel's taps copied into one row and dotted with the filter rows.
+  pixel's taps copied into one row and dotted with the filter rows;
+- **pointwise** (1x1, stride 1, no padding, one group): x moved to ``(N, H, W, C)``, each output
+  one dot product over the channels, and the weight gradient ``sum_n g_n @ x_n^T``.
 
 The wrappers in :mod:`.cpu` call these kernels (see its docstring for the layouts).
 """
@@ -165,3 +167,41 @@ def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patch
                 target, values = planes[g * per_group + o, q0:q0 + m], out[o]
                 for t in range(m):
                     target[t] = values[t] + b
+
+
+@cpu_kernel
+def pointwise_product(image, w, offsets, base, y, acc):
+    """y[n, o, i, j] = base[o] + sum_c w[o, c] * image[n, i, j, c]: a 1x1 conv as dot products of
+    the filter rows ``w`` ``(O, C)`` with the channels-last pixels (``offsets[p] = p * C``), over
+    tiles of ``acc.shape[2]`` pixels; each dot runs over all C channels, however small the map."""
+    samples, channels, out_h, out_w = y.shape
+    in_channels = w.shape[1]
+    pixels = out_h * out_w
+    tile = acc.shape[2]
+    tiles = (pixels + tile - 1) // tile
+    rows = w.reshape(w.size)
+    for item in prange(samples * tiles):
+        n = item // tiles
+        q0 = (item - n * tiles) * tile
+        m = min(tile, pixels - q0)
+        out = acc[numba.get_thread_id(), :, :m]
+        out[:, :] = 0
+        row_dots(rows, np.int64(0), in_channels, channels, image[n].reshape(pixels * in_channels), offsets,
+                 q0 * in_channels, in_channels, out)
+        planes = y[n].reshape(channels, pixels)
+        for o in range(channels):
+            b = base[o]
+            target, values = planes[o, q0:q0 + m], out[o]
+            for t in range(m):
+                target[t] = values[t] + b
+
+
+@cpu_kernel
+def pointwise_weight(spread, image, offsets, partial):
+    """partial[thread, 0, o, c] += sum_q spread[n, o, q] * image[n, q, c] over the samples n: the
+    weight gradient of :func:`pointwise_product`, ``spread`` the output gradient ``(N, O, P)``
+    zero-padded to multiples of 4, ``offsets[q] = min(q, P - 1) * C`` (P pixels, C channels)."""
+    channels = image.shape[3]
+    for n in prange(spread.shape[0]):
+        rows_product(spread[n], image[n].reshape(image[n].size), offsets, np.int64(0), channels,
+                     partial[numba.get_thread_id(), 0])

@@ -1,0 +1,117 @@
+"""The CPU conv paths added for speed: 1x1 convs on small maps by channels-last products
+(plugins/conv/cpu.py ``_pointwise``, and its weight gradient) and packed filters kept in frozen contexts, against
+the float64 references of tests/reference_conv.py and finite differences."""
+
+import numpy as np
+import pytest
+
+import reference_conv as reference
+from cnnrun.engine import Context, jit
+from cnnrun.engine.gradcheck import check_layer_gradients
+from cnnrun.engine.plugins import get_backend
+from cnnrun.plugins.common import Geometry
+from cnnrun.plugins.conv import cpu
+
+ONE_BY_ONE = Geometry((1, 1), (1, 1), (0, 0), (1, 1), 1, (0, 0))
+
+
+def _cases(count, seed):
+    """Seeded 1x1 convs on maps of at most POINTWISE_MAX_PIXELS pixels: batch 1-3, 1-13 channels
+    (not multiples of 4 too), odd sizes."""
+    rng = np.random.default_rng(seed)
+    cases = [(1, 5, 7, (7, 7)), (1, 1, 1, (1, 1))]
+    while len(cases) < count:
+        size = (int(rng.integers(1, 8)), int(rng.integers(1, 8)))
+        cases.append((int(rng.integers(1, 4)), int(rng.integers(1, 14)), int(rng.integers(1, 14)), size))
+    return cases
+
+
+def _spy(monkeypatch):
+    """The names of the pointwise kernels called, in order."""
+    calls = []
+    for name in ("pointwise_product", "pointwise_weight"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel: calls.append(name) or kernel(*args))
+    return calls
+
+
+@pytest.mark.parametrize("batch, channels, out_channels, size", _cases(8, 5), ids=str)
+def test_pointwise_path_matches_reference(batch, channels, out_channels, size, monkeypatch):
+    rng = np.random.default_rng(batch * 100 + channels)
+    x = rng.standard_normal((batch, channels, *size))
+    w = rng.standard_normal((out_channels, channels, 1, 1))
+    b = rng.standard_normal(out_channels)
+    options = {"stride": (1, 1), "padding": ((0, 0), (0, 0)), "dilation": (1, 1), "groups": 1}
+    expected_y = reference.conv2d(x, w, b, **options)
+    grad = rng.standard_normal(expected_y.shape)
+    expected = (expected_y, *reference.conv2d_backward(x, w, grad, **options))
+    calls = _spy(monkeypatch)
+    for settings in ({}, {"WORKSPACE_BYTES": 1}):  # one tile per sample; one pixel per tile
+        for parallel in (False, True):
+            with monkeypatch.context() as patch:
+                for key, value in settings.items():
+                    patch.setattr(cpu, key, value)
+                patch.setattr(jit, "PARALLEL_MIN_WORK", 0 if parallel else 10 ** 18)
+                ctx = Context(backend=get_backend("cpu"))
+                dw, db = np.empty_like(w), np.empty_like(b)
+                y = cpu.conv2d_forward(ctx, x, w, b, ONE_BY_ONE, size)
+                dx = cpu.conv2d_backward(ctx, x, grad, w, ONE_BY_ONE, dw, db)
+                # conv_transpose2d's forward with the filter (C, O) is conv2d's input gradient
+                dx_t = cpu.conv_transpose2d_forward(ctx, grad, w, None, ONE_BY_ONE, size)
+            for name, got, want in zip(("y", "dx", "dw", "db", "transpose"), (y, dx, dw, db, dx_t),
+                                       (*expected, expected[1])):
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"{name} with {settings}")
+    # every product by the pointwise path: forward, weight gradient, input gradient, transpose
+    assert calls == ["pointwise_product", "pointwise_weight", "pointwise_product", "pointwise_product"] * 4
+
+
+def test_larger_maps_padded_or_grouped_1x1_take_shifted_rows_unless_wide(monkeypatch):
+    calls = _spy(monkeypatch)
+    ctx = Context(backend=get_backend("cpu"))
+    x = np.ones((1, 4, 8, 8))
+    cpu.conv2d_forward(ctx, x, np.ones((4, 4, 1, 1)), None, ONE_BY_ONE, (8, 8))  # 64 > 49 pixels
+    cpu.conv2d_forward(ctx, x[:, :, :4, :4], np.ones((4, 4, 1, 1)), None, ONE_BY_ONE._replace(padding=(1, 1)),
+                       (6, 6))
+    cpu.conv2d_forward(ctx, x[:, :, :4, :4], np.ones((4, 2, 1, 1)), None, ONE_BY_ONE._replace(groups=2), (4, 4))
+    assert calls == []
+    cpu.conv2d_forward(ctx, x[:, :, :7, :7], np.ones((4, 4, 1, 1)), None, ONE_BY_ONE, (7, 7))
+    assert calls == ["pointwise_product"]
+    wide, dw = np.ones((1, cpu.POINTWISE_MIN_CHANNELS, 16, 16)), np.empty((3, cpu.POINTWISE_MIN_CHANNELS, 1, 1))
+    cpu.conv2d_forward(ctx, wide[:, 1:], dw[:, 1:], None, ONE_BY_ONE, (16, 16))  # one channel too few
+    cpu.conv2d_backward(ctx, wide, np.ones((1, 3, 16, 16)), dw, ONE_BY_ONE, dw, None, input_grad=False)
+    assert calls == ["pointwise_product"]
+    cpu.conv2d_forward(ctx, wide, dw, None, ONE_BY_ONE, (16, 16))  # many channels, 16x16: long dot products
+    assert calls == ["pointwise_product"] * 2
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3), (4, 1, 7)])
+def test_pointwise_gradients_match_finite_differences(registry, shape, monkeypatch):
+    calls = _spy(monkeypatch)
+    check_layer_gradients({"type": "conv2d", "name": "conv", "out_channels": 3, "kernel_size": 1}, shape,
+                          registry=registry)
+    assert "pointwise_weight" in calls and "pointwise_product" in calls
+
+
+@pytest.mark.parametrize("kernel, stride, padding, route", [
+    ((3, 3), (1, 1), (1, 1), {}),  # shifted rows
+    ((3, 3), (1, 1), (1, 1), {"PATCH_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1}),  # channels-last patches
+    ((3, 3), (2, 2), (1, 1), {}),  # im2col
+    ((1, 1), (1, 1), (0, 0), {}),  # pointwise
+])
+def test_frozen_context_packs_the_filter_once_and_gives_the_same_result(kernel, stride, padding, route,
+                                                                     monkeypatch):
+    for key, value in route.items():
+        monkeypatch.setattr(cpu, key, value)
+    rng = np.random.default_rng(1)
+    x, w, b = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((5, 6, *kernel)), rng.standard_normal(5)
+    geom = Geometry(kernel, stride, padding, (1, 1), 1, padding)
+    out_hw = tuple((5 + 2 * p - k) // s + 1 for k, s, p in zip(kernel, stride, padding))
+    expected = cpu.conv2d_forward(Context(backend=get_backend("cpu")), x, w, b, geom, out_hw, "im2col")
+    frozen = Context(backend=get_backend("cpu"))
+    frozen.frozen = True
+    made = []
+    monkeypatch.setattr(frozen, "derived", lambda key, make: Context.derived(
+        frozen, key, lambda: made.append(key) or make()))
+    for _ in range(3):
+        np.testing.assert_allclose(cpu.conv2d_forward(frozen, x, w, b, geom, out_hw), expected, rtol=1e-12)
+    assert len(made) == 1
