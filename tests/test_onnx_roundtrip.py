@@ -8,7 +8,7 @@ import pytest
 
 from cnnrun.engine.onnx import export_onnx, import_onnx
 
-from test_onnx_export import EXAMPLES, example
+from test_onnx_export import EXAMPLES, example, layer_net
 
 
 def layer_types(net) -> Counter:
@@ -27,3 +27,33 @@ def test_an_exported_network_imports_as_the_same_network(tmp_path, path):
     x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
     expected = net.forward(x)
     np.testing.assert_allclose(back.forward(x), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the import puts back together
+    ({"type": "gelu"}, (3, 4)),
+    ({"type": "gelu", "approximate": "tanh"}, (3, 4)),
+    ({"type": "silu"}, (3, 4, 5)),
+    ({"type": "mish"}, (3, 4, 5)),
+    ({"type": "hardswish"}, (3, 4, 5)),
+    ({"type": "channel_shuffle", "groups": 3}, (6, 2, 3)),
+    ({"type": "pixel_unshuffle", "downscale_factor": 2}, (2, 4, 6)),
+    ({"type": "upsample", "size": [7, 5]}, (2, 3, 4)),
+    ({"type": "upsample", "size": [5, 9], "mode": "bilinear", "align_corners": True}, (2, 3, 4)),
+    ({"type": "group_norm", "num_groups": 2}, (4, 3, 5)),
+    ({"type": "layer_norm", "normalized_shape": [4, 5]}, (3, 4, 5)),
+    ({"type": "layer_norm", "normalized_shape": 3, "channels_first": True}, (3, 4, 5)),
+    ({"type": "adaptive_avgpool2d", "output_size": [3, None]}, (2, 7, 5)),
+    ({"type": "adaptive_avgpool2d", "output_size": [3, 2]}, (2, 5, 7)),
+    ({"type": "adaptive_maxpool2d", "output_size": [3, 2]}, (2, 5, 7)),
+]
+
+
+@pytest.mark.parametrize("opset", [None, 13])
+@pytest.mark.parametrize("layer, shape", ROUND_TRIPS, ids=lambda v: v["type"] if isinstance(v, dict) else "")
+def test_a_layer_exported_as_several_nodes_imports_as_itself(tmp_path, opset, layer, shape):
+    net = layer_net(layer, shape, "float32")
+    export_onnx(net, tmp_path / "net.onnx", opset=opset)
+    back = import_onnx(tmp_path / "net.onnx")
+    assert [node.layer.type_name for node in back.nodes] == [layer["type"]]
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-6)

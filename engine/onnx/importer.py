@@ -18,13 +18,13 @@ from ..checkpoint import Checkpoint, restore_network
 from ..files import FileProblem, regular_file
 from ..network import Network
 from .graph import Builder, OnnxImportError, Tensor, node_label
-from .layer_ops import OPS as LAYER_OPS, unary
-from .patterns import SILU, channel_shuffles, fuse_patterns, tidy_layers
+from .layer_ops import OPS as LAYER_OPS, normalize, unary
+from .patterns import ADAPTIVE_POOL, NORMALIZE, SILU, channel_shuffles, fuse_patterns, tidy_layers
 from .repeats import with_blocks
-from .structure_ops import OPS as STRUCTURE_OPS
+from .structure_ops import OPS as STRUCTURE_OPS, adaptive_pool
 
 INSTALL_HINT = "importing ONNX models needs the onnx package: pip install 'cnnrun[onnx]'"
-CONVERTERS = {**LAYER_OPS, **STRUCTURE_OPS, SILU: unary("silu")}
+CONVERTERS = {**LAYER_OPS, **STRUCTURE_OPS, SILU: unary("silu"), NORMALIZE: normalize, ADAPTIVE_POOL: adaptive_pool}
 SUPPORTED = sorted(op for op in CONVERTERS if "." not in op)
 FOLDED = ("Constant", "ConstantOfShape", "Shape", "and any operator whose inputs are all constants")
 MIN_OPSET = 7

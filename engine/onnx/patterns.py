@@ -10,7 +10,9 @@ from collections import defaultdict
 
 import numpy as np
 
-SILU = "cnnrun.Silu"  # an op type of the rewritten graph only: x * sigmoid(x)
+SILU = "cnnrun.Silu"  # op types of the rewritten graph only: x * sigmoid(x),
+NORMALIZE = "cnnrun.Normalize"  # (x - mean) / sqrt(var + eps) (and the affine map after it),
+ADAPTIVE_POOL = "cnnrun.AdaptivePool"  # the bins of adaptive pooling along one axis
 
 
 class _Graph:
@@ -37,6 +39,12 @@ class _Graph:
     def is_const(self, name, target) -> bool:
         value = self.scalar(name)
         return value is not None and math.isclose(value, target, rel_tol=1e-4)
+
+    def is_constant(self, name) -> bool:
+        """Whether ``name`` is an initializer or computed from initializers only (a weight reshaped)."""
+        node = self.producer.get(name)
+        return name in self.consts or node is not None and node.op_type != "Shape" and \
+            all(self.is_constant(n) for n in node.input if n)
 
     def op(self, name, op_type):
         node = self.producer.get(name)
@@ -101,69 +109,147 @@ def _gated(g: _Graph, mul):
     return None
 
 
-def _axes(node):
-    return next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+def _ints(g: _Graph, node, index, name):
+    """An integer list: attribute ``name`` (older opsets) or the constant input ``index``; None otherwise."""
+    attribute = next((list(a.ints) for a in node.attribute if a.name == name), None)
+    if attribute is not None or len(node.input) <= index:
+        return attribute
+    value = g.consts.get(node.input[index])
+    return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
 
 
 def _affine(g: _Graph, name):
-    """``(the constant, its node)`` when ``name`` is read only by a Mul or Add with a constant, else None."""
-    readers = g.consumers[name]
-    if len(readers) != 1 or readers[0].op_type not in ("Mul", "Add"):
-        return None
-    other = g.other(readers[0], name)
-    return (other, readers[0]) if other in g.consts else None
+    """``(weight, bias, output, nodes)`` when ``name`` is read only by a Mul by a constant, itself read
+    only by an Add of a constant (the affine map after a normalization); else ``("", "", name, [])``."""
+    mul = g.consumers[name]
+    add = g.consumers[mul[0].output[0]] if len(mul) == 1 and mul[0].op_type == "Mul" else []
+    if len(add) == 1 and add[0].op_type == "Add":
+        weight, bias = g.other(mul[0], name), g.other(add[0], mul[0].output[0])
+        if g.is_constant(weight) and g.is_constant(bias):
+            return weight, bias, add[0].output[0], [mul[0], add[0]]
+    return "", "", name, []
 
 
-def _layer_norm(g: _Graph, div):
-    """``(x, epsilon, weight, bias, output, removed nodes)`` of the LayerNorm over the last axis that
-    PyTorch exports before opset 17 (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul w, Add b)."""
+def _normalize(g: _Graph, div):
+    """The nodes of (x - mean) / sqrt(var + eps), mean and biased var over the same axes (ReduceMean,
+    Sub, Pow 2 or Mul by itself, ReduceMean, Add eps, Sqrt, Div) ending in ``div``, with the affine
+    map after it, and the Reshapes around it of cnnrun's group_norm export: a ``cnnrun.Normalize``
+    node (attributes ``axes``, ``epsilon``, and for group_norm ``groups`` and the ``shape`` reshaped
+    back to), or None."""
+    from onnx import helper
     sub, sqrt = g.op(div.input[0], "Sub"), g.op(div.input[1], "Sqrt")
     add = sqrt and g.op(sqrt.input[0], "Add")
     var = add and g.op(add.input[0], "ReduceMean")
-    power = var and g.op(var.input[0], "Pow")
+    square = var and g.producer.get(var.input[0])
     mean = sub and g.op(sub.input[1], "ReduceMean")
-    if not (power and mean and power.input[0] == div.input[0] and g.is_const(power.input[1], 2.0)
-            and mean.input[0] == sub.input[0] and _axes(mean) == _axes(var) == [-1]
-            and g.scalar(add.input[1]) is not None):
+    if not (square and mean and mean.input[0] == sub.input[0] and g.scalar(add.input[1]) is not None):
         return None
-    scaled = _affine(g, div.output[0])
-    shifted = scaled and scaled[1].op_type == "Mul" and _affine(g, scaled[1].output[0])
-    if not shifted or shifted[1].op_type != "Add":
+    centered = div.input[0]
+    if not (square.op_type == "Pow" and square.input[0] == centered and g.is_const(square.input[1], 2.0) or
+            square.op_type == "Mul" and list(square.input) == [centered, centered]):
         return None
-    return (sub.input[0], g.scalar(add.input[1]), scaled[0], shifted[0], shifted[1].output[0],
-            [mean, sub, power, var, add, sqrt, div, scaled[1], shifted[1]])
+    axes = _ints(g, mean, 1, "axes")
+    parts = [mean, sub, square, var, add, sqrt, div]
+    if axes is None or axes != _ints(g, var, 1, "axes") or {id(n) for n in g.consumers[centered]} != \
+            {id(square), id(div)} or not all(g.only_reader(n.output[0], m) for n, m in zip(parts[2:6], parts[3:7])):
+        return None
+    x, output, attributes = sub.input[0], div.output[0], {}
+    grouped, back = g.op(x, "Reshape"), g.consumers[output]
+    shape = grouped and g.consts.get(grouped.input[1])
+    if shape is not None and list(shape[:1]) == [0] and len(shape) == 3 and shape[2] == -1 and axes == [2] and \
+            len(back) == 1 and back[0].op_type == "Reshape" and back[0].input[1] in g.consts and \
+            {id(n) for n in g.consumers[x]} == {id(mean), id(sub)}:  # group_norm: (N, groups, -1)
+        x, output = grouped.input[0], back[0].output[0]
+        attributes = {"groups": int(shape[1]), "shape": [int(d) for d in g.consts[back[0].input[1]]]}
+        parts += [grouped, back[0]]
+    weight, bias, output, affine = _affine(g, output)
+    node = helper.make_node(NORMALIZE, [x, weight, bias], [output], name=div.name, axes=axes,
+                            epsilon=g.scalar(add.input[1]), **attributes)
+    return node, parts + affine
+
+
+def _adaptive(g: _Graph, reduces, output):
+    """A ``cnnrun.AdaptivePool`` node (``kind`` avg or max; per axis, ``axes``, ``sizes`` and ``bins``) when
+    ``reduces`` (concatenated along their axis into ``output``) are ReduceMean or ReduceMax nodes over one
+    axis of Slices of one value along it that are the bins of adaptive pooling; with the nodes, or None."""
+    from onnx import helper
+    kinds = {r.op_type for r in reduces}
+    slices = [g.op(r.input[0], "Slice") for r in reduces]
+    if len(kinds) != 1 or not kinds <= {"ReduceMean", "ReduceMax"} or not all(slices) or \
+            len({s.input[0] for s in slices}) != 1 or len(slices[0].input) < 4:
+        return None
+    axes = {tuple(_ints(g, r, 1, "axes") or ()) for r in reduces} | {tuple(_ints(g, s, 3, "axes") or ())
+                                                                    for s in slices}
+    steps = {tuple(_ints(g, s, 4, "steps") or [1]) for s in slices}
+    bounds = [(_ints(g, s, 1, "starts"), _ints(g, s, 2, "ends")) for s in slices]
+    if len(axes) != 1 or len(next(iter(axes))) != 1 or steps != {(1,)} or any(None in b for b in bounds) or \
+            not all(g.only_reader(s.output[0], r) and next((a.i for a in r.attribute if a.name == "keepdims"), 1)
+                    for s, r in zip(slices, reduces)):
+        return None
+    bins, size = len(reduces), bounds[-1][1][0]
+    if [(b[0][0], b[1][0]) for b in bounds] != [(i * size // bins, -(-(i + 1) * size // bins)) for i in range(bins)]:
+        return None
+    node = helper.make_node(ADAPTIVE_POOL, [slices[0].input[0]], [output], name=reduces[0].name,
+                            kind="avg" if kinds == {"ReduceMean"} else "max", axes=list(next(iter(axes))),
+                            sizes=[size], bins=[bins])
+    return node, slices + list(reduces)
 
 
 def fuse_patterns(nodes: list, consts: dict) -> list:
-    """``nodes`` with each GELU subgraph replaced by a Gelu node, each LayerNorm subgraph (before
-    opset 17) by a LayerNormalization, and x * gate(x) by Silu, HardSwish or Mish, each placed where
-    the subgraph ended."""
+    """``nodes`` with each GELU subgraph replaced by a Gelu node, x * gate(x) by Silu, HardSwish or Mish,
+    each normalization subgraph by a ``cnnrun.Normalize`` node and each set of adaptive pooling bins by
+    a ``cnnrun.AdaptivePool`` node (those of consecutive axes by one), each placed where the subgraph ended."""
     from onnx import helper
     g = _Graph(nodes, consts)
     replace, removed = {}, set()
     for node in nodes:
         if id(node) in removed:
             continue
-        norm = _layer_norm(g, node) if node.op_type == "Div" else None
-        if norm is not None:
-            x, eps, weight, bias, output, parts = norm
-            replace[id(parts[-1])] = helper.make_node("LayerNormalization", [x, weight, bias], [output],
-                                                      name=node.name, axis=-1, epsilon=eps)
-            removed.update(id(n) for n in parts)
-            continue
-        found = _gelu(g, node) if node.op_type == "Erf" else None
-        if found is not None:
-            x, output, parts = found
-            replace[id(g.producer[output])] = helper.make_node("Gelu", [x], [output], name=node.name or output)
-            removed.update(id(n) for n in parts)
+        found = None
+        if node.op_type == "Div":
+            found = _normalize(g, node)
+        elif node.op_type == "Concat" and all(g.op(n, "ReduceMean") or g.op(n, "ReduceMax") for n in node.input):
+            found = _adaptive(g, [g.producer[n] for n in node.input], node.output[0])
+            found = found and (found[0], found[1] + [node])
+        elif node.op_type in ("ReduceMean", "ReduceMax") and [n.op_type for n in g.consumers[node.output[0]]] != \
+                ["Concat"]:
+            found = _adaptive(g, [node], node.output[0])
+        elif node.op_type == "Erf":
+            gelu = _gelu(g, node)
+            found = gelu and (helper.make_node("Gelu", [gelu[0]], [gelu[1]], name=node.name or gelu[1]), gelu[2])
         elif node.op_type == "Mul":
             gated = _gated(g, node)
-            if gated is not None:
-                op_type, x, parts = gated
-                replace[id(node)] = helper.make_node(op_type, [x], list(node.output), name=node.name)
-                removed.update(id(n) for n in parts + [node])
-    return [replace[id(n)] if id(n) in replace else n for n in nodes
-            if id(n) in replace or id(n) not in removed]
+            found = gated and (helper.make_node(gated[0], [gated[1]], list(node.output), name=node.name),
+                               gated[2] + [node])
+        if found:
+            fused, parts = found
+            replace[id(g.producer[fused.output[0]])] = fused
+            removed.update(id(n) for n in parts)
+    fused = [replace[id(n)] if id(n) in replace else n for n in nodes if id(n) in replace or id(n) not in removed]
+    return _pool_axes_merged(fused)
+
+
+def _pool_axes_merged(nodes: list) -> list:
+    """Each ``cnnrun.AdaptivePool`` node that reads only the output of another one of the same kind, over
+    another axis, merged with it (adaptive pooling is separable)."""
+    from onnx import helper
+    g = _Graph(nodes, {})
+    merged, dropped = {}, set()
+    for node in nodes:
+        first = g.op(node.input[0], ADAPTIVE_POOL) if node.op_type == ADAPTIVE_POOL else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in (first.attribute if first else [])}
+        if first is None or not g.only_reader(first.output[0], node) or attrs["kind"] != _attr(node, "kind"):
+            continue
+        attrs = {key: attrs[key] + _attr(node, key) for key in ("axes", "sizes", "bins")} | {"kind": attrs["kind"]}
+        merged[id(node)] = helper.make_node(ADAPTIVE_POOL, list(first.input), list(node.output), name=first.name,
+                                            **attrs)
+        dropped.add(id(first))
+    return [merged.get(id(n), n) for n in nodes if id(n) not in dropped]
+
+
+def _attr(node, name):
+    from onnx import helper
+    return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
 
 
 def channel_shuffles(layers: list, shapes: dict) -> list:

@@ -322,6 +322,20 @@ def reduce(kind):
     return convert
 
 
+def adaptive_pool(b, inputs, attrs, opset):
+    """``cnnrun.AdaptivePool`` (:func:`~.patterns.fuse_patterns`): per axis of ``axes``, the mean or max
+    of each of ``bins`` bins of an axis of ``sizes`` (Slice, Reduce and Concat nodes)."""
+    x = b.plain(tensor(b, inputs[0]))
+    shape = x.onnx_shape(b.batch)
+    output_size = [None, None]
+    for axis, size, bins in zip(attrs["axes"], attrs["sizes"], attrs["bins"]):
+        if len(shape) != 4 or axis % 4 < 2 or shape[axis] != size:
+            raise b.error(f"slices of {size} positions along axis {axis} of an input of shape {shape} are not the bins "
+                          f"of adaptive pooling; supported: all of H or W of an (N, C, H, W) input")
+        output_size[axis % 4 - 2] = int(bins)
+    return [b.emit(f"adaptive_{_text(attrs['kind'])}pool2d", [x], output_size=output_size)]
+
+
 def passed(b, inputs, attrs, opset):
     """Dropout and Identity (and a Cast to float): the input itself, in inference."""
     if b.node.op_type == "Dropout" and len(b.node.output) > 1 and b.uses.get(b.node.output[1]):
