@@ -19,7 +19,7 @@ from ..files import FileProblem, regular_file
 from ..network import Network
 from .graph import Builder, OnnxImportError, Tensor, node_label
 from .layer_ops import OPS as LAYER_OPS, normalize, unary
-from .patterns import ADAPTIVE_POOL, NORMALIZE, SILU, channel_shuffles, fuse_patterns, tidy_layers
+from .patterns import ADAPTIVE_POOL, NORMALIZE, SILU, shuffles, fuse_patterns, tidy_layers
 from .repeats import with_blocks
 from .structure_ops import OPS as STRUCTURE_OPS, adaptive_pool
 
@@ -85,7 +85,7 @@ def onnx_to_cnnrun(model, *, name: str | None = None, input_shape=None, registry
                               f"itself; there is no layer to import")
     builder.node = nodes[-1]
     output = builder.plain(output)
-    layers = tidy_layers(channel_shuffles(builder.layers, builder.shapes), output.layer)
+    layers = tidy_layers(shuffles(builder.layers, builder.shapes), output.layer)
     kept = {entry["name"] for entry in layers}
     name = name or (Path(source).stem if source != "the model" else graph.name) or "network"
     config = with_blocks({"name": name, "input": {"shape": list(shape)}, "layers": layers})

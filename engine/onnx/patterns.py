@@ -59,13 +59,37 @@ class _Graph:
         return b if a == name else a if b == name else None
 
 
-def _gelu(g: _Graph, erf):
-    """``(x, output, removed nodes)`` of x * 0.5 * (1 + erf(x / sqrt 2)) around ``erf``, or None."""
+def _gelu_input(g: _Graph, erf):
+    """``(x, the nodes)`` of erf(x / sqrt 2) (an Erf node) or tanh(sqrt(2 / pi) * (x + 0.044715 x^3)) (a
+    Tanh node: GELU's tanh form) ending in ``erf``; or None."""
     scaled = g.producer.get(erf.input[0])
-    if scaled is None or not ((scaled.op_type == "Div" and g.is_const(scaled.input[1], math.sqrt(2))) or
-                              (scaled.op_type == "Mul" and g.is_const(scaled.input[1], math.sqrt(0.5)))):
+    if scaled is None:
         return None
-    x = scaled.input[0]
+    if erf.op_type == "Erf":
+        if not ((scaled.op_type == "Div" and g.is_const(scaled.input[1], math.sqrt(2))) or
+                (scaled.op_type == "Mul" and g.is_const(scaled.input[1], math.sqrt(0.5)))):
+            return None
+        return scaled.input[0], [scaled] if g.only_reader(scaled.output[0], erf) else []
+    if scaled.op_type != "Mul" or not any(g.is_const(n, math.sqrt(2 / math.pi)) for n in scaled.input):
+        return None
+    add = g.op(next(n for n in scaled.input if not g.is_const(n, math.sqrt(2 / math.pi))), "Add")
+    for x, cubic in (add.input, add.input[::-1]) if add else ():
+        cube = g.op(cubic, "Mul")
+        power = cube and next((g.op(n, "Pow") for n in cube.input if g.op(n, "Pow")), None)
+        if power and power.input[0] == x and g.is_const(power.input[1], 3.0) and \
+                g.is_const(g.other(cube, power.output[0]), 0.044715) and \
+                all(g.only_reader(a.output[0], b) for a, b in ((power, cube), (cube, add), (add, scaled), (scaled, erf))):
+            return x, [power, cube, add, scaled]
+    return None
+
+
+def _gelu(g: _Graph, erf):
+    """``(x, output, removed nodes)`` of x * 0.5 * (1 + erf(x / sqrt 2)) (or its tanh form) around ``erf``
+    (an Erf or Tanh node), or None."""
+    found = _gelu_input(g, erf)
+    if found is None:
+        return None
+    x, before = found
     add = g.consumers[erf.output[0]]
     if len(add) != 1 or add[0].op_type != "Add" or not g.is_const(g.other(add[0], erf.output[0]) or "", 1.0):
         return None
@@ -74,7 +98,7 @@ def _gelu(g: _Graph, erf):
     if len(first) != 1 or first[0].op_type != "Mul":
         return None
     first = first[0]
-    removed = [erf, add, first] + ([scaled] if g.only_reader(scaled.output[0], erf) else [])
+    removed = [erf, add, first] + before
     other = g.other(first, add.output[0])
     if other == x or g.is_const(other, 0.5):  # (x * (1 + erf)) * 0.5, or (0.5 * (1 + erf)) * x
         last = g.consumers[first.output[0]]
@@ -214,9 +238,10 @@ def fuse_patterns(nodes: list, consts: dict) -> list:
         elif node.op_type in ("ReduceMean", "ReduceMax") and [n.op_type for n in g.consumers[node.output[0]]] != \
                 ["Concat"]:
             found = _adaptive(g, [node], node.output[0])
-        elif node.op_type == "Erf":
+        elif node.op_type in ("Erf", "Tanh"):
             gelu = _gelu(g, node)
-            found = gelu and (helper.make_node("Gelu", [gelu[0]], [gelu[1]], name=node.name or gelu[1]), gelu[2])
+            found = gelu and (helper.make_node("Gelu", [gelu[0]], [gelu[1]], name=node.name or gelu[1],
+                                               approximate="none" if node.op_type == "Erf" else "tanh"), gelu[2])
         elif node.op_type == "Mul":
             gated = _gated(g, node)
             found = gated and (helper.make_node(gated[0], [gated[1]], list(node.output), name=node.name),
@@ -252,9 +277,26 @@ def _attr(node, name):
     return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
 
 
-def channel_shuffles(layers: list, shapes: dict) -> list:
-    """Each ``reshape`` to (g, C/g, H, W), ``permute`` [0, 2, 1, 3, 4], ``reshape`` to (C, H, W) chain
-    (PyTorch's channel_shuffle) as one ``channel_shuffle`` layer with ``groups`` g."""
+def _shuffle(first: dict, middle: dict, shapes: dict, source: str, last: str):
+    """``(type, options)`` of the channel_shuffle or pixel_unshuffle layer that reshaping ``source`` as
+    ``first``, permuting as ``middle`` and reshaping as ``last`` is, or None."""
+    size, out = shapes[source], shapes[last]
+    if len(size) != 3:
+        return None
+    if middle["dims"] == [0, 2, 1, 3, 4] and out == size:
+        groups, per_group, *rest = shapes[first["name"]]
+        return ("channel_shuffle", {"groups": groups}) if tuple(rest) == size[1:] else None
+    if middle["dims"] == [0, 1, 3, 5, 2, 4] and len(shapes[first["name"]]) == 5:
+        r = shapes[first["name"]][2]
+        if shapes[first["name"]] == (size[0], size[1] // r, r, size[2] // r, r) and out == (size[0] * r * r, size[1] // r, size[2] // r):
+            return "pixel_unshuffle", {"downscale_factor": r}
+    return None
+
+
+def shuffles(layers: list, shapes: dict) -> list:
+    """Each ``reshape``-``permute``-``reshape`` chain that is a channel_shuffle (to (g, C/g, H, W), permute
+    [0, 2, 1, 3, 4], back: PyTorch's) or a pixel_unshuffle (to (C, H/r, r, W/r, r), permute
+    [0, 1, 3, 5, 2, 4], to (C r^2, H/r, W/r): cnnrun's export) as that one layer."""
     readers = defaultdict(int)
     for entry in layers:
         for source in entry["inputs"]:
@@ -264,16 +306,15 @@ def channel_shuffles(layers: list, shapes: dict) -> list:
     for last in layers:
         middle = by_name.get(last["inputs"][0]) if last["type"] == "reshape" else None
         first = by_name.get(middle["inputs"][0]) if middle and middle["type"] == "permute" else None
-        if first is None or first["type"] != "reshape" or middle["dims"] != [0, 2, 1, 3, 4] or \
-                readers[first["name"]] != 1 or readers[middle["name"]] != 1:
+        if first is None or first["type"] != "reshape" or readers[first["name"]] != 1 or \
+                readers[middle["name"]] != 1:
             continue
-        source = first["inputs"][0]
-        groups, per_group, *size = shapes[first["name"]]
-        if len(shapes[source]) != 3 or shapes[last["name"]] != shapes[source] or tuple(size) != shapes[source][1:]:
+        found = _shuffle(first, middle, shapes, first["inputs"][0], last["name"])
+        if found is None:
             continue
         for key in [k for k in last if k not in ("name", "inputs")]:
             del last[key]
-        last.update(type="channel_shuffle", inputs=[source], groups=groups)
+        last.update(type=found[0], inputs=[first["inputs"][0]], **found[1])
         dropped.update((first["name"], middle["name"]))
     return [entry for entry in layers if entry["name"] not in dropped]
 
