@@ -40,8 +40,10 @@ ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the
     ({"type": "upsample", "size": [7, 5]}, (2, 3, 4)),
     ({"type": "upsample", "size": [5, 9], "mode": "bilinear", "align_corners": True}, (2, 3, 4)),
     ({"type": "group_norm", "num_groups": 2}, (4, 3, 5)),
+    ({"type": "group_norm", "num_groups": 4, "affine": False}, (4, 6)),
     ({"type": "layer_norm", "normalized_shape": [4, 5]}, (3, 4, 5)),
     ({"type": "layer_norm", "normalized_shape": 3, "channels_first": True}, (3, 4, 5)),
+    ({"type": "layer_norm", "normalized_shape": 3, "channels_first": True, "elementwise_affine": False}, (3, 4, 5)),
     ({"type": "adaptive_avgpool2d", "output_size": [3, None]}, (2, 7, 5)),
     ({"type": "adaptive_avgpool2d", "output_size": [3, 2]}, (2, 5, 7)),
     ({"type": "adaptive_maxpool2d", "output_size": [3, 2]}, (2, 5, 7)),
@@ -55,5 +57,6 @@ def test_a_layer_exported_as_several_nodes_imports_as_itself(tmp_path, opset, la
     export_onnx(net, tmp_path / "net.onnx", opset=opset)
     back = import_onnx(tmp_path / "net.onnx")
     assert [node.layer.type_name for node in back.nodes] == [layer["type"]]
+    assert back.parameter_count() == net.parameter_count()
     x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
     np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-6)

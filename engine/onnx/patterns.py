@@ -142,6 +142,10 @@ def _ints(g: _Graph, node, index, name):
     return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
 
 
+def _keeps_dims(reduce) -> bool:
+    return bool(next((a.i for a in reduce.attribute if a.name == "keepdims"), 1))
+
+
 def _affine(g: _Graph, name):
     """``(weight, bias, output, nodes)`` when ``name`` is read only by a Mul by a constant, itself read
     only by an Add of a constant (the affine map after a normalization); else ``("", "", name, [])``."""
@@ -174,8 +178,9 @@ def _normalize(g: _Graph, div):
         return None
     axes = _ints(g, mean, 1, "axes")
     parts = [mean, sub, square, var, add, sqrt, div]
-    if axes is None or axes != _ints(g, var, 1, "axes") or {id(n) for n in g.consumers[centered]} != \
-            {id(square), id(div)} or not all(g.only_reader(n.output[0], m) for n, m in zip(parts[2:6], parts[3:7])):
+    if axes is None or axes != _ints(g, var, 1, "axes") or not all(_keeps_dims(r) for r in (mean, var)) or \
+            {id(n) for n in g.consumers[centered]} != {id(square), id(div)} or not g.only_reader(mean.output[0], sub) \
+            or not all(g.only_reader(n.output[0], m) for n, m in zip(parts[2:6], parts[3:7])):
         return None
     x, output, attributes = sub.input[0], div.output[0], {}
     grouped, back = g.op(x, "Reshape"), g.consumers[output]
@@ -207,8 +212,7 @@ def _adaptive(g: _Graph, reduces, output):
     steps = {tuple(_ints(g, s, 4, "steps") or [1]) for s in slices}
     bounds = [(_ints(g, s, 1, "starts"), _ints(g, s, 2, "ends")) for s in slices]
     if len(axes) != 1 or len(next(iter(axes))) != 1 or steps != {(1,)} or any(None in b for b in bounds) or \
-            not all(g.only_reader(s.output[0], r) and next((a.i for a in r.attribute if a.name == "keepdims"), 1)
-                    for s, r in zip(slices, reduces)):
+            not all(g.only_reader(s.output[0], r) and _keeps_dims(r) for s, r in zip(slices, reduces)):
         return None
     bins, size = len(reduces), bounds[-1][1][0]
     if [(b[0][0], b[1][0]) for b in bounds] != [(i * size // bins, -(-(i + 1) * size // bins)) for i in range(bins)]:
