@@ -1,7 +1,9 @@
-"""Graph rewrites around the operator table: subgraphs that exporters emit for one PyTorch module,
-found before converting (GELU as Div-Erf-Add-Mul-Mul; x * sigmoid(x), x * hardsigmoid(x),
-x * tanh(softplus(x))), and the reshape-permute-reshape channel shuffle found in the cnnrun layers
-afterwards; and the layer list tidied (unused layers pruned, default ``inputs`` left out)."""
+"""Graph rewrites around the operator table: subgraphs that exporters (PyTorch's, cnnrun's) emit for
+one layer, found before converting (GELU as Div-Erf-Add-Mul-Mul or its tanh form; x * sigmoid(x),
+x * hardsigmoid(x), x * tanh(softplus(x)); the ReduceMean normalization of layer and group norm; the
+Slice-Reduce-Concat bins of adaptive pooling), and the reshape-permute-reshape channel shuffle and
+pixel unshuffle found in the cnnrun layers afterwards; and the layer list tidied (unused layers
+pruned, default ``inputs`` left out)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ from collections import defaultdict
 
 import numpy as np
 
-SILU = "cnnrun.Silu"  # op types of the rewritten graph only: x * sigmoid(x),
-NORMALIZE = "cnnrun.Normalize"  # (x - mean) / sqrt(var + eps) (and the affine map after it),
-ADAPTIVE_POOL = "cnnrun.AdaptivePool"  # the bins of adaptive pooling along one axis
+# op types of the rewritten graph only
+SILU = "cnnrun.Silu"  # x * sigmoid(x)
+NORMALIZE = "cnnrun.Normalize"  # (x - mean) / sqrt(var + eps), and the affine map after it
+ADAPTIVE_POOL = "cnnrun.AdaptivePool"  # the bins of adaptive pooling along H, W or both
 
 
 class _Graph:
