@@ -81,7 +81,8 @@ def _gelu_input(g: _Graph, erf):
         power = cube and next((g.op(n, "Pow") for n in cube.input if g.op(n, "Pow")), None)
         if power and power.input[0] == x and g.is_const(power.input[1], 3.0) and \
                 g.is_const(g.other(cube, power.output[0]), 0.044715) and \
-                all(g.only_reader(a.output[0], b) for a, b in ((power, cube), (cube, add), (add, scaled), (scaled, erf))):
+                all(g.only_reader(a.output[0], b) for a, b in ((power, cube), (cube, add), (add, scaled),
+                                                                (scaled, erf))):
             return x, [power, cube, add, scaled]
     return None
 
@@ -294,8 +295,9 @@ def _shuffle(first: dict, middle: dict, shapes: dict, source: str, last: str):
         groups, per_group, *rest = shapes[first["name"]]
         return ("channel_shuffle", {"groups": groups}) if tuple(rest) == size[1:] else None
     if middle["dims"] == [0, 1, 3, 5, 2, 4] and len(shapes[first["name"]]) == 5:
+        c, h, w = size
         r = shapes[first["name"]][2]
-        if shapes[first["name"]] == (size[0], size[1] // r, r, size[2] // r, r) and out == (size[0] * r * r, size[1] // r, size[2] // r):
+        if shapes[first["name"]] == (c, h // r, r, w // r, r) and out == (c * r * r, h // r, w // r):
             return "pixel_unshuffle", {"downscale_factor": r}
     return None
 
