@@ -50,7 +50,7 @@ ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the
 ]
 
 
-@pytest.mark.parametrize("opset", [None, 13])
+@pytest.mark.parametrize("opset", [None, 13, 18])  # 18: ReduceMean axes and Resize axes as inputs
 @pytest.mark.parametrize("layer, shape", ROUND_TRIPS, ids=lambda v: v["type"] if isinstance(v, dict) else "")
 def test_a_layer_exported_as_several_nodes_imports_as_itself(tmp_path, opset, layer, shape):
     net = layer_net(layer, shape, "float32")

@@ -291,11 +291,19 @@ def resize(b, inputs, attrs, opset):
         raise b.error(f"mode {mode} with coordinate_transformation_mode {coordinates} (nearest_mode {nearest}) is "
                       f"not supported; supported: nearest with asymmetric and floor (PyTorch's nearest), linear "
                       f"with half_pixel, pytorch_half_pixel or align_corners (PyTorch's bilinear)")
-    if attrs.get("antialias", 0) or _text(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch" or \
-            attrs.get("axes") is not None:
-        raise b.error("antialias, keep_aspect_ratio_policy and axes are not supported")
+    if attrs.get("antialias", 0) or _text(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+        raise b.error("antialias and keep_aspect_ratio_policy are not supported")
     if scales is None and sizes is None:
         raise b.error("it has neither scales nor sizes")
+    if attrs.get("axes") is not None:  # opset 18: scales or sizes of these axes only
+        axes = [int(a) % 4 for a in attrs["axes"]]
+        if sorted(axes) != [2, 3]:
+            raise b.error(f"axes {list(attrs['axes'])} are not supported; supported: H and W ([2, 3])")
+        given = dict(zip(axes, scales if sizes is None else sizes))
+        if sizes is None:
+            scales = [1.0, 1.0, given[2], given[3]]
+        else:
+            sizes = [b.batch, x.shape[0], given[2], given[3]]
     if sizes is not None:
         if len(sizes) != 4 or sizes[1] != x.shape[0]:
             raise b.error(f"sizes {sizes} change the channels; supported: H and W only")
