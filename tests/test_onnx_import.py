@@ -170,6 +170,8 @@ UNEVEN_BINS = [node("Slice", ["x", f"s{i}", f"e{i}", "h"], [f"b{i}"]) for i in r
     (NORMALIZE_BATCH, {"e": np.float32(1e-5)}, r"normalizing over axes \[0, 2, 3\] of a rank-4 input is not supported"),
     (UNEVEN_BINS, {"h": i64(2), "s0": i64(0), "e0": i64(1), "s1": i64(1), "e1": i64(2)},
      "slices of 2 positions along axis 2 of an input of shape \\(1, 2, 3, 3\\) are not the bins of adaptive pooling"),
+    ([node("Slice", ["x", "s", "e", "h"], ["b"]), node("Concat", ["b", "x"], axis=2)],
+     {"h": i64(2), "s": i64(1), "e": i64(2)}, r"the positions 1:2 and 0:0 around axis 2 .* are not a circular padding"),
 ])
 def test_a_pattern_cnnrun_cannot_express_names_a_node_of_it(nodes, inits, message, registry):
     with pytest.raises(CnnrunError, match=rf"^the model: node '/m/\w+' \(cnnrun\.\w+\): {message}"):

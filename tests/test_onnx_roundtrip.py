@@ -47,6 +47,8 @@ ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the
     ({"type": "adaptive_avgpool2d", "output_size": [3, None]}, (2, 7, 5)),
     ({"type": "adaptive_avgpool2d", "output_size": [3, 2]}, (2, 5, 7)),
     ({"type": "adaptive_maxpool2d", "output_size": [3, 2]}, (2, 5, 7)),
+    ({"type": "pad", "padding": [1, 0, 3, 2], "mode": "circular"}, (2, 3, 4)),
+    ({"type": "pad", "padding": [0, 2], "mode": "circular"}, (2, 5)),
 ]
 
 

@@ -1,9 +1,9 @@
 """Graph rewrites around the operator table: subgraphs that exporters (PyTorch's, cnnrun's) emit for
 one layer, found before converting (GELU as Div-Erf-Add-Mul-Mul or its tanh form; x * sigmoid(x),
 x * hardsigmoid(x), x * tanh(softplus(x)); the ReduceMean normalization of layer and group norm; the
-Slice-Reduce-Concat bins of adaptive pooling), and the reshape-permute-reshape channel shuffle and
-pixel unshuffle found in the cnnrun layers afterwards; and the layer list tidied (unused layers
-pruned, default ``inputs`` left out)."""
+Slice-Reduce-Concat bins of adaptive pooling; the Slice-Concat of circular padding), and the
+reshape-permute-reshape channel shuffle and pixel unshuffle found in the cnnrun layers afterwards;
+and the layer list tidied (unused layers pruned, default ``inputs`` left out)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import numpy as np
 SILU = "cnnrun.Silu"  # x * sigmoid(x)
 NORMALIZE = "cnnrun.Normalize"  # (x - mean) / sqrt(var + eps), and the affine map after it
 ADAPTIVE_POOL = "cnnrun.AdaptivePool"  # the bins of adaptive pooling along H, W or both
+CIRCULAR_PAD = "cnnrun.CircularPad"  # circular padding of H, W or both
+PER_AXIS = (ADAPTIVE_POOL, CIRCULAR_PAD)
 
 
 class _Graph:
@@ -227,10 +229,37 @@ def _adaptive(g: _Graph, reduces, output):
     return node, slices + list(reduces)
 
 
+def _circular(g: _Graph, concat):
+    """A ``cnnrun.CircularPad`` node (per axis, ``axes``, ``before``, ``after`` and the ``sizes`` that the
+    last ``before`` positions end at, 0 if none) when ``concat`` joins, along a spatial axis, the last
+    positions of a value, the value and its first positions (Slices of it); with the nodes, or None."""
+    from onnx import helper
+    axis = next((a.i for a in concat.attribute if a.name == "axis"), 0)
+    inputs = list(concat.input)
+    place = next((i for i, x in enumerate(inputs) if all(
+        g.op(n, "Slice") and g.producer[n].input[0] == x for n in inputs[:i] + inputs[i + 1:])), None)
+    if axis < 2 or place is None or place > 1 or not 2 <= len(inputs) <= place + 2:
+        return None
+    x, slices = inputs[place], [g.producer[n] for n in inputs[:place] + inputs[place + 1:]]
+    bounds = [(_ints(g, s, 1, "starts"), _ints(g, s, 2, "ends")) for s in slices]
+    if not all(g.only_reader(s.output[0], concat) and _ints(g, s, 3, "axes") == [axis] and start and end and
+               _ints(g, s, 4, "steps") in (None, [1]) for s, (start, end) in zip(slices, bounds)):
+        return None
+    pairs = [(start[0], end[0]) for start, end in bounds]
+    start, size = pairs.pop(0) if place else (0, 0)  # the last positions: [size - before, size)
+    before, after = size - start, pairs[0] if pairs else (0, 0)  # the first positions: [0, after)
+    if place and before <= 0 or pairs and (after[0] != 0 or after[1] <= 0):
+        return None
+    node = helper.make_node(CIRCULAR_PAD, [x], list(concat.output), name=concat.name, axes=[axis],
+                            before=[before], after=[after[1]], sizes=[size])
+    return node, slices + [concat]
+
+
 def fuse_patterns(nodes: list, consts: dict) -> list:
     """``nodes`` with each GELU subgraph replaced by a Gelu node, x * gate(x) by Silu, HardSwish or Mish,
-    each normalization subgraph by a ``cnnrun.Normalize`` node and each set of adaptive pooling bins by
-    a ``cnnrun.AdaptivePool`` node (those of consecutive axes by one), each placed where the subgraph ended."""
+    each normalization subgraph by a ``cnnrun.Normalize`` node, each set of adaptive pooling bins by a
+    ``cnnrun.AdaptivePool`` node and each circular padding by a ``cnnrun.CircularPad`` node (those of
+    consecutive axes by one), each placed where the subgraph ended."""
     from onnx import helper
     g = _Graph(nodes, consts)
     replace, removed = {}, set()
@@ -243,6 +272,8 @@ def fuse_patterns(nodes: list, consts: dict) -> list:
         elif node.op_type == "Concat" and all(g.op(n, "ReduceMean") or g.op(n, "ReduceMax") for n in node.input):
             found = _adaptive(g, [g.producer[n] for n in node.input], node.output[0])
             found = found and (found[0], found[1] + [node])
+        elif node.op_type == "Concat":
+            found = _circular(g, node)
         elif node.op_type in ("ReduceMean", "ReduceMax") and [n.op_type for n in g.consumers[node.output[0]]] != \
                 ["Concat"]:
             found = _adaptive(g, [node], node.output[0])
@@ -259,22 +290,23 @@ def fuse_patterns(nodes: list, consts: dict) -> list:
             replace[id(g.producer[fused.output[0]])] = fused
             removed.update(id(n) for n in parts)
     fused = [replace[id(n)] if id(n) in replace else n for n in nodes if id(n) in replace or id(n) not in removed]
-    return _pool_axes_merged(fused)
+    return _axes_merged(fused)
 
 
-def _pool_axes_merged(nodes: list) -> list:
-    """Each ``cnnrun.AdaptivePool`` node that reads only the output of another one of the same kind, over
-    another axis, merged with it (adaptive pooling is separable)."""
+def _axes_merged(nodes: list) -> list:
+    """Each ``cnnrun.AdaptivePool`` (``cnnrun.CircularPad``) node that reads only the output of another one
+    of the same kind, over another axis, merged with it (adaptive pooling and padding are separable)."""
     from onnx import helper
     g = _Graph(nodes, {})
     merged, dropped = {}, set()
     for node in nodes:
-        first = g.op(node.input[0], ADAPTIVE_POOL) if node.op_type == ADAPTIVE_POOL else None
+        first = g.op(node.input[0], node.op_type) if node.op_type in PER_AXIS else None
         attrs = {a.name: helper.get_attribute_value(a) for a in (first.attribute if first else [])}
-        if first is None or not g.only_reader(first.output[0], node) or attrs["kind"] != _attr(node, "kind"):
+        if first is None or not g.only_reader(first.output[0], node) or \
+                any(value != _attr(node, key) for key, value in attrs.items() if not isinstance(value, list)):
             continue
-        attrs = {key: attrs[key] + _attr(node, key) for key in ("axes", "sizes", "bins")} | {"kind": attrs["kind"]}
-        merged[id(node)] = helper.make_node(ADAPTIVE_POOL, list(first.input), list(node.output), name=first.name,
+        attrs = {key: value + _attr(node, key) if isinstance(value, list) else value for key, value in attrs.items()}
+        merged[id(node)] = helper.make_node(node.op_type, list(first.input), list(node.output), name=first.name,
                                             **attrs)
         dropped.add(id(first))
     return [merged.get(id(n), n) for n in nodes if id(n) not in dropped]

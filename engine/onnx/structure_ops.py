@@ -268,6 +268,20 @@ def pad(b, inputs, attrs, opset):
     return [b.emit("pad", [x], **options)]
 
 
+def circular_pad(b, inputs, attrs, opset):
+    """``cnnrun.CircularPad`` (:func:`~.patterns.fuse_patterns`): per axis of ``axes``, its last ``before``
+    positions (those before ``sizes``) and its first ``after`` positions around it (Slice and Concat nodes)."""
+    x = b.plain(tensor(b, inputs[0]))
+    shape = x.onnx_shape(b.batch)
+    before, after = [0] * (len(shape) - 2), [0] * (len(shape) - 2)
+    for axis, first, last, size in zip(attrs["axes"], attrs["before"], attrs["after"], attrs["sizes"]):
+        if len(shape) not in (3, 4) or axis >= len(shape) or first and shape[axis] != size:
+            raise b.error(f"the positions {size - first}:{size} and 0:{last} around axis {axis} of an input of shape "
+                          f"{shape} are not a circular padding; supported: the last positions of H or W (or L)")
+        before[axis - 2], after[axis - 2] = first, last
+    return [b.emit("pad", [x], padding=before + after, mode="circular")]
+
+
 def resize(b, inputs, attrs, opset):
     x = b.plain(tensor(b, inputs[0]))
     if len(x.shape) != 3:
