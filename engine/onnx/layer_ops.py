@@ -322,6 +322,12 @@ def softmax(type_name):
     return convert
 
 
+def softplus(b, inputs, attrs, opset):
+    """``cnnrun.Softplus`` (:func:`~.patterns.fuse_patterns`): softplus with ``beta`` and ``threshold``."""
+    options = {key: attr_float(attrs[key]) for key in ("beta", "threshold")}
+    return unary("softplus", **options)(b, inputs, attrs, opset)
+
+
 def gelu(b, inputs, attrs, opset):
     approximate = attrs.get("approximate", "none")
     return unary("gelu", approximate=approximate.decode() if isinstance(approximate, bytes) else approximate)(

@@ -1,7 +1,8 @@
 """Graph rewrites around the operator table: subgraphs that exporters (PyTorch's, cnnrun's) emit for
 one layer, found before converting (GELU as Div-Erf-Add-Mul-Mul or its tanh form; x * sigmoid(x),
 x * hardsigmoid(x), x * tanh(softplus(x)); the ReduceMean normalization of layer and group norm; the
-Slice-Reduce-Concat bins of adaptive pooling; the Slice-Concat of circular padding), and the
+Slice-Reduce-Concat bins of adaptive pooling; the Slice-Concat of circular padding; softplus with
+beta and threshold), and the
 reshape-permute-reshape channel shuffle and pixel unshuffle found in the cnnrun layers afterwards;
 and the layer list tidied (unused layers pruned, default ``inputs`` left out)."""
 
@@ -17,6 +18,7 @@ SILU = "cnnrun.Silu"  # x * sigmoid(x)
 NORMALIZE = "cnnrun.Normalize"  # (x - mean) / sqrt(var + eps), and the affine map after it
 ADAPTIVE_POOL = "cnnrun.AdaptivePool"  # the bins of adaptive pooling along H, W or both
 CIRCULAR_PAD = "cnnrun.CircularPad"  # circular padding of H, W or both
+SOFTPLUS = "cnnrun.Softplus"  # softplus(beta x) / beta, x above a threshold
 PER_AXIS = (ADAPTIVE_POOL, CIRCULAR_PAD)
 
 
@@ -139,6 +141,31 @@ def _gated(g: _Graph, mul):
     return None
 
 
+def _softplus(g: _Graph, softplus):
+    """A ``cnnrun.Softplus`` node (``beta``, ``threshold``) of softplus(beta x) / beta (Mul, Softplus, Div:
+    PyTorch's and cnnrun's export), and of x where beta x > threshold (Greater, Where: cnnrun's); with the
+    nodes, or None."""
+    from onnx import helper
+    bx, parts, beta = softplus.input[0], [softplus], 1.0
+    x, y = bx, softplus.output[0]
+    scaled, readers = g.op(bx, "Mul"), g.consumers[y]
+    if scaled and any(g.scalar(n) is not None for n in scaled.input) and len(readers) == 1 and \
+            readers[0].op_type == "Div" and readers[0].input[0] == y:
+        k = next(n for n in scaled.input if g.scalar(n) is not None)
+        if not g.is_const(readers[0].input[1], g.scalar(k)):
+            return None
+        x, y, beta, parts = g.other(scaled, k), readers[0].output[0], g.scalar(k), parts + [scaled, readers[0]]
+    where, threshold = g.consumers[y], 20.0
+    greater = len(where) == 1 and where[0].op_type == "Where" and g.op(where[0].input[0], "Greater")
+    if greater and list(where[0].input[1:]) == [x, y] and greater.input[0] == bx and \
+            g.scalar(greater.input[1]) is not None and g.only_reader(greater.output[0], where[0]):
+        threshold, y, parts = g.scalar(greater.input[1]), where[0].output[0], parts + [greater, where[0]]
+    inner = {id(n) for n in parts}
+    if len(parts) == 1 or bx != x and not all(id(n) in inner for n in g.consumers[bx]):
+        return None
+    return helper.make_node(SOFTPLUS, [x], [y], name=softplus.name, beta=beta, threshold=threshold), parts
+
+
 def _ints(g: _Graph, node, index, name):
     """An integer list: attribute ``name`` (older opsets) or the constant input ``index``; None otherwise."""
     attribute = next((list(a.ints) for a in node.attribute if a.name == name), None)
@@ -258,8 +285,9 @@ def _circular(g: _Graph, concat):
 def fuse_patterns(nodes: list, consts: dict) -> list:
     """``nodes`` with each GELU subgraph replaced by a Gelu node, x * gate(x) by Silu, HardSwish or Mish,
     each normalization subgraph by a ``cnnrun.Normalize`` node, each set of adaptive pooling bins by a
-    ``cnnrun.AdaptivePool`` node and each circular padding by a ``cnnrun.CircularPad`` node (those of
-    consecutive axes by one), each placed where the subgraph ended."""
+    ``cnnrun.AdaptivePool`` node, each circular padding by a ``cnnrun.CircularPad`` node (those of
+    consecutive axes by one) and softplus(beta x) / beta by a ``cnnrun.Softplus`` node, each placed where
+    the subgraph ended."""
     from onnx import helper
     g = _Graph(nodes, consts)
     replace, removed = {}, set()
@@ -274,6 +302,8 @@ def fuse_patterns(nodes: list, consts: dict) -> list:
             found = found and (found[0], found[1] + [node])
         elif node.op_type == "Concat":
             found = _circular(g, node)
+        elif node.op_type == "Softplus":
+            found = _softplus(g, node)
         elif node.op_type in ("ReduceMean", "ReduceMax") and [n.op_type for n in g.consumers[node.output[0]]] != \
                 ["Concat"]:
             found = _adaptive(g, [node], node.output[0])
