@@ -42,6 +42,8 @@ ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the
     ({"type": "pixel_unshuffle", "downscale_factor": 2}, (2, 4, 6)),
     ({"type": "upsample", "size": [7, 5]}, (2, 3, 4)),
     ({"type": "upsample", "size": [5, 9], "mode": "bilinear", "align_corners": True}, (2, 3, 4)),
+    ({"type": "batchnorm", "track_running_stats": False}, (3, 4, 5)),
+    ({"type": "batchnorm", "track_running_stats": False, "affine": False}, (4,)),
     ({"type": "group_norm", "num_groups": 2}, (4, 3, 5)),
     ({"type": "group_norm", "num_groups": 4, "affine": False}, (4, 6)),
     ({"type": "layer_norm", "normalized_shape": [4, 5]}, (3, 4, 5)),

@@ -177,7 +177,8 @@ def _channels_first_norm(b, x: Tensor, weights, eps) -> Tensor:
 def normalize(b, inputs, attrs, opset):
     """``cnnrun.Normalize`` (:func:`~.patterns.fuse_patterns`): (x - mean) / sqrt(var + eps) over ``axes``
     and the affine map: over the last axes a layer_norm, over the channels one with ``channels_first``,
-    over each of ``groups`` groups of channels (reshaped to (N, groups, -1) and back) a group_norm."""
+    over each of ``groups`` groups of channels (reshaped to (N, groups, -1) and back) a group_norm, over
+    all axes but the channels a batchnorm without running statistics."""
     x = tensor(b, inputs[0])
     rank = len(x.shape) + 1
     axes = sorted(int(a) % rank for a in attrs["axes"])
@@ -190,16 +191,22 @@ def normalize(b, inputs, attrs, opset):
         return group_norm(b, inputs, {"num_groups": attrs["groups"], "epsilon": attrs["epsilon"]}, opset)
     if axes == list(range(axes[0], rank)) and axes[0] > 0:
         return layer_norm(b, inputs, {"axis": axes[0], "epsilon": attrs["epsilon"]}, opset)
-    if axes != [1] or rank < 3:
+    batch = axes == [0, *range(2, rank)]
+    if not (batch or axes == [1] and rank >= 3):
         raise b.error(f"normalizing over axes {axes} of a rank-{rank} input is not supported; supported: the last "
-                      f"axes (layer_norm), the channels (layer_norm with channels_first), groups of channels")
-    x, weights = b.plain(x), None
+                      f"axes (layer_norm), the channels (layer_norm with channels_first), groups of channels, "
+                      f"all but the channels (batchnorm without running statistics)")
+    x, weights, eps = b.plain(x), None, attr_float(attrs["epsilon"])
     if inputs[1] is not None:
         weights = [b.per_channel(x, const(b, v, what)) for v, what in zip(inputs[1:], ("the scale", "the bias"))]
         if any(w is None for w in weights):
             raise b.error(f"a scale of shape {np.shape(inputs[1])} or bias of shape {np.shape(inputs[2])} is not "
                           f"one per channel; supported: (C,), (C, 1, 1)")
-    return [_channels_first_norm(b, x, weights, attr_float(attrs["epsilon"]))]
+    if batch:  # the batch's statistics in inference too
+        params = {} if weights is None else dict(zip(("weight", "bias"), weights))
+        return [b.emit("batchnorm", [x], params=params, eps=eps, affine=weights is not None,
+                       track_running_stats=False)]
+    return [_channels_first_norm(b, x, weights, eps)]
 
 
 def instance_norm(b, inputs, attrs, opset):
