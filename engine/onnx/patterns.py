@@ -49,9 +49,17 @@ class _Graph:
 
     def is_constant(self, name) -> bool:
         """Whether ``name`` is an initializer or computed from initializers only (a weight reshaped)."""
-        node = self.producer.get(name)
-        return name in self.consts or node is not None and node.op_type != "Shape" and \
-            all(self.is_constant(n) for n in node.input if n)
+        stack, seen = [name], set()
+        while stack:
+            value = stack.pop()
+            if value in self.consts or value in seen:
+                continue
+            seen.add(value)
+            node = self.producer.get(value)
+            if node is None or node.op_type == "Shape":
+                return False
+            stack.extend(n for n in node.input if n)
+        return True
 
     def op(self, name, op_type):
         node = self.producer.get(name)
