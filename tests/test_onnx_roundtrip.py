@@ -60,10 +60,13 @@ ROUND_TRIPS = [  # layers that export as several nodes (docs/onnx.md), which the
 @pytest.mark.parametrize("opset", [None, 13, 18])  # 18: ReduceMean axes and Resize axes as inputs
 @pytest.mark.parametrize("layer, shape", ROUND_TRIPS, ids=lambda v: v["type"] if isinstance(v, dict) else "")
 def test_a_layer_exported_as_several_nodes_imports_as_itself(tmp_path, opset, layer, shape):
+    """The import's subgraphs (docs/onnx.md) give back the one layer, with its options and parameters."""
     net = layer_net(layer, shape, "float32")
     export_onnx(net, tmp_path / "net.onnx", opset=opset)
     back = import_onnx(tmp_path / "net.onnx")
     assert [node.layer.type_name for node in back.nodes] == [layer["type"]]
+    (entry,) = back.config["layers"]
+    assert {key: entry.get(key) for key in layer if key != "type"} == {k: v for k, v in layer.items() if k != "type"}
     assert back.parameter_count() == net.parameter_count()
     x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
     np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-6)
