@@ -1,5 +1,6 @@
 """ONNX round trip (issue 13): ``import_onnx`` of a network ``export_onnx`` wrote gives the same layers
-(the same types, in order, with the same parameters) and the same outputs."""
+(as many layers with parameters of each type, as many parameters) and the same outputs; a layer that
+exports as several nodes comes back as itself."""
 
 from collections import Counter
 
