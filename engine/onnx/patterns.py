@@ -246,7 +246,7 @@ def _adaptive(g: _Graph, reduces, output):
     kinds = {r.op_type for r in reduces}
     slices = [g.op(r.input[0], "Slice") for r in reduces]
     if len(kinds) != 1 or not kinds <= {"ReduceMean", "ReduceMax"} or not all(slices) or \
-            len({s.input[0] for s in slices}) != 1 or len(slices[0].input) < 4:
+            len({s.input[0] for s in slices}) != 1:
         return None
     axes = {tuple(_ints(g, r, 1, "axes") or ()) for r in reduces} | {tuple(_ints(g, s, 3, "axes") or ())
                                                                     for s in slices}
