@@ -178,6 +178,9 @@ case("resize_align_corners", IMG, 11, [node("Resize", ["x", "roi", "sc"], mode="
 case("resize_pytorch_half_pixel", IMG, 18, [node("Resize", ["x", "", "sc"], mode="linear",
                                                  coordinate_transformation_mode="pytorch_half_pixel")],
      {"sc": np.array([1, 1, 0.5, 2], np.float32)})
+case("resize_axes_sizes", IMG, 18, [node("Resize", ["x", "", "", "sz"], mode="linear", axes=[3, 2])], {"sz": i64(4, 9)})
+case("resize_axes_scales", IMG, 19, [node("Resize", ["x", "", "sc"], axes=[2, 3], coordinate_transformation_mode=
+                                          "asymmetric", nearest_mode="floor")], {"sc": np.array([2, 1.5], np.float32)})
 case("upsample9", IMG, 9, [node("Upsample", ["x", "sc"])], {"sc": np.array([1, 1, 2, 3], np.float32)})
 case("reduce_mean_keep", IMG, 13, [node("ReduceMean", "x", axes=[2, 3])])
 case("reduce_mean_flat", IMG, 18, [node("ReduceMean", ["x", "ax"], keepdims=0)], {"ax": i64(-2, -1)})

@@ -159,6 +159,25 @@ def test_unexpressible_attributes_name_the_node(nodes, inits, message, registry)
         import_onnx(make_model((1, 2, 3, 3), opset, nodes, inits), registry=registry)
 
 
+NORMALIZE_CH_H = [node("ReduceMean", "x", ["m"], axes=[1, 2]), node("Sub", "xm", ["c"]), node("Mul", "cc", ["q"]),
+                  node("ReduceMean", "q", ["v"], axes=[1, 2]), node("Add", "ve", ["a"]), node("Sqrt", "a", ["r"]),
+                  node("Div", "cr")]
+UNEVEN_BINS = [node("Slice", ["x", f"s{i}", f"e{i}", "h"], [f"b{i}"]) for i in range(2)] + \
+    [node("ReduceMean", [f"b{i}", "h"], [f"r{i}"]) for i in range(2)] + [node("Concat", ["r0", "r1"], axis=2)]
+
+
+@pytest.mark.parametrize("nodes, inits, message", [
+    (NORMALIZE_CH_H, {"e": np.float32(1e-5)}, r"normalizing over axes \[1, 2\] of a rank-4 input is not supported"),
+    (UNEVEN_BINS, {"h": i64(2), "s0": i64(0), "e0": i64(1), "s1": i64(1), "e1": i64(2)},
+     "slices of 2 positions along axis 2 of an input of shape \\(1, 2, 3, 3\\) are not the bins of adaptive pooling"),
+    ([node("Slice", ["x", "s", "e", "h"], ["b"]), node("Concat", ["b", "x"], axis=2)],
+     {"h": i64(2), "s": i64(1), "e": i64(2)}, r"the positions 1:2 and 0:0 around axis 2 .* are not a circular padding"),
+])
+def test_a_pattern_cnnrun_cannot_express_names_a_node_of_it(nodes, inits, message, registry):
+    with pytest.raises(CnnrunError, match=rf"^the model: node '/m/\w+' \(cnnrun\.\w+\): {message}"):
+        import_onnx(make_model((1, 2, 3, 3), 13 if nodes is NORMALIZE_CH_H else 18, nodes, inits), registry=registry)
+
+
 def test_bad_files(tmp_path, registry):
     (tmp_path / "bad.onnx").write_bytes(b"\x00garbage\xff" * 10)
     with pytest.raises(CnnrunError, match=r"bad.onnx: not an ONNX model"):

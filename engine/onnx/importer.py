@@ -18,13 +18,14 @@ from ..checkpoint import Checkpoint, restore_network
 from ..files import FileProblem, regular_file
 from ..network import Network
 from .graph import Builder, OnnxImportError, Tensor, node_label
-from .layer_ops import OPS as LAYER_OPS, unary
-from .patterns import SILU, channel_shuffles, fuse_patterns, tidy_layers
+from .layer_ops import OPS as LAYER_OPS, normalize, softplus, unary
+from .patterns import ADAPTIVE_POOL, CIRCULAR_PAD, NORMALIZE, SILU, SOFTPLUS, fuse_patterns, shuffles, tidy_layers
 from .repeats import with_blocks
-from .structure_ops import OPS as STRUCTURE_OPS
+from .structure_ops import OPS as STRUCTURE_OPS, adaptive_pool, circular_pad
 
 INSTALL_HINT = "importing ONNX models needs the onnx package: pip install 'cnnrun[onnx]'"
-CONVERTERS = {**LAYER_OPS, **STRUCTURE_OPS, SILU: unary("silu")}
+CONVERTERS = {**LAYER_OPS, **STRUCTURE_OPS, SILU: unary("silu"), NORMALIZE: normalize, ADAPTIVE_POOL: adaptive_pool,
+              CIRCULAR_PAD: circular_pad, SOFTPLUS: softplus}
 SUPPORTED = sorted(op for op in CONVERTERS if "." not in op)
 FOLDED = ("Constant", "ConstantOfShape", "Shape", "and any operator whose inputs are all constants")
 MIN_OPSET = 7
@@ -85,7 +86,7 @@ def onnx_to_cnnrun(model, *, name: str | None = None, input_shape=None, registry
                               f"itself; there is no layer to import")
     builder.node = nodes[-1]
     output = builder.plain(output)
-    layers = tidy_layers(channel_shuffles(builder.layers, builder.shapes), output.layer)
+    layers = tidy_layers(shuffles(builder.layers, builder.shapes), output.layer)
     kept = {entry["name"] for entry in layers}
     name = name or (Path(source).stem if source != "the model" else graph.name) or "network"
     config = with_blocks({"name": name, "input": {"shape": list(shape)}, "layers": layers})

@@ -136,9 +136,11 @@ def lrn(b, inputs, attrs, opset):
 
 
 def layer_norm(b, inputs, attrs, opset):
+    """LayerNormalization; without a scale (a ``cnnrun.Normalize`` without the affine map), a layer_norm
+    without ``elementwise_affine``."""
     x = tensor(b, inputs[0])
-    scale = const(b, inputs[1], "the scale (input 2)")
-    bias = const(b, inputs[2], "B (input 3)") if len(inputs) > 2 and inputs[2] is not None else np.zeros_like(scale)
+    scale = None if inputs[1] is None else const(b, inputs[1], "the scale (input 2)")
+    bias = const(b, inputs[2], "B (input 3)") if len(inputs) > 2 and inputs[2] is not None else 0.0
     eps = attr_float(attrs.get("epsilon", 1e-5))
     rank = len(x.shape) + 1
     axis = int(attrs.get("axis", -1)) % rank
@@ -146,17 +148,65 @@ def layer_norm(b, inputs, attrs, opset):
         raise b.error("its Mean and InvStdDev outputs are not supported; supported: Y")
     if x.perm is not None and axis == rank - 1 and x.cnnrun_axis(axis) == 1 and len(x.shape) > 1:
         channels = x.shape[0]  # channels-last LayerNorm over a channels-first tensor (ConvNeXt)
-        y = b.emit("layer_norm", [Tensor(x.layer, x.shape)], params={"weight": scale.reshape(channels),
-                   "bias": np.broadcast_to(bias, scale.shape).reshape(channels)},
-                   normalized_shape=channels, eps=eps, channels_first=True)
+        weights = None if scale is None else (scale.reshape(channels),
+                                              np.broadcast_to(bias, scale.shape).reshape(channels))
+        y = _channels_first_norm(b, Tensor(x.layer, x.shape), weights, eps)
         return [Tensor(y.layer, y.shape, x.perm)]
     x = b.plain(x)
     if axis == 0:
         raise b.error("normalizing over the batch axis is not supported; supported: axis >= 1")
     normalized = list(x.shape[axis - 1:])
-    return [b.emit("layer_norm", [x], params={"weight": np.broadcast_to(scale, normalized),
-                   "bias": np.broadcast_to(bias, normalized)}, normalized_shape=_one(normalized) if
-                   len(normalized) == 1 else normalized, eps=eps)]
+    try:
+        params = {} if scale is None else {"weight": np.broadcast_to(scale, normalized),
+                                           "bias": np.broadcast_to(bias, normalized)}
+    except ValueError:
+        raise b.error(f"a scale of shape {np.shape(scale)} or bias of shape {np.shape(bias)} does not fit the "
+                      f"normalized axes {normalized}") from None
+    return [b.emit("layer_norm", [x], params=params, normalized_shape=_one(normalized) if len(normalized) == 1
+                   else normalized, eps=eps, elementwise_affine=scale is not None)]
+
+
+def _channels_first_norm(b, x: Tensor, weights, eps) -> Tensor:
+    """A layer_norm over the channels of ``x`` at each position (``channels_first``), with ``weights``
+    (scale and bias, one per channel) or None."""
+    params = {} if weights is None else dict(zip(("weight", "bias"), weights))
+    return b.emit("layer_norm", [x], params=params, normalized_shape=x.shape[0], eps=eps, channels_first=True,
+                  elementwise_affine=weights is not None)
+
+
+def normalize(b, inputs, attrs, opset):
+    """``cnnrun.Normalize`` (:func:`~.patterns.fuse_patterns`): (x - mean) / sqrt(var + eps) over ``axes``
+    and the affine map: over the last axes a layer_norm, over the channels one with ``channels_first``,
+    over each of ``groups`` groups of channels (reshaped to (N, groups, -1) and back) a group_norm, over
+    all axes but the channels a batchnorm without running statistics."""
+    x = tensor(b, inputs[0])
+    rank = len(x.shape) + 1
+    axes = sorted(int(a) % rank for a in attrs["axes"])
+    if "groups" in attrs:
+        back = list(attrs["shape"])
+        back = [x.onnx_shape(b.batch)[i] if d == 0 else d for i, d in enumerate(back)]
+        if len(back) != rank or back[1:] != list(x.onnx_shape(b.batch)[1:]):
+            raise b.error(f"the grouped values are reshaped to {attrs['shape']}, not back to the input's shape "
+                          f"{x.onnx_shape(b.batch)}; supported: a group normalization")
+        return group_norm(b, inputs, {"num_groups": attrs["groups"], "epsilon": attrs["epsilon"]}, opset)
+    if axes == list(range(axes[0], rank)) and axes[0] > 0:
+        return layer_norm(b, inputs, {"axis": axes[0], "epsilon": attrs["epsilon"]}, opset)
+    batch = axes == [0, *range(2, rank)]
+    if not (batch or axes == [1] and rank >= 3):
+        raise b.error(f"normalizing over axes {axes} of a rank-{rank} input is not supported; supported: the last "
+                      f"axes (layer_norm), the channels (layer_norm with channels_first), groups of channels, "
+                      f"all but the channels (batchnorm without running statistics)")
+    x, weights, eps = b.plain(x), None, attr_float(attrs["epsilon"])
+    if inputs[1] is not None:
+        weights = [b.per_channel(x, const(b, v, what)) for v, what in zip(inputs[1:], ("the scale", "the bias"))]
+        if any(w is None for w in weights):
+            raise b.error(f"a scale of shape {np.shape(inputs[1])} or bias of shape {np.shape(inputs[2])} is not "
+                          f"one per channel; supported: (C,), (C, 1, 1)")
+    if batch:  # the batch's statistics in inference too
+        params = {} if weights is None else dict(zip(("weight", "bias"), weights))
+        return [b.emit("batchnorm", [x], params=params, eps=eps, affine=weights is not None,
+                       track_running_stats=False)]
+    return [_channels_first_norm(b, x, weights, eps)]
 
 
 def instance_norm(b, inputs, attrs, opset):
@@ -169,15 +219,18 @@ def instance_norm(b, inputs, attrs, opset):
 
 def group_norm(b, inputs, attrs, opset):
     """GroupNormalization: scale and bias per channel (opset 21), or per group (opset 18: repeated over
-    each group's channels)."""
+    each group's channels); without them (a ``cnnrun.Normalize``), a group_norm without ``affine``."""
     x = b.plain(tensor(b, inputs[0]))
     groups, channels = int(attrs["num_groups"]), x.shape[0]
-    scale, bias = (np.asarray(const(b, v, what), np.float32).reshape(-1) for v, what in
-                   zip(inputs[1:3], ("the scale", "the bias")))
-    if scale.size == groups != channels:
-        scale, bias = (np.repeat(v, channels // groups) for v in (scale, bias))
-    return [b.emit("group_norm", [x], params={"weight": scale, "bias": bias}, num_groups=groups,
-                   eps=attr_float(attrs.get("epsilon", 1e-5)))]
+    params = {}
+    if inputs[1] is not None:
+        scale, bias = (np.asarray(const(b, v, what), np.float32).reshape(-1) for v, what in
+                       zip(inputs[1:3], ("the scale", "the bias")))
+        if scale.size == groups != channels:
+            scale, bias = (np.repeat(v, channels // groups) for v in (scale, bias))
+        params = {"weight": scale, "bias": bias}
+    return [b.emit("group_norm", [x], params=params, num_groups=groups, eps=attr_float(attrs.get("epsilon", 1e-5)),
+                   affine=bool(params))]
 
 
 # -- linear layers -------------------------------------------------------------------------------
@@ -274,6 +327,12 @@ def softmax(type_name):
         y = b.emit(type_name, [Tensor(x.layer, x.shape)], axis=x.cnnrun_axis(axis))
         return [Tensor(y.layer, y.shape, x.perm)]
     return convert
+
+
+def softplus(b, inputs, attrs, opset):
+    """``cnnrun.Softplus`` (:func:`~.patterns.fuse_patterns`): softplus with ``beta`` and ``threshold``."""
+    options = {key: attr_float(attrs[key]) for key in ("beta", "threshold")}
+    return unary("softplus", **options)(b, inputs, attrs, opset)
 
 
 def gelu(b, inputs, attrs, opset):

@@ -268,6 +268,20 @@ def pad(b, inputs, attrs, opset):
     return [b.emit("pad", [x], **options)]
 
 
+def circular_pad(b, inputs, attrs, opset):
+    """``cnnrun.CircularPad`` (:func:`~.patterns.fuse_patterns`): per axis of ``axes``, its last ``before``
+    positions (those before ``sizes``) and its first ``after`` positions around it (Slice and Concat nodes)."""
+    x = b.plain(tensor(b, inputs[0]))
+    shape = x.onnx_shape(b.batch)
+    before, after = [0] * (len(shape) - 2), [0] * (len(shape) - 2)
+    for axis, first, last, size in zip(attrs["axes"], attrs["before"], attrs["after"], attrs["sizes"]):
+        if len(shape) not in (3, 4) or axis >= len(shape) or first and shape[axis] != size:
+            raise b.error(f"the positions {size - first}:{size} and 0:{last} around axis {axis} of an input of shape "
+                          f"{shape} are not a circular padding; supported: the last positions of H or W (or L)")
+        before[axis - 2], after[axis - 2] = first, last
+    return [b.emit("pad", [x], padding=before + after, mode="circular")]
+
+
 def resize(b, inputs, attrs, opset):
     x = b.plain(tensor(b, inputs[0]))
     if len(x.shape) != 3:
@@ -291,11 +305,19 @@ def resize(b, inputs, attrs, opset):
         raise b.error(f"mode {mode} with coordinate_transformation_mode {coordinates} (nearest_mode {nearest}) is "
                       f"not supported; supported: nearest with asymmetric and floor (PyTorch's nearest), linear "
                       f"with half_pixel, pytorch_half_pixel or align_corners (PyTorch's bilinear)")
-    if attrs.get("antialias", 0) or _text(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch" or \
-            attrs.get("axes") is not None:
-        raise b.error("antialias, keep_aspect_ratio_policy and axes are not supported")
+    if attrs.get("antialias", 0) or _text(attrs.get("keep_aspect_ratio_policy", "stretch")) != "stretch":
+        raise b.error("antialias and keep_aspect_ratio_policy are not supported")
     if scales is None and sizes is None:
         raise b.error("it has neither scales nor sizes")
+    if attrs.get("axes") is not None:  # opset 18: scales or sizes of these axes only
+        axes = [int(a) % 4 for a in attrs["axes"]]
+        if sorted(axes) != [2, 3]:
+            raise b.error(f"axes {list(attrs['axes'])} are not supported; supported: H and W ([2, 3])")
+        given = dict(zip(axes, scales if sizes is None else sizes))
+        if sizes is None:
+            scales = [1.0, 1.0, given[2], given[3]]
+        else:
+            sizes = [b.batch, x.shape[0], given[2], given[3]]
     if sizes is not None:
         if len(sizes) != 4 or sizes[1] != x.shape[0]:
             raise b.error(f"sizes {sizes} change the channels; supported: H and W only")
@@ -320,6 +342,20 @@ def reduce(kind):
                           f"axis after the channels (H and W, or L)")
         return [b.emit(f"global_{kind}pool", [x], flatten=not attrs.get("keepdims", 1))]
     return convert
+
+
+def adaptive_pool(b, inputs, attrs, opset):
+    """``cnnrun.AdaptivePool`` (:func:`~.patterns.fuse_patterns`): per axis of ``axes``, the mean or max
+    of each of ``bins`` bins of an axis of ``sizes`` (Slice, Reduce and Concat nodes)."""
+    x = b.plain(tensor(b, inputs[0]))
+    shape = x.onnx_shape(b.batch)
+    output_size = [None, None]
+    for axis, size, bins in zip(attrs["axes"], attrs["sizes"], attrs["bins"]):
+        if len(shape) != 4 or axis % 4 < 2 or shape[axis] != size:
+            raise b.error(f"slices of {size} positions along axis {axis} of an input of shape {shape} are not the bins "
+                          f"of adaptive pooling; supported: all of H or W of an (N, C, H, W) input")
+        output_size[axis % 4 - 2] = int(bins)
+    return [b.emit(f"adaptive_{_text(attrs['kind'])}pool2d", [x], output_size=output_size)]
 
 
 def passed(b, inputs, attrs, opset):
