@@ -20,6 +20,8 @@ from cnnrun.engine.checkpoint import Checkpoint, network_state, save_checkpoint
 from cnnrun.engine.onnx import export_onnx
 from cnnrun.engine.onnx.exporter import DEFAULT_OPSET, MIN_OPSET, opset_range
 
+from helpers import narrowed
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(ROOT.glob("examples/*.json")) + sorted(ROOT.glob("examples/zoo/*.json"))
 ONNXRUNTIME = importlib.util.find_spec("onnxruntime") is not None  # a second runtime, where installed
@@ -222,7 +224,7 @@ def example(path: Path) -> Network:
     config = read_network_file(path)
     config["input"]["shape"] = SMALL_INPUT.get(path.stem, config["input"]["shape"][:1] + [32, 32]
                                                if path.parent.name == "zoo" else config["input"]["shape"])
-    return randomized(Network.from_config(config))
+    return randomized(Network.from_config(narrowed(config)))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
