@@ -62,13 +62,13 @@ def _conv(name, n, c, o, size, k, target, **options):
 
 POOL_SHAPE = (32, 64, 56, 56)
 CASES = [
-    _conv("a", 64, 1, 6, 28, 5, 1.5, padding=2),
-    _conv("b", 64, 6, 16, 14, 5, 1.5),
-    _conv("c", 32, 64, 64, 56, 3, 1.5, padding=1),
-    _conv("d", 32, 128, 128, 28, 3, 1.5, padding=1),
-    _conv("e", 32, 256, 64, 28, 1, 1.1),
+    _conv("a", 64, 1, 6, 28, 5, 1.0, padding=2),
+    _conv("b", 64, 6, 16, 14, 5, 1.0),
+    _conv("c", 32, 64, 64, 56, 3, 1.0, padding=1),
+    _conv("d", 32, 128, 128, 28, 3, 1.0, padding=1),
+    _conv("e", 32, 256, 64, 28, 1, 1.0),
     _conv("f", 32, 64, 64, 56, 3, 1.0, padding=1, groups=64),
-    _conv("g", 32, 64, 64, 56, 3, 1.5, stride=2, padding=1),
+    _conv("g", 32, 64, 64, 56, 3, 1.0, stride=2, padding=1),
     Case("maxpool", "maxpool 2x2 32x64x56x56", POOL_SHAPE, {"type": "maxpool2d", "kernel_size": 2}, 0.5),
     Case("avgpool", "avgpool 2x2 32x64x56x56", POOL_SHAPE, {"type": "avgpool2d", "kernel_size": 2}, 0.5),
     Case("gap", "global avgpool 32x64x56x56", POOL_SHAPE, {"type": "global_avgpool"}, 1.0),
