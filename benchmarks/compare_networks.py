@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_torch import SGD, THREAD_VARIABLES, Worker, _fingerprint, _labels, measure  # noqa: E402
+from compare_torch import (SGD, THREAD_VARIABLES, Worker, _fingerprint, _labels, measure,  # noqa: E402
+                           torch_training_step)
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = {"resnet20": ROOT / "examples" / "resnet20_cifar10.json",
@@ -183,21 +184,11 @@ def cnnrun_case(case: NetCase):
 def torch_case(case: NetCase):
     """(step, fingerprint, None) for PyTorch: the training step."""
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(_threads())
     net = cnnrun_network(case.network)
     model = torch_module(net).train()
-    sgd = torch.optim.SGD(model.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
-    x, labels = torch.from_numpy(_input(net, case.batch)), torch.from_numpy(_labels(case.batch))
-
-    def step():
-        sgd.zero_grad()
-        loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-        sgd.step()
-        return loss
-
+    step = torch_training_step(model, _input(net, case.batch), _labels(case.batch))
     loss = step()
     first_conv = model.layers[net.nodes[0].name.replace(".", "_")]
     return step, _fingerprint([[loss.item()], first_conv.weight.grad.numpy()]), None

@@ -156,6 +156,25 @@ def _cnnrun_case(case: Case):
     return step, _fingerprint([y, dx, *grads]), work
 
 
+def torch_training_step(model, x, labels):
+    """A function running one PyTorch training step of ``model`` on the arrays ``x``, ``labels``:
+    forward, cross-entropy, backward, SGD with momentum (:data:`SGD`); it returns the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    sgd = torch.optim.SGD(model.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
+    x, labels = torch.from_numpy(x), torch.from_numpy(labels)
+
+    def step():
+        sgd.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        sgd.step()
+        return loss
+
+    return step
+
+
 def _torch_case(case: Case):
     """(step, fingerprint, None) for PyTorch."""
     import torch
@@ -176,16 +195,7 @@ def _torch_case(case: Case):
             for name, module in named.items():
                 for key, value in reference.params[name].items():
                     getattr(module, key).copy_(torch.from_numpy(value))
-        sgd = torch.optim.SGD(model.parameters(), lr=SGD["lr"], momentum=SGD["momentum"])
-        x, labels = torch.from_numpy(_data(case)[0]), torch.from_numpy(_labels(case.shape[0]))
-
-        def step():
-            sgd.zero_grad()
-            loss = F.cross_entropy(model(x), labels)
-            loss.backward()
-            sgd.step()
-            return loss
-
+        step = torch_training_step(model, _data(case)[0], _labels(case.shape[0]))
         loss = step()
         return step, _fingerprint([[loss.item()], model[0].weight.grad.numpy()]), None
     layer = case.layer
