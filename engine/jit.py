@@ -28,6 +28,24 @@ def serial_kernel(function):
     return numba.njit(cache=True, fastmath=set(SAFE_FASTMATH))(function)
 
 
+REDUCTION_CHUNKS = 8
+"""A parallel sum (a weight gradient over samples and tiles) keeps at most this many partial sums,
+one per fixed chunk of its items, each added in item order, then summed in chunk order: so its
+result depends on the shapes alone, not on the number of threads or on which thread the scheduler
+hands a chunk (seeded training is reproducible)."""
+
+
+def reduction_chunks(items: int) -> int:
+    """The partial sums of a parallel sum over ``items`` items: REDUCTION_CHUNKS, fewer for fewer items."""
+    return max(1, min(REDUCTION_CHUNKS, items))
+
+
+@numba.njit(cache=True, inline="always")
+def chunk_items(items, chunks, chunk):
+    """The items ``[first, last)`` of chunk ``chunk`` of ``chunks`` even chunks of ``items``."""
+    return chunk * items // chunks, (chunk + 1) * items // chunks
+
+
 PARALLEL_MIN_WORK = 1_000_000
 """Kernels whose work is estimated below this (about a nanosecond a unit on one core: callers
 count a vectorized multiply-add as 1/8, an element read or written as 1) run on one thread."""

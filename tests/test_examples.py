@@ -46,8 +46,8 @@ def test_example_reaches_the_accuracy_in_the_readme(tmp_path, example, epochs, a
     best = max(m["val_accuracy"] for m in metrics)
     assert best >= accuracy, f"{example}: best validation accuracy {best:.4f} < {accuracy}"
     assert metrics[-1]["val_accuracy"] >= accuracy - 0.01
-    # The README's figures, to the run-to-run variation of a seeded run (the kernels' parallel sums and
-    # specializations are not yet bit-reproducible between processes: up to 0.006 seen on small_digits).
+    # The README's figures, to the variation between a run that compiles the kernels and one that loads
+    # them from the cache (small_digits: 0.9861 and 0.9889; the number of threads changes nothing).
     readme_best, readme_last = readme_table_row(example)
     assert abs(readme_best - best) <= 0.01 and abs(readme_last - metrics[-1]["val_accuracy"]) <= 0.01, \
         f"README.md's table: update {example}'s row to {best:.4f} ({metrics[-1]['val_accuracy']:.4f} at the end)"

@@ -34,10 +34,11 @@ gradients). They are computed by these kernels:
 At stride 1 the transpose is the forward product of the output gradient padded by
 ``(k-1)*d - p``, with the rotated filter (``w[o, c, kh-1-ki, kw-1-kj]``, channels swapped).
 :func:`choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
-:mod:`cnnrun.plugins.products.cpu`' register-blocked kernels, whose inner loops run over contiguous
-values from index 0, so LLVM vectorizes them (a runtime stride would stop it: hence the stride-1
-kernels). Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
-layer (kept between calls), weight gradients are summed from per-thread partial sums, and small
+:mod:`cnnrun.plugins.products.cpu`' register-blocked kernels (vector blocks written in LLVM IR),
+which read contiguous runs: hence the stride-1 kernels and the copies into padded planes, patches
+and columns. Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
+layer (kept between calls), weight gradients are summed from the partial sums of fixed chunks of
+that work (:data:`~cnnrun.engine.jit.REDUCTION_CHUNKS`: reproducible whatever the threads), and small
 products run on one thread (:func:`cnnrun.engine.jit.launch`).
 """
 
@@ -49,13 +50,14 @@ import numba
 import numpy as np
 
 from cnnrun.engine.errors import CnnrunError
-from cnnrun.engine.jit import launch
+from cnnrun.engine.jit import launch, reduction_chunks
 from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import winograd
 from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
 from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
+from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
 from .im2col import im2col_forward, im2col_transpose, im2col_weight
 
 ALGORITHMS = ("im2col", "direct")
@@ -205,7 +207,7 @@ def _forward(ctx, x, w, bias, y, geom, path):
         _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     else:
         groups, taps = geom.groups, w.shape[1] * _taps(geom)
-        packed = ctx.derived("conv.forward.im2col", lambda: _padded_to_4(grouped(w, groups)))  # (G, O/G, taps)
+        packed = ctx.derived("conv.forward.im2col", lambda: padded_to_4(grouped(w, groups)))  # (G, O/G, taps)
         tile = _tile(TAP_BLOCK + packed.shape[1], x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.forward.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         acc = ctx.workspace("conv.forward.acc", (_threads(), packed.shape[1], tile), x.dtype)
@@ -222,14 +224,14 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         # the conv of y padded by (k-1)*d - p with the rotated, transposed filter
         (kh, kw), (dh, dw), (ph, pw) = geom.kernel, geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=((kh - 1) * dh - ph, (kw - 1) * dw - pw))
-        rotated = ctx.derived("conv.transpose.rotated", lambda: _rotated(w, geom.groups))
+        rotated = ctx.derived("conv.transpose.rotated", lambda: rotated_filter(w, geom.groups))
         product = _patches if _many_taps(rotated, geom) else _direct
         product(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
     elif path == "direct":
         _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
     else:
         groups, per_group = geom.groups, w.shape[0] // geom.groups
-        packed = ctx.derived("conv.transpose.im2col", lambda: _transposed_to_4(w, groups))  # (G, taps, O/G)
+        packed = ctx.derived("conv.transpose.im2col", lambda: transposed_to_4(w, groups))  # (G, taps, O/G)
         tile = _tile(TAP_BLOCK + per_group, x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.transpose.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         rows = _channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
@@ -247,9 +249,18 @@ def _weight(ctx, x, g, geom, grad_w, path):
         return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    partial = ctx.workspace("conv.weight.partial", (_threads(), groups, round_up(per_group, 4), taps), x.dtype)
+    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g, wide=False)
+    if pointwise:
+        items = n  # one per sample
+    else:  # one per (sample, tile of the pixels): the flattened padded planes' run or im2col's pixels
+        length = (g.shape[2] - 1) * _planes(grad_w.shape, g.shape, geom)[1] + g.shape[3] if path == "direct" \
+            else g.shape[2] * g.shape[3]
+        tile = _tile(round_up(per_group, 4) if path == "direct" else TAP_BLOCK + per_group, x.dtype, length)
+        items = n * -(-length // tile)
+    partial = ctx.workspace("conv.weight.partial", (reduction_chunks(items), groups, round_up(per_group, 4), taps),
+                            x.dtype)
     partial.fill(0)
-    if path == "direct" and _pointwise_fits(grad_w, geom, g, wide=False):
+    if pointwise:
         pixels = g.shape[2] * g.shape[3]
         image = ctx.workspace("conv.forward.nhwc", (n, x.shape[2], x.shape[3], x.shape[1]), x.dtype)
         launch(channels_last, image.size, x, image, 0, 0)
@@ -262,11 +273,9 @@ def _weight(ctx, x, g, geom, grad_w, path):
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
         src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
-        length = (g.shape[2] - 1) * width + g.shape[3]
         launch(direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
-               g.shape[2] * width, length, _tile(round_up(per_group, 4), x.dtype, length))
+               g.shape[2] * width, length, tile)
     else:
-        tile = _tile(TAP_BLOCK + per_group, x.dtype, g.shape[2] * g.shape[3])
         cols = ctx.workspace("conv.weight.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         launch(im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
                x, g, partial, _column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
@@ -280,7 +289,7 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     height, width, offsets = _planes(w.shape, g.shape, geom)
     spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
     groups, per_group = geom.groups, w.shape[0] // geom.groups
-    packed = _transposed_to_4(w, groups)  # (G, taps, O/G); never frozen: the gradient of a conv
+    packed = transposed_to_4(w, groups)  # (G, taps, O/G); never frozen: the gradient of a conv
     length = (g.shape[2] - 1) * width + g.shape[3]
     tile = _tile(packed.shape[1], x.dtype, length)
     acc = ctx.workspace("conv.transpose.acc", (_threads(), packed.shape[1], tile), x.dtype)
@@ -306,7 +315,7 @@ def _patches(ctx, key, x, w, base, y, geom):
     launch(channels_last, image.size, x, image, *geom.padding)
     groups, per_group, taps = geom.groups, w.shape[0] // geom.groups, w.shape[1] * kh * kw
     depth = round_up(taps, 8)
-    packed = ctx.derived(key + ".packed", lambda: _channels_last_filter(w, groups, depth))
+    packed = ctx.derived(key + ".packed", lambda: channels_last_filter(w, groups, depth))
     tile = min(PATCH_TILE, y.shape[2] * y.shape[3])
     patches = ctx.workspace(key + ".patches", (_threads(), tile, depth), x.dtype)
     acc = ctx.workspace(key + ".acc", (_threads(), round_up(per_group, 4), tile), x.dtype)
@@ -323,7 +332,7 @@ def _direct(ctx, key, x, w, base, y, geom):
         return
     height, width, offsets = _planes(w.shape, y.shape, geom)
     src = _padded(ctx, key + ".x", x, height, width, *geom.padding)
-    packed = ctx.derived(key + ".packed", lambda: _padded_to_4(grouped(w, geom.groups)))
+    packed = ctx.derived(key + ".packed", lambda: padded_to_4(grouped(w, geom.groups)))
     tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
     acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
     launch(shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
@@ -426,38 +435,6 @@ def _padded(ctx, key, x, height, width, top, left):
     out[:, :, r0:r1, s1:] = 0
     out[:, :, r0:r1, s0:s1] = x[:, :, r0 - top:r1 - top, s0 - left:s1 - left]
     return out.reshape(n, -1)
-
-
-def _padded_to_4(a):
-    """``(G, R, K)`` zero-padded to R and K multiples of 4."""
-    groups, rows, taps = a.shape
-    packed = np.zeros((groups, round_up(rows, 4), round_up(taps, 4)), a.dtype)
-    packed[:, :rows, :taps] = a
-    return packed
-
-
-def _transposed_to_4(w, groups):
-    """The filter as ``(G, taps, O/G)`` blocks, zero-padded to multiples of 4 (the transposes' rows)."""
-    return _padded_to_4(grouped(w, groups).transpose(0, 2, 1))
-
-
-def _channels_last_filter(w, groups, depth):
-    """The filter rows of channels-last patches: ``(G, O/G, depth)``, taps in (ki, kj, c) order, zeros
-    after the ``C/G*kh*kw`` taps."""
-    out_channels, per_in, kh, kw = w.shape
-    per_group, taps = out_channels // groups, per_in * kh * kw
-    packed = np.zeros((groups, per_group, depth), w.dtype)
-    packed[:, :, :taps] = w.reshape(groups, per_group, per_in, kh, kw).transpose(0, 1, 3, 4, 2).reshape(
-        groups, per_group, taps)
-    return packed
-
-
-def _rotated(w, groups):
-    """The direct transpose's filter ``(C, O/G, kh, kw)``: the ``(O/G, C/G)`` blocks of each group
-    swapped and every kernel rotated 180 degrees."""
-    out_channels, per_group, kh, kw = w.shape
-    grouped = w.reshape(groups, out_channels // groups, per_group, kh, kw)[..., ::-1, ::-1]
-    return grouped.transpose(0, 2, 1, 3, 4).reshape(groups * per_group, out_channels // groups, kh, kw)
 
 
 def _tile(rows, dtype, pixels) -> int:

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, serial_kernel
+from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 
@@ -60,21 +60,23 @@ def _rows_to_planes(out, count, yn, first, base, q0, m, width):
 
 @cpu_kernel
 def direct_weight(spread, src, offsets, partial, plane, length, tile):
-    """partial[thread, g, o, k] += sum_q spread[n, (g*R + o)*plane + q] * src[n, offsets[g, k] + q]
-    for q < length, every sample n (R = output channels per group; ``spread`` is the output
-    gradient at the padded width, zero in the columns j >= OW)."""
+    """partial[chunk, g, o, k] += sum_q spread[n, (g*R + o)*plane + q] * src[n, offsets[g, k] + q]
+    for q < length, over the (sample n, tile) items of each chunk (R = output channels per group;
+    ``spread`` is the output gradient at the padded width, zero in the columns j >= OW)."""
     samples = spread.shape[0]
-    groups = partial.shape[1]
+    chunks, groups = partial.shape[0], partial.shape[1]
     per_group = spread.shape[1] // (plane * groups)
     tiles = (length + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, length - q0)
-        part = partial[numba.get_thread_id()]
-        for g in range(groups):
-            row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
-                     part[g, :, 0:part.shape[2]])
+    for chunk in prange(chunks):
+        part = partial[chunk]
+        first, last = chunk_items(samples * tiles, chunks, chunk)
+        for item in range(first, last):
+            n = item // tiles
+            q0 = (item - n * tiles) * tile
+            m = min(tile, length - q0)
+            for g in range(groups):
+                row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
+                         part[g, :, 0:part.shape[2]])
 
 
 @cpu_kernel
@@ -198,10 +200,12 @@ def pointwise_product(image, w, offsets, base, y, acc):
 
 @cpu_kernel
 def pointwise_weight(spread, image, offsets, partial):
-    """partial[thread, 0, o, c] += sum_q spread[n, o, q] * image[n, q, c] over the samples n: the
-    weight gradient of :func:`pointwise_product`, ``spread`` the output gradient ``(N, O, P)``
+    """partial[chunk, 0, o, c] += sum_q spread[n, o, q] * image[n, q, c] over each chunk's samples n:
+    the weight gradient of :func:`pointwise_product`, ``spread`` the output gradient ``(N, O, P)``
     zero-padded to multiples of 4, ``offsets[q] = min(q, P - 1) * C`` (P pixels, C channels)."""
-    channels = image.shape[3]
-    for n in prange(spread.shape[0]):
-        rows_product(spread[n], image[n].reshape(image[n].size), offsets, np.int64(0), channels,
-                     partial[numba.get_thread_id(), 0])
+    channels, chunks = image.shape[3], partial.shape[0]
+    for chunk in prange(chunks):
+        first, last = chunk_items(spread.shape[0], chunks, chunk)
+        for n in range(first, last):
+            rows_product(spread[n], image[n].reshape(image[n].size), offsets, np.int64(0), channels,
+                         partial[chunk, 0])

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, serial_kernel
+from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 
@@ -75,27 +75,29 @@ def im2col_transpose(g, packed, rows, base, x, kh, kw, sh, sw, ph, pw, dh, dw, t
 
 @cpu_kernel
 def im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols):
-    """partial[thread, grp, o, k] += the dot of g's row o (of group grp) with im2col row k, over
-    tiles of output pixels of every sample."""
+    """partial[chunk, grp, o, k] += the dot of g's row o (of group grp) with im2col row k, over the
+    (sample, tile of output pixels) items of each chunk."""
     samples, channels = x.shape[0], x.shape[1]
-    groups, taps, block = partial.shape[1], partial.shape[3], cols.shape[1]
+    chunks, groups, taps, block = partial.shape[0], partial.shape[1], partial.shape[3], cols.shape[1]
     per_in, per_out = channels // groups, g.shape[1] // groups
     out_w = g.shape[3]
     pixels = g.shape[2] * out_w
     tiles = (pixels + tile - 1) // tile
-    for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
-        thread = numba.get_thread_id()
-        col, part = cols[thread], partial[thread]
-        flat = g[n].reshape(g.shape[1] * pixels)
-        for grp in range(groups):
-            for k0 in range(0, taps, block):
-                count = min(block, taps - k0)
-                _fill_columns(x[n], grp * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w)
-                row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows,
-                         np.int64(0), m, part[grp, :, k0:k0 + count])
+    for chunk in prange(chunks):
+        col, part = cols[numba.get_thread_id()], partial[chunk]
+        first, last = chunk_items(samples * tiles, chunks, chunk)
+        for item in range(first, last):
+            n = item // tiles
+            q0 = (item - n * tiles) * tile
+            m = min(tile, pixels - q0)
+            flat = g[n].reshape(g.shape[1] * pixels)
+            for grp in range(groups):
+                for k0 in range(0, taps, block):
+                    count = min(block, taps - k0)
+                    _fill_columns(x[n], grp * per_in, per_in, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw,
+                                  out_w)
+                    row_dots(flat, grp * per_out * pixels + q0, pixels, per_out, col.reshape(col.size), rows,
+                             np.int64(0), m, part[grp, :, k0:k0 + count])
 
 
 # Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
+from cnnrun.engine.jit import REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch, reduction_chunks, serial_kernel
 
 from cnnrun.plugins.common import Geometry, bias_grad, round_up
 from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
@@ -100,7 +100,8 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     if grad_weight is not None:
         tiles = _tiles(grad.shape[2:])
         rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
-        partial = ctx.workspace("winograd.du", (numba.get_num_threads(), *_packed_shape(grad.shape[1], x.shape[1],
+        blocks = -(-x.shape[0] * tiles[0] // rows)
+        partial = ctx.workspace("winograd.du", (reduction_chunks(blocks), *_packed_shape(grad.shape[1], x.shape[1],
                                                                                          groups)), x.dtype)
         partial.fill(0)
         launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, rows, v,
@@ -148,8 +149,9 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     transformed input (R = C/G) and the products (R = O/G), R rounded up to a multiple of 4 and
     its padding rows zero, carved from one workspace.
 
-    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; the blocks are evened out and
-    made a multiple of the threads, so that every thread gets the same work.
+    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; the blocks are evened out and, from
+    REDUCTION_CHUNKS blocks up, made a multiple of it, so that the threads get even work and the
+    blocks depend on the shapes alone (the weight gradient's sums over them are reproducible).
     """
     in_channels, dtype = x.shape[1], x.dtype
     v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
@@ -157,7 +159,8 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
     rows = max(budget // per_row, -(-MIN_TILES // tiles[1]))
     blocks = -(-total // rows)
-    blocks = -(-blocks // threads) * threads
+    if blocks >= REDUCTION_CHUNKS:
+        blocks = -(-blocks // REDUCTION_CHUNKS) * REDUCTION_CHUNKS
     rows = -(-total // blocks)
     count = rows * tiles[1]
     v_size, m_size = threads * 16 * groups * v_rows * count, threads * 16 * groups * m_rows * count
@@ -218,29 +221,31 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_
 
 @cpu_kernel
 def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_all, partial):
-    """partial[thread, k, g, o, c] += sum over the thread's tiles of dM[k, o, t] * V[k, c, t], with
-    dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of x's tiles (the forward pass's)."""
+    """partial[chunk, k, g, o, c] += sum over the tiles of the chunk's blocks of dM[k, o, t] * V[k, c, t],
+    with dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of x's tiles (the forward pass's)."""
     channels, out_channels = x.shape[1], grad.shape[1]
-    groups = partial.shape[2]
+    chunks, groups = partial.shape[0], partial.shape[2]
     per_in, per_out = channels // groups, out_channels // groups
     total = x.shape[0] * tiles_h
-    for block in prange((total + rows - 1) // rows):
-        r0 = block * rows
-        r1 = min(r0 + rows, total)
+    for chunk in prange(chunks):
         thread = numba.get_thread_id()
-        v, mm, part = v_all[thread], m_all[thread], partial[thread]
+        v, mm, part = v_all[thread], m_all[thread], partial[chunk]
         padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
         rows_dy = np.zeros((4, 2 * tiles_w), x.dtype)
         zero = np.zeros(max(x.shape[3], grad.shape[3]), x.dtype)
-        for c in range(channels):
-            g = c // per_in
-            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
-        for o in range(out_channels):
-            g = o // per_out
-            _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy, zero)
-        for k in range(16):
-            for g in range(groups):
-                matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
+        first, last = chunk_items((total + rows - 1) // rows, chunks, chunk)
+        for block in range(first, last):
+            r0 = block * rows
+            r1 = min(r0 + rows, total)
+            for c in range(channels):
+                g = c // per_in
+                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
+            for o in range(out_channels):
+                g = o // per_out
+                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy, zero)
+            for k in range(16):
+                for g in range(groups):
+                    matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
 
 
 @serial_kernel

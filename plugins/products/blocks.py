@@ -1,0 +1,274 @@
+"""The register block of :func:`~cnnrun.plugins.products.cpu.rows_product`, written in LLVM IR.
+
+``out[i:i+4, t:t+n] += a[i:i+4, :] @ rows``, row k of ``rows`` being ``src[offsets[k] + shift + t:]``:
+4 output rows x ``BLOCK_VECTORS`` vectors of pixels are held in registers over all of ``a``'s
+columns (taps); each tap loads ``BLOCK_VECTORS`` vectors of input and broadcasts 4 weights into
+4 x ``BLOCK_VECTORS`` fused multiply-adds. This is oneDNN's and BLIS's micro-kernel shape. Numba's
+loops do not give it: LLVM vectorizes the pixel loop but will not keep a block of outputs in
+registers across the tap loop, and on AVX-512 hosts it prefers 256-bit vectors. Here the vector
+width is the widest the CPU Numba compiles for has (:data:`VECTOR_BYTES`, read when a kernel is
+compiled; Numba's cache is keyed by CPU), and the function holding the block is marked so that
+LLVM keeps 512-bit vectors in it. A block with fewer than its width of pixels uses masked loads and
+stores, so it never touches memory past ``t + n``.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba.core import cgutils, config, types
+from numba.extending import intrinsic
+
+
+def _vector_bytes() -> int:
+    """64 where the compile target has AVX-512F, else 32 (AVX2; SSE hosts split the vectors)."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else llvm.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+VECTOR_BYTES = _vector_bytes()
+BLOCK_VECTORS = 4 if VECTOR_BYTES == 64 else 2
+"""Vectors of pixels per output row in a block: 4 x 4 accumulators of 32 zmm registers, 4 x 2 of 16 ymm."""
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+
+
+def _prefer_wide_vectors(function: ir.Function) -> None:
+    """Let LLVM keep 512-bit vectors in ``function`` (its default on AVX-512 parts is 256-bit)."""
+    if VECTOR_BYTES == 64:
+        set.add(function.attributes, '"prefer-vector-width"="512"')
+        set.add(function.attributes, '"min-legal-vector-width"="512"')
+
+
+def _lanes(context, array_type) -> int:
+    return VECTOR_BYTES // context.get_abi_sizeof(context.get_value_type(array_type.dtype))
+
+
+@intrinsic
+def block_width(typingctx, a):
+    """Pixels one :func:`rows_block` covers for ``a``'s dtype: ``BLOCK_VECTORS`` vectors."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(I64, BLOCK_VECTORS * _lanes(context, signature.args[0]))
+    return types.int64(a), codegen
+
+
+@intrinsic
+def rows_block(typingctx, a, row, src, offsets, shift, start, count, out):
+    """out[row + r, start + t] += sum_k a[row + r, k] * src[offsets[k] + shift + start + t] for
+    r < 4, t < count <= block_width(a); rows of ``a`` and ``out`` contiguous, any row stride."""
+    def codegen(context, builder, signature, args):
+        src_data = context.make_array(signature.args[2])(context, builder, args[2]).data
+        offsets_data = context.make_array(signature.args[3])(context, builder, args[3]).data
+        shift, start = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (4, 5))
+        base = builder.add(shift, start)
+
+        def tap_row(tap):
+            return builder.gep(src_data, [builder.add(builder.load(builder.gep(offsets_data, [tap])), base)])
+
+        _emit(context, builder, signature, args, tap_row, start, args[6], 6, 7)
+        return context.get_dummy_value()
+
+    return types.none(a, row, src, offsets, shift, start, count, out), codegen
+
+
+@intrinsic
+def matrix_block(typingctx, a, row, b, start, count, out):
+    """out[row + r, start + t] += sum_k a[row + r, k] * b[k, start + t] for r < 4,
+    t < count <= block_width(a); rows of ``a``, ``b`` and ``out`` contiguous, any row stride."""
+    def codegen(context, builder, signature, args):
+        b_array = context.make_array(signature.args[2])(context, builder, args[2])
+        itemsize = context.get_abi_sizeof(context.get_value_type(signature.args[2].dtype))
+        stride = builder.sdiv(cgutils.unpack_tuple(builder, b_array.strides)[0], ir.Constant(I64, itemsize))
+        start = context.cast(builder, args[3], signature.args[3], types.int64)
+
+        def tap_row(tap):
+            return builder.gep(b_array.data, [builder.add(builder.mul(tap, stride), start)])
+
+        _emit(context, builder, signature, args, tap_row, start, args[4], 4, 5)
+        return context.get_dummy_value()
+
+    return types.none(a, row, b, start, count, out), codegen
+
+
+def _emit(context, builder, signature, args, tap_row, start, count, count_index, out_index):
+    """The block of rows ``row .. row+3`` of ``a`` (args 0, 1) into ``out``: whole, or masked to
+    ``count`` pixels; ``tap_row(k)`` points at the first pixel of tap k's input row."""
+    a_type, out_type = signature.args[0], signature.args[out_index]
+    a_array = context.make_array(a_type)(context, builder, args[0])
+    out_array = context.make_array(out_type)(context, builder, args[out_index])
+    row = context.cast(builder, args[1], signature.args[1], types.int64)
+    count = context.cast(builder, count, signature.args[count_index], types.int64)
+    _prefer_wide_vectors(builder.function)
+    element = context.get_value_type(a_type.dtype)
+    itemsize = context.get_abi_sizeof(element)
+    lanes = VECTOR_BYTES // itemsize
+    vector = ir.VectorType(element, lanes)
+
+    def row_start(array, r):
+        stride = builder.sdiv(cgutils.unpack_tuple(builder, array.strides)[0], ir.Constant(I64, itemsize))
+        return builder.gep(array.data, [builder.mul(builder.add(row, ir.Constant(I64, r)), stride)])
+
+    depth = cgutils.unpack_tuple(builder, a_array.shape)[1]
+    weights = [row_start(a_array, r) for r in range(4)]
+    outputs = [builder.gep(row_start(out_array, r), [start]) for r in range(4)]
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                         f"llvm.fma.v{lanes}{_suffix(itemsize)}")
+
+    def block(vectors, masked_count):
+        _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors,
+                   _Access(builder, vector, itemsize, vectors, masked_count))
+
+    whole_block = builder.icmp_signed("==", count, ir.Constant(I64, BLOCK_VECTORS * lanes))
+    with builder.if_else(whole_block) as (whole, partial):
+        with whole:
+            block(BLOCK_VECTORS, None)
+        with partial:  # as many vectors as the count needs, the last one masked
+            needed = builder.sdiv(builder.add(count, ir.Constant(I64, lanes - 1)), ir.Constant(I64, lanes))
+            done = builder.append_basic_block("block.done")
+            switch = builder.switch(needed, done)
+            for vectors in range(1, BLOCK_VECTORS + 1):
+                case = builder.append_basic_block(f"block.{vectors}")
+                switch.add_case(ir.Constant(I64, vectors), case)
+                builder.position_at_end(case)
+                block(vectors, count)
+                builder.branch(done)
+            builder.position_at_end(done)
+
+
+def _vector_at(builder, pointer, v, vector):
+    """A vector pointer to the ``v``-th vector from ``pointer``."""
+    return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, v * vector.count)]), vector.as_pointer())
+
+
+def _suffix(itemsize: int) -> str:
+    return "f32" if itemsize == 4 else "f64"
+
+
+class _Access:
+    """Vector loads and stores of a block of ``vectors`` vectors; with ``count``, the last vector's
+    lanes at or past ``count`` pixels into the block are masked off (llvm.masked.load/store: no
+    memory is touched there)."""
+
+    def __init__(self, builder, vector, itemsize, vectors, count):
+        self.builder, self.vector, self.itemsize = builder, vector, itemsize
+        self.align = ir.Constant(I32, itemsize)
+        if count is None:
+            self.masks = None
+            return
+        lanes = vector.count
+        mask_type = ir.VectorType(ir.IntType(1), lanes)
+        name = f"v{lanes}{_suffix(itemsize)}.p0"
+        self.load_masked = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector, [vector.as_pointer(), I32, mask_type, vector]), f"llvm.masked.load.{name}")
+        self.store_masked = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), I32, mask_type]),
+            f"llvm.masked.store.{name}")
+        lane_index = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        valid = _splat(builder, builder.sub(count, ir.Constant(I64, (vectors - 1) * lanes)), lanes)
+        self.masks = [None] * (vectors - 1) + [builder.icmp_signed("<", lane_index, valid)]
+
+    def load(self, pointer, v):
+        if self.masks is None or self.masks[v] is None:
+            return self.builder.load(pointer, align=self.itemsize)
+        zero = ir.Constant(self.vector, [0.0] * self.vector.count)
+        return self.builder.call(self.load_masked, [pointer, self.align, self.masks[v], zero])
+
+    def store(self, value, pointer, v):
+        if self.masks is None or self.masks[v] is None:
+            self.builder.store(value, pointer, align=self.itemsize)
+        else:
+            self.builder.call(self.store_masked, [value, pointer, self.align, self.masks[v]])
+
+
+def _splat(builder, value, lanes):
+    """A vector of ``lanes`` copies of the scalar ``value``."""
+    undefined = ir.Constant(ir.VectorType(value.type, lanes), ir.Undefined)
+    first = builder.insert_element(undefined, value, ir.Constant(I32, 0))
+    return builder.shuffle_vector(first, undefined, ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
+def _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors, access):
+    """4 x ``vectors`` accumulators loaded from the rows ``outputs``, one pass over the ``depth``
+    taps, stored back."""
+    slots = []
+    for pointer in outputs:
+        for v in range(vectors):
+            slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
+            builder.store(access.load(_vector_at(builder, pointer, v, vector), v), slot)
+            slots.append(slot)
+    with cgutils.for_range(builder, depth) as loop:
+        tap = loop.index
+        first = tap_row(tap)
+        inputs = [access.load(_vector_at(builder, first, v, vector), v) for v in range(vectors)]
+        for r, weight_row in enumerate(weights):
+            weight = _splat(builder, builder.load(builder.gep(weight_row, [tap])), vector.count)
+            for v, value in enumerate(inputs):
+                slot = slots[r * vectors + v]
+                builder.store(builder.call(fma, [weight, value, builder.load(slot)]), slot)
+    for r, pointer in enumerate(outputs):
+        for v in range(vectors):
+            access.store(builder.load(slots[r * vectors + v]), _vector_at(builder, pointer, v, vector), v)
+
+
+@intrinsic
+def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col, cols):
+    """out[row + r, col + s] += sum_{t < m} a[a_r + t] * b[b_s + t] for r < 4 and s < cols <= 4:
+    16 dot products of runs that start ``a_r`` and ``b_s`` elements after the first element of
+    ``a`` and ``b``, accumulated in vectors (the last one masked) and summed across lanes at the
+    end; ``out``'s rows contiguous, any row stride."""
+    def codegen(context, builder, signature, args):
+        a_type, b_type, out_type = signature.args[0], signature.args[5], signature.args[11]
+        a_data = context.make_array(a_type)(context, builder, args[0]).data
+        b_data = context.make_array(b_type)(context, builder, args[5]).data
+        out_array = context.make_array(out_type)(context, builder, args[11])
+        a_rows, b_rows = ([builder.gep(data, [context.cast(builder, args[i], signature.args[i], types.int64)])
+                           for i in indices] for data, indices in ((a_data, (1, 2, 3, 4)), (b_data, (6, 7, 8, 9))))
+        m, row, col, cols = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (10, 12, 13, 14))
+        _prefer_wide_vectors(builder.function)
+        element = context.get_value_type(a_type.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        vector = ir.VectorType(element, VECTOR_BYTES // itemsize)
+        lanes = vector.count
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.v{lanes}{_suffix(itemsize)}")
+        slots = []
+        for _ in range(16):
+            slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
+            builder.store(ir.Constant(vector, [0.0] * lanes), slot)
+            slots.append(slot)
+
+        def accumulate(t, access):
+            xs = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in a_rows]
+            ys = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in b_rows]
+            for r, x in enumerate(xs):
+                for s, y in enumerate(ys):
+                    slot = slots[4 * r + s]
+                    builder.store(builder.call(fma, [x, y, builder.load(slot)]), slot)
+
+        whole = builder.mul(builder.sdiv(m, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))
+        with cgutils.for_range_slice(builder, ir.Constant(I64, 0), whole, ir.Constant(I64, lanes)) as (t, _):
+            accumulate(t, _Access(builder, vector, itemsize, 1, None))
+        with builder.if_then(builder.icmp_signed("<", whole, m)):
+            accumulate(whole, _Access(builder, vector, itemsize, 1, builder.sub(m, whole)))
+        out_stride = builder.sdiv(cgutils.unpack_tuple(builder, out_array.strides)[0], ir.Constant(I64, itemsize))
+        for r in range(4):
+            out_row = builder.gep(out_array.data, [builder.add(builder.mul(builder.add(row, ir.Constant(I64, r)), out_stride), col)])
+            for s in range(4):
+                total = _lane_sum(builder, builder.load(slots[4 * r + s]))
+                with builder.if_then(builder.icmp_signed("<", ir.Constant(I64, s), cols)):
+                    target = builder.gep(out_row, [ir.Constant(I64, s)])
+                    builder.store(builder.fadd(builder.load(target), total), target)
+        return context.get_dummy_value()
+
+    return types.none(a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col, cols), codegen
+
+
+def _lane_sum(builder, value):
+    """The sum of a vector's lanes, by halving: (v[:n/2] + v[n/2:]) until one lane is left."""
+    lanes = value.type.count
+    while lanes > 1:
+        half = lanes // 2
+        low = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(I32, half), list(range(half))))
+        high = builder.shuffle_vector(value, value, ir.Constant(ir.VectorType(I32, half), list(range(half, lanes))))
+        value, lanes = builder.fadd(low, high), half
+    return builder.extract_element(value, ir.Constant(I32, 0))
