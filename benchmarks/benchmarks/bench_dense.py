@@ -1,4 +1,4 @@
-"""The linear layer, forward and backward (NumPy matrix products)."""
+"""The linear layer, forward and backward (the register-blocked products of plugins/products)."""
 
 from . import OneLayer
 
