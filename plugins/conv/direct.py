@@ -24,22 +24,34 @@ from cnnrun.plugins.products.cpu import row_dots, rows_product
 @cpu_kernel
 def shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
     """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
-    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps."""
+    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps.
+
+    When the padded width is the output's (a 1x1 kernel without padding) and R is a multiple of 4,
+    the run of a tile is a run of y's own planes: the products add straight into y, which starts
+    at ``base``; else into the thread's ``acc`` rows, then moved into the planes.
+    """
     samples, channels, out_h, out_w = y.shape
     groups, depth = packed.shape[0], packed.shape[2]
     per_group = channels // groups
     length = (out_h - 1) * width + out_w
     tiles = (length + tile - 1) // tile
+    in_place = width == out_w and per_group % 4 == 0
     for item in prange(samples * tiles):
         n = item // tiles
         q0 = (item - n * tiles) * tile
         m = min(tile, length - q0)
-        out = acc[numba.get_thread_id()]
         for g in range(groups):
-            out[:, :m] = 0
+            if in_place:
+                out = y[n].reshape(channels, length)[g * per_group:(g + 1) * per_group, q0:q0 + m]
+                for o in range(per_group):
+                    out[o, :] = base[g * per_group + o]
+            else:
+                out = acc[numba.get_thread_id(), :, :m]
+                out[:, :] = 0
             for k0 in range(0, depth, block):
                 rows_product(packed[g, :, k0:k0 + block], src[n], offsets[g, k0:k0 + block], q0, m, out)
-            _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
+            if not in_place:
+                _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
 
 
 @serial_kernel

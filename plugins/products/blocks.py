@@ -71,25 +71,6 @@ def rows_block(typingctx, a, row, src, offsets, shift, start, count, out):
     return types.none(a, row, src, offsets, shift, start, count, out), codegen
 
 
-@intrinsic
-def matrix_block(typingctx, a, row, b, start, count, out):
-    """out[row + r, start + t] += sum_k a[row + r, k] * b[k, start + t] for r < 4,
-    t < count <= block_width(a); rows of ``a``, ``b`` and ``out`` contiguous, any row stride."""
-    def codegen(context, builder, signature, args):
-        b_array = context.make_array(signature.args[2])(context, builder, args[2])
-        itemsize = context.get_abi_sizeof(context.get_value_type(signature.args[2].dtype))
-        stride = builder.sdiv(cgutils.unpack_tuple(builder, b_array.strides)[0], ir.Constant(I64, itemsize))
-        start = context.cast(builder, args[3], signature.args[3], types.int64)
-
-        def tap_row(tap):
-            return builder.gep(b_array.data, [builder.add(builder.mul(tap, stride), start)])
-
-        _emit(context, builder, signature, args, tap_row, start, args[4], 4, 5)
-        return context.get_dummy_value()
-
-    return types.none(a, row, b, start, count, out), codegen
-
-
 def _emit(context, builder, signature, args, tap_row, start, count, count_index, out_index):
     """The block of rows ``row .. row+3`` of ``a`` (args 0, 1) into ``out``: whole, or masked to
     ``count`` pixels; ``tap_row(k)`` points at the first pixel of tap k's input row."""

@@ -21,9 +21,11 @@ compiles once per dtype.
 
 from __future__ import annotations
 
+import numpy as np
+
 from cnnrun.engine.jit import serial_kernel
 
-from .blocks import block_width, dots_block, matrix_block, rows_block
+from .blocks import block_width, dots_block, rows_block
 
 PANEL_TAPS = 96
 """Taps per panel: a panel's input rows for one block of pixels (96 x 64 float32 = 24 KiB with
@@ -74,17 +76,10 @@ def row_dots(a, a_start, a_stride, rows, b, offsets, shift, m, out):
 @serial_kernel
 def matrix_product(a, b, count, out):
     """out[i, t] = sum_k a[i, k] * b[k, t] for t < count; ``a`` ``(R, K)``, R a multiple of 4, rows
-    contiguous: :func:`rows_product`'s register blocks and panels on plain row-major rows."""
-    width = block_width(a)
-    rows, depth = a.shape
+    contiguous, ``b`` C-contiguous: :func:`rows_product` over b's rows."""
     out[:, :count] = 0
-    for k0 in range(0, depth, PANEL_TAPS):
-        k1 = min(k0 + PANEL_TAPS, depth)
-        panel, b_panel = a[:, k0:k1], b[k0:k1]
-        for t in range(0, count, width):
-            m = min(width, count - t)
-            for i in range(0, rows, 4):
-                matrix_block(panel, i, b_panel, t, m, out)
+    starts = np.arange(b.shape[0]) * b.shape[1]
+    rows_product(a, b.reshape(b.size), starts, np.int64(0), count, out)
 
 
 @serial_kernel
