@@ -39,7 +39,21 @@ class Identity(Layer):
         return x
 
 
-class Flatten(Layer):
+class _SampleReshape(Layer):
+    """A layer that reshapes every sample to its ``output_shape`` (C order: a view, no copy) and its
+    gradient back to the input's shape."""
+
+    kernels = ()  # reshapes of NumPy and device arrays alike
+
+    def forward(self, ctx, x):
+        ctx.saved.shape = x.shape
+        return x.reshape(x.shape[0], *self.output_shape(x.shape[1:]))
+
+    def backward(self, ctx, grad):
+        return grad.reshape(ctx.saved.shape)
+
+
+class Flatten(_SampleReshape):
     """The axes from ``start_axis`` on (counted with the batch axis 0, as PyTorch's ``start_dim``; negative
     from the end) to one, in C order; backward reshapes back. PyTorch: ``nn.Flatten(start_dim=1)``.
 
@@ -47,7 +61,6 @@ class Flatten(Layer):
     """
 
     type_name = "flatten"
-    kernels = ()  # reshapes of NumPy and device arrays alike
 
     def __init__(self, name, start_axis=1):
         super().__init__(name)
@@ -62,13 +75,6 @@ class Flatten(Layer):
                              key="start_axis")
         return (*shape[:axis - 1], math.prod(shape[axis - 1:]))
 
-    def forward(self, ctx, x):
-        ctx.saved.shape = x.shape
-        return x.reshape(x.shape[0], *self.output_shape(x.shape[1:]))
-
-    def backward(self, ctx, grad):
-        return grad.reshape(ctx.saved.shape)
-
     def to_onnx(self, graph, x):
         """ONNX ``Flatten`` (axis 1) when everything after the batch becomes one axis, else ``Reshape``."""
         if len(graph.output_shape) == 1:
@@ -76,13 +82,12 @@ class Flatten(Layer):
         return graph.reshape(x, [-1, *graph.output_shape])
 
 
-class Reshape(Layer):
+class Reshape(_SampleReshape):
     """Every sample to ``shape`` (the non-batch axes; one -1 is inferred), in C order; backward reshapes
     back. PyTorch: ``x.reshape(N, *shape)``. Shape: (d_1, ...) -> ``shape``, with the same number of values.
     """
 
     type_name = "reshape"
-    kernels = ()
 
     def __init__(self, name, shape):
         super().__init__(name)
@@ -96,13 +101,6 @@ class Reshape(Layer):
             raise self.error(f"shape {show(self.shape)} does not fit the input shape {shape} "
                              f"({size} values per sample)", key="shape")
         return tuple(size // known if d == -1 else d for d in self.shape)
-
-    def forward(self, ctx, x):
-        ctx.saved.shape = x.shape
-        return x.reshape(x.shape[0], *self.output_shape(x.shape[1:]))
-
-    def backward(self, ctx, grad):
-        return grad.reshape(ctx.saved.shape)
 
     def to_onnx(self, graph, x):
         """ONNX ``Reshape`` to ``(-1, *output_shape)`` (-1: the batch)."""
