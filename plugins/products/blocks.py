@@ -1,15 +1,16 @@
-"""The register block of :func:`~cnnrun.plugins.products.cpu.rows_product`, written in LLVM IR.
+"""The register blocks of :mod:`.cpu`'s products, written in LLVM IR (Numba intrinsics).
 
-``out[i:i+4, t:t+n] += a[i:i+4, :] @ rows``, row k of ``rows`` being ``src[offsets[k] + shift + t:]``:
-4 output rows x ``BLOCK_VECTORS`` vectors of pixels are held in registers over all of ``a``'s
-columns (taps); each tap loads ``BLOCK_VECTORS`` vectors of input and broadcasts 4 weights into
-4 x ``BLOCK_VECTORS`` fused multiply-adds. This is oneDNN's and BLIS's micro-kernel shape. Numba's
-loops do not give it: LLVM vectorizes the pixel loop but will not keep a block of outputs in
-registers across the tap loop, and on AVX-512 hosts it prefers 256-bit vectors. Here the vector
-width is the widest the CPU Numba compiles for has (:data:`VECTOR_BYTES`, read when a kernel is
-compiled; Numba's cache is keyed by CPU), and the function holding the block is marked so that
-LLVM keeps 512-bit vectors in it. A block with fewer than its width of pixels uses masked loads and
-stores, so it never touches memory past ``t + n``.
+:func:`rows_block`: ``out[i:i+4, t:t+n] += a[i:i+4, :] @ rows``, row k of ``rows`` being
+``src[offsets[k] + shift + t:]``: 4 output rows x ``BLOCK_VECTORS`` vectors of pixels are held in
+registers over all of ``a``'s columns (taps); each tap loads ``BLOCK_VECTORS`` vectors of input and
+broadcasts 4 weights into 4 x ``BLOCK_VECTORS`` fused multiply-adds (oneDNN's and BLIS's
+micro-kernel shape). :func:`dots_block`: 4 x 4 dot products of runs, one vector accumulator each,
+summed across lanes at the end. Numba's loops do not give these: LLVM vectorizes the pixel loop
+but will not keep a block of outputs in registers across the tap loop, and on AVX-512 hosts it
+prefers 256-bit vectors. Here the vector width is the widest the CPU Numba compiles for has
+(:data:`VECTOR_BYTES`, read when a kernel is compiled; Numba's cache is keyed by CPU), and the
+function holding a block is marked so that LLVM keeps 512-bit vectors in it. A block with fewer
+than its width of pixels uses masked loads and stores, so it never touches memory past its run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ I32, I64 = ir.IntType(32), ir.IntType(64)
 
 
 def _prefer_wide_vectors(function: ir.Function) -> None:
-    """Let LLVM keep 512-bit vectors in ``function`` (its default on AVX-512 parts is 256-bit)."""
+    """Let LLVM keep 512-bit vectors in ``function`` (its default on AVX-512 parts is 256-bit). These
+    are string attributes, which llvmlite's ``attributes.add`` does not list: added to the set as is."""
     if VECTOR_BYTES == 64:
         set.add(function.attributes, '"prefer-vector-width"="512"')
         set.add(function.attributes, '"min-legal-vector-width"="512"')
