@@ -250,13 +250,14 @@ def _weight(ctx, x, g, geom, grad_w, path):
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
     pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g, wide=False)
-    if pointwise:
-        items = n  # one per sample
-    else:  # one per (sample, tile of the pixels): the flattened padded planes' run or im2col's pixels
-        length = (g.shape[2] - 1) * _planes(grad_w.shape, g.shape, geom)[1] + g.shape[3] if path == "direct" \
-            else g.shape[2] * g.shape[3]
-        tile = _tile(round_up(per_group, 4) if path == "direct" else TAP_BLOCK + per_group, x.dtype, length)
-        items = n * -(-length // tile)
+    shifted = path == "direct" and not pointwise
+    if shifted:  # the products run over the flattened padded planes
+        height, width, offsets = _planes(grad_w.shape, g.shape, geom)
+        length = (g.shape[2] - 1) * width + g.shape[3]
+    else:
+        length = g.shape[2] * g.shape[3]
+    tile = _tile(round_up(per_group, 4) if shifted else TAP_BLOCK + per_group, x.dtype, length)
+    items = n if pointwise else n * -(-length // tile)  # a sample, or a (sample, tile of pixels), each
     partial = ctx.workspace("conv.weight.partial", (reduction_chunks(items), groups, round_up(per_group, 4), taps),
                             x.dtype)
     partial.fill(0)
@@ -269,8 +270,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         spread[:, :out_channels, :pixels] = g.reshape(n, out_channels, pixels)
         launch(pointwise_weight, _work(n, pixels, out_channels, taps) // 8, spread, image,
                _clamped_rows(spread.shape[2], pixels, taps), partial)
-    elif path == "direct":
-        height, width, offsets = _planes(grad_w.shape, g.shape, geom)
+    elif shifted:
         src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
         launch(direct_weight, _work(n, length, groups, partial.shape[2], taps) // 8, spread, src, offsets, partial,
