@@ -320,3 +320,19 @@ def test_auto_resolves_per_input_shape(registry):
     assert algorithm_for(small, (3, 16, 16)) is None
     fixed = _net(registry, {"out_channels": 4, "kernel_size": 3, "algorithm": "im2col"}, (3, 16, 16)).nodes[0].layer
     assert algorithm_for(fixed, (3, 16, 16)) == "im2col"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tile_rows_are_an_odd_number_of_cache_lines(registry, dtype):
+    """Rows of V and M a power of two apart would share a few L1 sets (1.4x slower products); the
+    row length is the block's tiles rounded up to an odd number of 64-byte lines."""
+    itemsize = np.dtype(dtype).itemsize
+    for tiles in (1, 15, 16, 17, 64, 1000, 1024, 4096):
+        length = winograd._row_length(tiles, dtype)
+        lines, rest = divmod(length * itemsize, 64)
+        assert length >= tiles and rest == 0 and lines % 2 == 1 and length - tiles < 2 * 64 // itemsize
+    ctx = _net(registry, {"out_channels": 32, "kernel_size": 3, "padding": 1}, (32, 16, 16), dtype).contexts["conv"]
+    x = np.zeros((32, 32, 16, 16), dtype)
+    rows, v, mm = winograd._buffers(ctx, x, 32, 1, winograd._tiles((16, 16)))
+    assert v.shape[-1] == mm.shape[-1] == winograd._row_length(rows * 8, dtype)
+    assert (v.strides[-2] // 64) % 2 == 1
