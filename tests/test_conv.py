@@ -70,20 +70,21 @@ def _check_against_reference(registry, layer, shape, batch, seed=0):
         assert "bias" not in grads
 
 
-def _random_cases(kind, count, seed):
+def _random_cases(kind, count, seed, depthwise_3x3=False):
     """Seeded random configurations: kernel 1-7, stride 1-3, dilation 1-3, every padding form,
-    groups 1 / depthwise / neither, odd sizes, batch 1 or 2; tiny enough for the Python references."""
+    groups 1 / depthwise / neither, odd sizes, batch 1 or 2; tiny enough for the Python references.
+    ``depthwise_3x3``: depthwise 3x3 kernels only (their own CPU kernels)."""
     rng = np.random.default_rng(seed)
     n = 1 if kind == "conv1d" else 2
     cases = []
     while len(cases) < count:
-        mode = ("one", "depthwise", "grouped")[len(cases) % 3]
+        mode = "depthwise" if depthwise_3x3 else ("one", "depthwise", "grouped")[len(cases) % 3]
         groups = 1 if mode == "one" else int(rng.integers(2, 4))
         per_in = 1 if mode == "depthwise" else int(rng.integers(1, 4))
         per_out = int(rng.integers(1, 3))
         if kind == "conv_transpose2d":  # its conv has out_channels/groups input channels per group
             per_in, per_out = per_out, per_in
-        kernel = [int(rng.integers(1, 8)) for _ in range(n)]
+        kernel = [3] * n if depthwise_3x3 else [int(rng.integers(1, 8)) for _ in range(n)]
         stride = [int(rng.integers(1, 4)) for _ in range(n)]
         dilation = [int(rng.choice([1, 1, 2, 3])) for _ in range(n)]
         size = [int(rng.integers(1, 12)) for _ in range(n)]
@@ -129,6 +130,9 @@ FIXED_CASES = [
     (_conv2d(out_channels=6, kernel_size=1), (4, 5, 7), 2),                          # pointwise
     (_conv2d(out_channels=4, kernel_size=1, groups=2), (6, 3, 4), 1),                # pointwise, groups
     (_conv2d(out_channels=4, kernel_size=3, padding=1, groups=4), (4, 6, 5), 2),     # depthwise
+    (_conv2d(out_channels=3, kernel_size=3, padding=[3, 0], groups=3), (3, 5, 6), 2),  # its dx: padding (-1, 2)
+    (_conv2d(out_channels=2, kernel_size=3, padding=1, dilation=2, groups=2), (2, 7, 6), 1),
+    (_conv2d(out_channels=4, kernel_size=3, stride=2, padding=1, groups=4, bias=False), (4, 9, 12), 1),
     (_conv2d(out_channels=6, kernel_size=[3, 5], stride=2, padding="same", groups=3), (3, 8, 7), 2),
     (_conv2d(out_channels=3, kernel_size=3), (1, 6, 6), 2),                          # one input channel
     (_conv2d(out_channels=5, kernel_size=3, padding=1), (3, 6, 7), 2),
@@ -153,7 +157,8 @@ FIXED_CASES = [
      (3, 3, 3), 2),
 ]
 RANDOM_CASES = (_random_cases("conv2d", 16, 1) + _random_cases("conv1d", 8, 2)
-                + _random_cases("conv_transpose2d", 12, 3))
+                + _random_cases("conv_transpose2d", 12, 3) + _random_cases("conv2d", 16, 4, depthwise_3x3=True)
+                + _random_cases("conv_transpose2d", 8, 5, depthwise_3x3=True))
 
 
 def _case_id(case):

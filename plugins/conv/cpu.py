@@ -54,7 +54,7 @@ from cnnrun.engine.jit import launch, reduction_chunks
 from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import winograd
-from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
+from .depthwise import depthwise_forward, depthwise_forward_3x3, depthwise_transpose, depthwise_weight
 from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
@@ -198,7 +198,9 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
 # -- the three products, by path ------------------------------------------------------------------
 def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
-    if path == "depthwise":
+    if path == "depthwise" and tuple(geom.kernel) == (3, 3):
+        _depthwise_3x3(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
+    elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
     elif path != "im2col" and _many_taps(w, geom):
@@ -217,7 +219,13 @@ def _forward(ctx, x, w, bias, y, geom, path):
 
 def _transpose(ctx, y, w, bias, x, geom, path):
     """x = conv^T(y, w) + bias: each y value times w added back where conv read it."""
-    if path == "depthwise":
+    if path == "depthwise" and tuple(geom.kernel) == (3, 3) and tuple(geom.stride) == (1, 1) and w.shape[0] == x.shape[1]:
+        # one output channel per input channel: the conv of y padded by 2*d - p with the rotated filter
+        (dh, dw), (ph, pw) = geom.dilation, geom.padding
+        rotated = np.ascontiguousarray(w[:, :, ::-1, ::-1])
+        _depthwise_3x3(ctx, "conv.transpose", y, rotated, _base(bias, x), x,
+                       geom._replace(padding=(2 * dh - ph, 2 * dw - pw)))
+    elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
     elif path == "direct" and (w.shape[1] >= PATCH_MIN_ROWS or tuple(geom.kernel) == (1, 1)):
@@ -303,6 +311,15 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     if (rows, cols) != (h, w_):
         x[...] = base.reshape(-1, 1, 1)
     np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
+
+
+def _depthwise_3x3(ctx, key, x, w, base, y, geom):
+    """y = base + the depthwise 3x3 conv of x with w (:func:`.depthwise.depthwise_forward_3x3`: each
+    thread copies a zero-padded plane at a time into its workspace, columns split by stride phase)."""
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    rows, cols = (y.shape[2] - 1) * sh + 2 * dh + 1, (y.shape[3] - 1) * sw + 2 * dw + 1
+    planes = ctx.workspace(key + ".planes", (_threads(), rows, sw, -(-cols // sw)), x.dtype)
+    launch(depthwise_forward_3x3, _work(y.size, 9), x, w, base, y, sh, sw, *geom.padding, dh, dw, planes)
 
 
 def _patches(ctx, key, x, w, base, y, geom):
