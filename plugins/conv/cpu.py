@@ -44,8 +44,6 @@ products run on one thread (:func:`cnnrun.engine.jit.launch`).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numba
 import numpy as np
 
@@ -59,6 +57,7 @@ from .direct import (channels_last, direct_weight, patch_product, pointwise_prod
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
 from .im2col import im2col_forward, im2col_transpose, im2col_weight
+from .offsets import channel_rows, clamped_rows, column_rows, tap_offsets
 
 ALGORITHMS = ("im2col", "direct")
 """The paths the ``algorithm`` argument can force (``None``: the best for the shape, see :func:`choose_path`)."""
@@ -214,7 +213,7 @@ def _forward(ctx, x, w, bias, y, geom, path):
         cols = ctx.workspace("conv.forward.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         acc = ctx.workspace("conv.forward.acc", (_threads(), packed.shape[1], tile), x.dtype)
         launch(im2col_forward, _work(y.shape[0], y.shape[2], y.shape[3], taps, groups, packed.shape[1] + 8) // 8,
-               x, packed, _column_rows(TAP_BLOCK, tile), _base(bias, y), y, *_args(geom), tile, cols, acc)
+               x, packed, column_rows(TAP_BLOCK, tile), _base(bias, y), y, *_args(geom), tile, cols, acc)
 
 
 def _transpose(ctx, y, w, bias, x, geom, path):
@@ -242,7 +241,7 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         packed = ctx.derived("conv.transpose.im2col", lambda: transposed_to_4(w, groups))  # (G, taps, O/G)
         tile = _tile(TAP_BLOCK + per_group, x.dtype, y.shape[2] * y.shape[3])
         cols = ctx.workspace("conv.transpose.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
-        rows = _channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
+        rows = channel_rows(groups, per_group, packed.shape[2], y.shape[2] * y.shape[3])
         work = _work(y.shape[0], y.shape[2], y.shape[3], packed.shape[1], groups, packed.shape[2] + 8) // 8
         launch(im2col_transpose, work, y, packed, rows, _base(bias, x), x, *_args(geom), tile, cols)
 
@@ -277,7 +276,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         spread.fill(0)
         spread[:, :out_channels, :pixels] = g.reshape(n, out_channels, pixels)
         launch(pointwise_weight, _work(n, pixels, out_channels, taps) // 8, spread, image,
-               _clamped_rows(spread.shape[2], pixels, taps), partial)
+               clamped_rows(spread.shape[2], pixels, taps), partial)
     elif shifted:
         src = _padded(ctx, "conv.forward.x", x, height, width, *geom.padding)
         spread = _padded(ctx, "conv.weight.grad", g, g.shape[2], width, 0, 0)
@@ -286,7 +285,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
     else:
         cols = ctx.workspace("conv.weight.cols", (_threads(), TAP_BLOCK, tile), x.dtype)
         launch(im2col_weight, _work(n, g.shape[2], g.shape[3], taps, groups, partial.shape[2] + 8) // 8,
-               x, g, partial, _column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
+               x, g, partial, column_rows(TAP_BLOCK, tile), *_args(geom), tile, cols)
     np.sum(partial[:, :, :per_group], axis=0, out=grad_w.reshape(groups, per_group, taps))
 
 
@@ -303,7 +302,7 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     acc = ctx.workspace("conv.transpose.acc", (_threads(), packed.shape[1], tile), x.dtype)
     planes = ctx.workspace("conv.transpose.planes", (x.shape[0], x.shape[1], height, width), x.dtype)
     planes.fill(0)
-    channels = _channel_rows(groups, per_group, packed.shape[2], g.shape[2] * width)
+    channels = channel_rows(groups, per_group, packed.shape[2], g.shape[2] * width)
     launch(shifted_transpose, _work(x.shape[0], length, *packed.shape) // 8, spread, packed, channels, offsets,
            planes.reshape(x.shape[0], -1), length, w.shape[1] * _taps(geom), tile, acc)
     (top, left), (h, w_) = geom.padding, x.shape[2:]
@@ -337,7 +336,7 @@ def _patches(ctx, key, x, w, base, y, geom):
     patches = ctx.workspace(key + ".patches", (_threads(), tile, depth), x.dtype)
     acc = ctx.workspace(key + ".acc", (_threads(), round_up(per_group, 4), tile), x.dtype)
     launch(patch_product, _work(y.shape[0], y.shape[2], y.shape[3], groups, depth, per_group + 8) // 8,
-           image, packed, _column_rows(tile, depth), base, y, kh, kw, sh, sw, dh, dw, patches, acc)
+           image, packed, column_rows(tile, depth), base, y, kh, kw, sh, sw, dh, dw, patches, acc)
 
 
 def _direct(ctx, key, x, w, base, y, geom):
@@ -367,7 +366,7 @@ def _pointwise(ctx, key, x, w, base, y):
     tile = _tile(x.shape[1], x.dtype, pixels)
     acc = ctx.workspace(key + ".acc", (_threads(), round_up(w.shape[0], 4), tile), x.dtype)
     launch(pointwise_product, _work(y.shape[0], pixels, x.shape[1], w.shape[0] + 8) // 8,
-           image, rows, _column_rows(tile, x.shape[1]), base, y, acc)
+           image, rows, column_rows(tile, x.shape[1]), base, y, acc)
 
 
 # -- helpers of the wrappers ----------------------------------------------------------------------
@@ -393,46 +392,7 @@ def _planes(w_shape, y_shape, geom):
     filter ``w_shape``, and each tap's offset into a sample's flattened planes."""
     (kh, kw), (dh, dw) = geom.kernel, geom.dilation
     height, width = y_shape[2] + (kh - 1) * dh, y_shape[3] + (kw - 1) * dw
-    return height, width, _tap_offsets(geom.groups, w_shape[1], kh, kw, dh, dw, height * width, width)
-
-
-@lru_cache(maxsize=256)
-def _tap_offsets(groups, channels, kh, kw, dh, dw, plane, width) -> np.ndarray:
-    """offsets[g, (c*kh + ki)*kw + kj] = (g*channels + c)*plane + ki*dh*width + kj*dw, zero-padded
-    to a multiple of 4 taps (read-only)."""
-    c = np.arange(groups * channels).reshape(groups, channels, 1, 1) * plane
-    taps = (c + np.arange(kh).reshape(kh, 1) * dh * width + np.arange(kw) * dw).reshape(groups, -1)
-    offsets = np.zeros((groups, round_up(taps.shape[1], 4)), np.int64)
-    offsets[:, :taps.shape[1]] = taps
-    offsets.flags.writeable = False
-    return offsets
-
-
-@lru_cache(maxsize=256)
-def _column_rows(rows, tile) -> np.ndarray:
-    """offsets[k] = k * tile: where row k of a ``(rows, tile)`` im2col buffer starts (read-only)."""
-    offsets = np.arange(rows, dtype=np.int64) * tile
-    offsets.flags.writeable = False
-    return offsets
-
-
-@lru_cache(maxsize=256)
-def _clamped_rows(rows, count, length) -> np.ndarray:
-    """offsets[k] = min(k, count - 1) * length for k < rows: the rows of a ``(count, length)`` array,
-    the padding rows repeating the last (read-only)."""
-    offsets = np.minimum(np.arange(rows, dtype=np.int64), count - 1) * length
-    offsets.flags.writeable = False
-    return offsets
-
-
-@lru_cache(maxsize=256)
-def _channel_rows(groups, per_group, rows, pixels) -> np.ndarray:
-    """offsets[g, o] = (g*per_group + o) * pixels, the planes of group g's channels in a sample;
-    0 for padding (read-only)."""
-    offsets = np.zeros((groups, rows), np.int64)
-    offsets[:, :per_group] = np.arange(groups * per_group).reshape(groups, per_group) * pixels
-    offsets.flags.writeable = False
-    return offsets
+    return height, width, tap_offsets(geom.groups, w_shape[1], kh, kw, dh, dw, height * width, width)
 
 
 def _padded(ctx, key, x, height, width, top, left):
