@@ -97,7 +97,9 @@ this many pixels (long dot products): 256->256 at 8x8 to 16x16 1.3-1.5x faster a
 512->512 at 14x14 1.8x; at 32x32 1.1x, 256->64 at 28x28 and 56x56 0.65-0.8x."""
 
 TAP_BLOCK = 16
-"""Products run over blocks of this many taps (a multiple of 4), whose input rows stay in L1."""
+"""The im2col paths gather their columns this many taps at a time (a multiple of 4), into rows that
+stay in L1. (The shifted-rows products take all the taps at once: ``rows_product`` cuts them
+into panels itself.)"""
 
 
 # -- public wrappers ------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ def _direct(ctx, key, x, w, base, y, geom):
     tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
     acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
     launch(shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
-           src, packed, offsets, base, y, width, tile, TAP_BLOCK, acc)
+           src, packed, offsets, base, y, width, tile, acc)
 
 
 def _pointwise(ctx, key, x, w, base, y):

@@ -22,16 +22,16 @@ from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 
 @cpu_kernel
-def shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
+def shifted_product(src, packed, offsets, base, y, width, tile, acc):
     """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
-    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j and blocks of taps.
+    (R = y's channels per group), over tiles of the flattened pixels q = i*width + j.
 
     When the padded width is the output's (a 1x1 kernel without padding) and R is a multiple of 4,
     the run of a tile is a run of y's own planes: the products add straight into y, which starts
     at ``base``; else into the thread's ``acc`` rows, then moved into the planes.
     """
     samples, channels, out_h, out_w = y.shape
-    groups, depth = packed.shape[0], packed.shape[2]
+    groups = packed.shape[0]
     per_group = channels // groups
     length = (out_h - 1) * width + out_w
     tiles = (length + tile - 1) // tile
@@ -48,8 +48,7 @@ def shifted_product(src, packed, offsets, base, y, width, tile, block, acc):
             else:
                 out = acc[numba.get_thread_id(), :, :m]
                 out[:, :] = 0
-            for k0 in range(0, depth, block):
-                rows_product(packed[g, :, k0:k0 + block], src[n], offsets[g, k0:k0 + block], q0, m, out)
+            rows_product(packed[g], src[n], offsets[g], q0, m, out)
             if not in_place:
                 _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
 
