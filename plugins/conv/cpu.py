@@ -52,7 +52,8 @@ from cnnrun.engine.jit import launch, reduction_chunks
 from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import winograd
-from .depthwise import depthwise_forward, depthwise_forward_3x3, depthwise_transpose, depthwise_weight
+from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
+from .depthwise_3x3 import depthwise_forward_3x3, depthwise_weight_3x3
 from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
@@ -200,7 +201,7 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
 def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
     if path == "depthwise" and tuple(geom.kernel) == (3, 3):
-        _depthwise_3x3(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
+        launch(depthwise_forward_3x3, _work(y.size, 9), x, w, _base(bias, y), y, *_depthwise_args(ctx, y, geom))
     elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -223,9 +224,9 @@ def _transpose(ctx, y, w, bias, x, geom, path):
     if path == "depthwise" and tuple(geom.kernel) == (3, 3) and tuple(geom.stride) == (1, 1) and w.shape[0] == x.shape[1]:
         # one output channel per input channel: the conv of y padded by 2*d - p with the rotated filter
         (dh, dw), (ph, pw) = geom.dilation, geom.padding
-        rotated = np.ascontiguousarray(w[:, :, ::-1, ::-1])
-        _depthwise_3x3(ctx, "conv.transpose", y, rotated, _base(bias, x), x,
-                       geom._replace(padding=(2 * dh - ph, 2 * dw - pw)))
+        rotated_geom = geom._replace(padding=(2 * dh - ph, 2 * dw - pw))
+        launch(depthwise_forward_3x3, _work(y.size, 9), y, np.ascontiguousarray(w[:, :, ::-1, ::-1]), _base(bias, x),
+               x, *_depthwise_args(ctx, x, rotated_geom))
     elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -253,7 +254,10 @@ def _weight(ctx, x, g, geom, grad_w, path):
     n, out_channels, kh, kw = x.shape[0], grad_w.shape[0], *geom.kernel
     if path == "depthwise":
         partial = ctx.workspace("conv.weight.partial", (n, out_channels, kh, kw), x.dtype)
-        launch(depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
+        if (kh, kw) == (3, 3):
+            launch(depthwise_weight_3x3, _work(g.size, 9), x, g, partial, *_depthwise_args(ctx, g, geom))
+        else:
+            launch(depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
         np.sum(partial, axis=0, out=grad_w.reshape(out_channels, kh, kw))
         return
     groups = geom.groups
@@ -314,13 +318,13 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
 
 
-def _depthwise_3x3(ctx, key, x, w, base, y, geom):
-    """y = base + the depthwise 3x3 conv of x with w (:func:`.depthwise.depthwise_forward_3x3`: each
-    thread copies a zero-padded plane at a time into its workspace, columns split by stride phase)."""
+def _depthwise_args(ctx, y, geom):
+    """The geometry and the per-thread padded planes ``(rows, sw, cols)`` of :mod:`.depthwise_3x3`'s
+    kernels for a conv with output ``y``."""
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     rows, cols = (y.shape[2] - 1) * sh + 2 * dh + 1, (y.shape[3] - 1) * sw + 2 * dw + 1
-    planes = ctx.workspace(key + ".planes", (_threads(), rows, sw, -(-cols // sw)), x.dtype)
-    launch(depthwise_forward_3x3, _work(y.size, 9), x, w, base, y, sh, sw, *geom.padding, dh, dw, planes)
+    planes = ctx.workspace("conv.depthwise.planes", (_threads(), rows, sw, -(-cols // sw)), y.dtype)
+    return sh, sw, *geom.padding, dh, dw, planes
 
 
 def _patches(ctx, key, x, w, base, y, geom):

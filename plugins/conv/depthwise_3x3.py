@@ -1,0 +1,109 @@
+"""Depthwise 3x3 convolutions on the CPU (Numba): MobileNet's and EfficientNet's forward and weight
+gradient (the input gradient: at stride 1 the forward of the rotated filter, else the general
+kernel of :mod:`.depthwise`).
+
+Per (sample, channel), the zero-padded input plane ``xp`` is copied into the thread's workspace
+``planes[thread]`` ``(rows, sw, cols)`` with its columns split by stride phase (padded column ``s``
+at ``[s % sw, s // sw]``): tap ``(ki, kj)`` of output ``(i, j)`` is then
+``planes[i*sh + ki*dh, (kj*dw) % sw, j + (kj*dw) // sw]``, and every tap of a row of outputs is
+a contiguous run whatever the stride, so the loops along a row vectorize:
+
+- forward ``y[n, o, i, j] = base[o] + sum_{ki, kj} w[o, ki, kj] * xp[n, c, i*sh + ki*dh, j*sw + kj*dw]``
+  (c = o // multiplier): the nine products of an output in one expression;
+- weight gradient ``dw[n, o, ki, kj] = sum_{i, j} g[n, o, i, j] * xp[...]``: nine sums along each row,
+  per sample (the caller adds the samples in order).
+
+Elements are indexed, never sliced: a view per row would update the reference count of arrays
+shared by all threads. PyTorch: ``F.conv2d(x, w, groups=C)`` with a 3x3 kernel.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from cnnrun.engine.jit import cpu_kernel, serial_kernel
+
+from .im2col import span
+
+
+@serial_kernel
+def _load_plane(x, n, c, planes, t, ph, pw):
+    """planes[t, r, phase, q] = x[n, c, r - ph, q*sw + phase - pw], zero outside x (sw = planes.shape[2])."""
+    height, width = x.shape[2], x.shape[3]
+    rows, sw, cols = planes.shape[1], planes.shape[2], planes.shape[3]
+    for r in range(rows):
+        h = r - ph
+        for phase in range(sw):
+            lo, hi = span(phase - pw, sw, width, cols) if 0 <= h < height else (cols, cols)
+            for q in range(lo):
+                planes[t, r, phase, q] = 0
+            for q in range(lo, hi):
+                planes[t, r, phase, np.uintp(q)] = x[n, c, h, np.uintp(q * sw + phase - pw)]
+            for q in range(hi, cols):
+                planes[t, r, phase, q] = 0
+
+
+@cpu_kernel
+def depthwise_forward_3x3(x, w, base, y, sh, sw, ph, pw, dh, dw, planes):
+    """y = conv(x, w) + base (module docstring), parallel over (sample, output channel)."""
+    channels, out_channels = x.shape[1], w.shape[0]
+    samples, oh_n, ow_n = y.shape[0], y.shape[2], y.shape[3]
+    multiplier = out_channels // channels
+    p1, p2, c1, c2 = dw % sw, (2 * dw) % sw, dw // sw, (2 * dw) // sw  # taps kj = 1, 2: phase, shift
+    for no in prange(samples * out_channels):
+        n = no // out_channels
+        o = no - n * out_channels
+        t = numba.get_thread_id()
+        _load_plane(x, n, o // multiplier, planes, t, ph, pw)
+        b = base[o]
+        w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+        w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+        w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+        for i in range(oh_n):
+            r0 = np.uintp(i * sh)
+            r1, r2 = r0 + np.uintp(dh), r0 + np.uintp(2 * dh)
+            for j in range(ow_n):
+                q0 = np.uintp(j)
+                q1, q2 = q0 + np.uintp(c1), q0 + np.uintp(c2)
+                y[n, o, i, q0] = (b + w00 * planes[t, r0, 0, q0] + w01 * planes[t, r0, p1, q1]
+                                  + w02 * planes[t, r0, p2, q2] + w10 * planes[t, r1, 0, q0]
+                                  + w11 * planes[t, r1, p1, q1] + w12 * planes[t, r1, p2, q2]
+                                  + w20 * planes[t, r2, 0, q0] + w21 * planes[t, r2, p1, q1]
+                                  + w22 * planes[t, r2, p2, q2])
+
+
+@cpu_kernel
+def depthwise_weight_3x3(x, y, partial, sh, sw, ph, pw, dh, dw, planes):
+    """partial[n, o, ki, kj] = sum_{i, j} y[n, o, i, j] * xp[n, c, i*sh + ki*dh, j*sw + kj*dw]
+    (module docstring), parallel over (sample, output channel)."""
+    channels = x.shape[1]
+    samples, out_channels, oh_n, ow_n = y.shape
+    multiplier = out_channels // channels
+    p1, p2, c1, c2 = dw % sw, (2 * dw) % sw, dw // sw, (2 * dw) // sw
+    for no in prange(samples * out_channels):
+        n = no // out_channels
+        o = no - n * out_channels
+        t = numba.get_thread_id()
+        _load_plane(x, n, o // multiplier, planes, t, ph, pw)
+        s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = y.dtype.type(0)
+        for i in range(oh_n):
+            r0 = np.uintp(i * sh)
+            r1, r2 = r0 + np.uintp(dh), r0 + np.uintp(2 * dh)
+            for j in range(ow_n):
+                q0 = np.uintp(j)
+                q1, q2 = q0 + np.uintp(c1), q0 + np.uintp(c2)
+                g = y[n, o, i, q0]
+                s00 += g * planes[t, r0, 0, q0]
+                s01 += g * planes[t, r0, p1, q1]
+                s02 += g * planes[t, r0, p2, q2]
+                s10 += g * planes[t, r1, 0, q0]
+                s11 += g * planes[t, r1, p1, q1]
+                s12 += g * planes[t, r1, p2, q2]
+                s20 += g * planes[t, r2, 0, q0]
+                s21 += g * planes[t, r2, p1, q1]
+                s22 += g * planes[t, r2, p2, q2]
+        partial[n, o, 0, 0], partial[n, o, 0, 1], partial[n, o, 0, 2] = s00, s01, s02
+        partial[n, o, 1, 0], partial[n, o, 1, 1], partial[n, o, 1, 2] = s10, s11, s12
+        partial[n, o, 2, 0], partial[n, o, 2, 1], partial[n, o, 2, 2] = s20, s21, s22
