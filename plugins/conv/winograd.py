@@ -149,16 +149,19 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     transformed input (R = C/G) and the products (R = O/G), R rounded up to a multiple of 4 and
     its padding rows zero, carved from one workspace; each row is :func:`_row_length` values long.
 
-    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; the blocks are evened out and, from
-    REDUCTION_CHUNKS blocks up, made a multiple of it, so that the threads get even work and the
-    blocks depend on the shapes alone (the weight gradient's sums over them are reproducible).
+    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; there are at least REDUCTION_CHUNKS
+    blocks where the tiles allow it (else a small pass, e.g. 64 channels on 8x8 maps at batch 32,
+    is one block: one thread); the blocks are evened out and, from REDUCTION_CHUNKS blocks up, made
+    a multiple of it, so that the threads get even work and the blocks depend on the shapes alone
+    (the weight gradient's sums over them are reproducible).
     """
     in_channels, dtype = x.shape[1], x.dtype
     v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
     per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
     total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
-    rows = max(budget // per_row, -(-MIN_TILES // tiles[1]))
-    blocks = -(-total // rows)
+    least = -(-MIN_TILES // tiles[1])  # tile rows
+    rows = max(budget // per_row, least)
+    blocks = max(-(-total // rows), min(REDUCTION_CHUNKS, total // least))  # enough for the threads
     if blocks >= REDUCTION_CHUNKS:
         blocks = -(-blocks // REDUCTION_CHUNKS) * REDUCTION_CHUNKS
     rows = -(-total // blocks)
