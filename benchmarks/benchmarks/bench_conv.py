@@ -12,12 +12,19 @@ CASES = {
     "e": ("32x256x28x28", {"out_channels": 64, "kernel_size": 1}),
     "f": ("32x64x56x56", {"out_channels": 64, "kernel_size": 3, "padding": 1, "groups": 64}),
     "g": ("32x64x56x56", {"out_channels": 64, "kernel_size": 3, "stride": 2, "padding": 1}),
+    # beyond the PyTorch comparison: ResNet-20's Winograd stage 2, MobileNet-v1's depthwise convs
+    "resnet20-stage2": ("32x32x16x16", {"out_channels": 32, "kernel_size": 3, "padding": 1}),
+    "mobilenet-dw-s2": ("16x32x64x64", {"out_channels": 32, "kernel_size": 3, "stride": 2, "padding": 1,
+                                        "groups": 32}),
+    "mobilenet-dw-4x4": ("16x512x4x4", {"out_channels": 512, "kernel_size": 3, "padding": 1, "groups": 512}),
 }
 
 
 class Conv2d:
     """conv2d, cases (a) to (g): (a)/(b) LeNet-5's two convolutions, (c)/(d) 3x3 ResNet
-    convolutions, (e) a 1x1 (pointwise) one, (f) depthwise (groups = channels), (g) stride 2."""
+    convolutions, (e) a 1x1 (pointwise) one, (f) depthwise (groups = channels), (g) stride 2; then
+    ResNet-20's 32-channel 16x16 conv (Winograd, blocks of 1024 tiles) and two of MobileNet-v1's
+    depthwise 3x3 convs (stride 2; 4x4 maps)."""
 
     params = [list(CASES)]
     param_names = ["case"]
