@@ -1,5 +1,6 @@
 """The CPU kernels of the convolution family: the wrappers the layers call (``KERNELS``), and the
-products by path, whose Numba kernels are in :mod:`.depthwise`, :mod:`.direct` and :mod:`.im2col`.
+products by path, whose Numba kernels are in :mod:`.depthwise`, :mod:`.depthwise_3x3`, :mod:`.direct`
+and :mod:`.im2col`.
 
 Everything is 2-D (conv1d runs as ``(N, C, 1, L)``): ``y = conv(x, w)`` with x ``(N, C, H, W)``,
 w ``(O, C/G, kh, kw)``, y ``(N, O, OH, OW)`` and, for ``o`` in group ``g``,
@@ -11,7 +12,9 @@ products make both layers: *forward* (conv2d's forward, conv_transpose2d's input
 *transpose* (conv2d's input gradient, conv_transpose2d's forward) and *weight* (both weight
 gradients). They are computed by these kernels:
 
-- **depthwise** (one input channel per group, several groups): per-plane loops.
+- **depthwise** (one input channel per group, several groups): per-plane loops; 3x3 kernels copy
+  each zero-padded plane into a per-thread workspace, columns split by stride phase, and sum the
+  nine products of an output at once (the forward, the weight gradient, the stride-1 transpose).
 - **shifted rows** (stride 1, few taps or a 1x1 kernel): x is laid out as zero-padded planes of
   width ``Wp = OW + (kw-1)*dw``, flattened, so output pixel ``q = i*Wp + j`` reads tap
   ``(c, ki, kj)`` at ``q + shift``, ``shift = c*plane + ki*dh*Wp + kj*dw``: every tap is the same
