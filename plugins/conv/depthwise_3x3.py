@@ -45,6 +45,14 @@ def _load_plane(x, n, c, planes, t, ph, pw):
                 planes[t, r, phase, q] = 0
 
 
+@serial_kernel
+def _tap_places(i, j, sh, dh, c1, c2):
+    """(r0, r1, r2, q0, q1, q2): the plane rows of output (i, j)'s three kernel rows and, within
+    each tap's phase, the columns of its three kernel columns (``c1``, ``c2``: the shifts of kj = 1, 2)."""
+    r0, q0 = np.uintp(i * sh), np.uintp(j)
+    return r0, r0 + np.uintp(dh), r0 + np.uintp(2 * dh), q0, q0 + np.uintp(c1), q0 + np.uintp(c2)
+
+
 @cpu_kernel
 def depthwise_forward_3x3(x, w, base, y, sh, sw, ph, pw, dh, dw, planes):
     """y = conv(x, w) + base (module docstring), parallel over (sample, output channel)."""
@@ -62,11 +70,8 @@ def depthwise_forward_3x3(x, w, base, y, sh, sw, ph, pw, dh, dw, planes):
         w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
         w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
         for i in range(oh_n):
-            r0 = np.uintp(i * sh)
-            r1, r2 = r0 + np.uintp(dh), r0 + np.uintp(2 * dh)
             for j in range(ow_n):
-                q0 = np.uintp(j)
-                q1, q2 = q0 + np.uintp(c1), q0 + np.uintp(c2)
+                r0, r1, r2, q0, q1, q2 = _tap_places(i, j, sh, dh, c1, c2)
                 y[n, o, i, q0] = (b + w00 * planes[t, r0, 0, q0] + w01 * planes[t, r0, p1, q1]
                                   + w02 * planes[t, r0, p2, q2] + w10 * planes[t, r1, 0, q0]
                                   + w11 * planes[t, r1, p1, q1] + w12 * planes[t, r1, p2, q2]
@@ -89,11 +94,8 @@ def depthwise_weight_3x3(x, y, partial, sh, sw, ph, pw, dh, dw, planes):
         _load_plane(x, n, o // multiplier, planes, t, ph, pw)
         s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = y.dtype.type(0)
         for i in range(oh_n):
-            r0 = np.uintp(i * sh)
-            r1, r2 = r0 + np.uintp(dh), r0 + np.uintp(2 * dh)
             for j in range(ow_n):
-                q0 = np.uintp(j)
-                q1, q2 = q0 + np.uintp(c1), q0 + np.uintp(c2)
+                r0, r1, r2, q0, q1, q2 = _tap_places(i, j, sh, dh, c1, c2)
                 g = y[n, o, i, q0]
                 s00 += g * planes[t, r0, 0, q0]
                 s01 += g * planes[t, r0, p1, q1]
