@@ -78,14 +78,14 @@ def test_one_tile_kernels_are_the_matrix_products(rng):
     b_t, a_t = winograd.B_T, winograd.A_T
     x = rng.standard_normal((1, 3, 4, 4))
     v = np.zeros((16, 1, 4, 1))
-    winograd._input_block(x, 1, v, 0, 2, 0, 0, 0, 1, 1, 1, np.zeros((4, 4)), np.zeros(4))
+    winograd._input_block(x, 1, v, 0, 2, 0, 0, 0, 1, 1, 1, np.zeros((4, 4)))
     np.testing.assert_allclose(_tiles_of(v[:, 0, 2, 0]), b_t @ x[0, 1] @ b_t.T, rtol=1e-14)
     mm = rng.standard_normal((16, 1, 4, 1))
     y = np.zeros((1, 2, 2, 2))
     winograd._output_block(mm, 0, 1, 0.5, y, 1, 0, 1, 1, 1)
     np.testing.assert_allclose(y[0, 1], a_t @ _tiles_of(mm[:, 0, 1, 0]) @ a_t.T + 0.5, rtol=1e-14)
     dy = rng.standard_normal((1, 2, 2, 2))
-    winograd._gradient_block(dy, 1, mm, 0, 3, 0, 1, 1, 1, np.zeros((4, 2)), np.zeros(2))
+    winograd._gradient_block(dy, 1, mm, 0, 3, 0, 1, 1, 1, np.zeros((4, 2)))
     np.testing.assert_allclose(_tiles_of(mm[:, 0, 3, 0]), a_t.T @ dy[0, 1] @ a_t, rtol=1e-14)
 
 

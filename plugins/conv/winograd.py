@@ -219,10 +219,9 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_
         thread = numba.get_thread_id()
         v, mm = v_all[thread], m_all[thread]
         padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
-        zero = np.zeros(x.shape[3], x.dtype)
         for c in range(channels):
             g = c // per_in
-            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
+            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded)
         for k in range(16):
             for g in range(groups):
                 matrix_product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
@@ -244,135 +243,129 @@ def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_a
         v, mm, part = v_all[thread], m_all[thread], partial[chunk]
         padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
         rows_dy = np.zeros((4, 2 * tiles_w), x.dtype)
-        zero = np.zeros(max(x.shape[3], grad.shape[3]), x.dtype)
         first, last = chunk_items((total + rows - 1) // rows, chunks, chunk)
         for block in range(first, last):
             r0 = block * rows
             r1 = min(r0 + rows, total)
             for c in range(channels):
                 g = c // per_in
-                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded, zero)
+                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded)
             for o in range(out_channels):
                 g = o // per_out
-                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy, zero)
+                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy)
             for k in range(16):
                 for g in range(groups):
                     matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
 
 
 @serial_kernel
-def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w, padded, zero):
+def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w, padded):
     """v[4*xi + nu, g, c, t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
     tile row r % TH of sample r // TH; tile t = (r - r0) * TW + tj), d the 4x4 tile of
     x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x.
 
-    Per tile row, B^T combines four rows of the plane (``zero`` for rows outside) along the whole
-    row, into ``padded`` (its columns outside the plane stay zero); then B combines the four columns
-    of each tile.
+    Per tile row, B^T combines four rows of the plane (zero for rows outside) along the whole row,
+    into ``padded`` (its columns outside the plane stay zero); then B combines the four columns of
+    each tile. Elements are indexed, never sliced: a view per row costs a reference count update
+    (on small maps that was most of the transform's time).
     """
     height, width = x.shape[2], x.shape[3]
     first, last = max(0, -left), min(width, padded.shape[1] - left)  # the plane columns tiles read
     for r_ in range(r0, r1):
         n = r_ // tiles_h
-        plane = x[n, channel]
         r = 2 * (r_ - n * tiles_h) - top
-        d0 = plane[r] if 0 <= r < height else zero
-        d1 = plane[r + 1] if 0 <= r + 1 < height else zero
-        d2 = plane[r + 2] if 0 <= r + 2 < height else zero
-        d3 = plane[r + 3] if 0 <= r + 3 < height else zero
+        ok0, ok1, ok2, ok3 = 0 <= r < height, 0 <= r + 1 < height, 0 <= r + 2 < height, 0 <= r + 3 < height
+        i0, i1 = min(max(r, 0), height - 1), min(max(r + 1, 0), height - 1)  # rows inside x, read when ok
+        i2, i3 = min(max(r + 2, 0), height - 1), min(max(r + 3, 0), height - 1)
         for q in range(first, last):
             j = np.uintp(q)
             p = np.uintp(q + left)
-            padded[0, p] = d0[j] - d2[j]
-            padded[1, p] = d1[j] + d2[j]
-            padded[2, p] = d2[j] - d1[j]
-            padded[3, p] = d1[j] - d3[j]
+            d0 = x[n, channel, i0, j] if ok0 else 0
+            d1 = x[n, channel, i1, j] if ok1 else 0
+            d2 = x[n, channel, i2, j] if ok2 else 0
+            d3 = x[n, channel, i3, j] if ok3 else 0
+            padded[0, p] = d0 - d2
+            padded[1, p] = d1 + d2
+            padded[2, p] = d2 - d1
+            padded[3, p] = d1 - d3
         start = (r_ - r0) * tiles_w
         for a in range(4):
-            row = padded[a]
-            out0, out1, out2, out3 = v[4 * a, g, c], v[4 * a + 1, g, c], v[4 * a + 2, g, c], v[4 * a + 3, g, c]
+            k = 4 * a
             for tj in range(tiles_w):
                 t = np.uintp(start + tj)
                 q = np.uintp(2 * tj)
-                out0[t] = row[q] - row[q + 2]
-                out1[t] = row[q + 1] + row[q + 2]
-                out2[t] = row[q + 2] - row[q + 1]
-                out3[t] = row[q + 1] - row[q + 3]
+                v[k, g, c, t] = padded[a, q] - padded[a, q + 2]
+                v[k + 1, g, c, t] = padded[a, q + 1] + padded[a, q + 2]
+                v[k + 2, g, c, t] = padded[a, q + 2] - padded[a, q + 1]
+                v[k + 3, g, c, t] = padded[a, q + 1] - padded[a, q + 3]
 
 
 @serial_kernel
 def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
     """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, g, o, t] of the
-    tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped."""
-    height = y.shape[2]
-    m = mm[:, g, o]
+    tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped.
+    A^T combines M's rows 0 + 1 + 2 (i = 0) or 1 - 2 - 3 (i = 1), then the columns the same way."""
+    height, width = y.shape[2], y.shape[3]
+    pairs = width // 2  # tiles whose two columns are inside the row
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
         start = (r_ - r0) * tiles_w
-        _output_row(m, 0, start, b, y[n, channel, i])
-        if i + 1 < height:
-            _output_row(m, 4, start, b, y[n, channel, i + 1])
+        for k in range(0, 8 if i + 1 < height else 4, 4):
+            row = np.uintp(i + k // 4)
+            for tj in range(pairs):
+                s0, s1, s2, s3 = _output_terms(mm, g, o, k, np.uintp(start + tj))
+                j = np.uintp(2 * tj)
+                y[n, channel, row, j] = b + s0 + s1 + s2
+                y[n, channel, row, j + 1] = b + s1 - s2 - s3
+            if 2 * pairs < width:
+                s0, s1, s2, _ = _output_terms(mm, g, o, k, np.uintp(start + pairs))
+                y[n, channel, row, 2 * pairs] = b + s0 + s1 + s2
 
 
 @serial_kernel
-def _output_row(m, k, start, b, row):
-    """row[2tj + j] = b + (A^T M A)[i, j] for the tiles start + tj, output row i = k / 4 (0 or 1):
-    A^T combines M's rows 0 + 1 + 2 (i = 0) or 1 - 2 - 3 (i = 1), then the columns the same way."""
-    pairs = row.size // 2  # tiles whose two columns are inside the row
-    for tj in range(pairs):
-        s0, s1, s2, s3 = _output_terms(m, k, np.uintp(start + tj))
-        j = np.uintp(2 * tj)
-        row[j] = b + s0 + s1 + s2
-        row[j + 1] = b + s1 - s2 - s3
-    if 2 * pairs < row.size:
-        s0, s1, s2, _ = _output_terms(m, k, np.uintp(start + pairs))
-        row[2 * pairs] = b + s0 + s1 + s2
-
-
-@serial_kernel
-def _output_terms(m, k, t):
-    """The four column values of row k / 4 of A^T M, M = m[:, t] as a 4x4 tile."""
+def _output_terms(mm, g, o, k, t):
+    """The four column values of row k / 4 of A^T M, M = mm[:, g, o, t] as a 4x4 tile."""
     if k == 0:
-        return (m[0, t] + m[4, t] + m[8, t], m[1, t] + m[5, t] + m[9, t], m[2, t] + m[6, t] + m[10, t],
-                m[3, t] + m[7, t] + m[11, t])
-    return (m[4, t] - m[8, t] - m[12, t], m[5, t] - m[9, t] - m[13, t], m[6, t] - m[10, t] - m[14, t],
-            m[7, t] - m[11, t] - m[15, t])
+        return (mm[0, g, o, t] + mm[4, g, o, t] + mm[8, g, o, t], mm[1, g, o, t] + mm[5, g, o, t] + mm[9, g, o, t],
+                mm[2, g, o, t] + mm[6, g, o, t] + mm[10, g, o, t], mm[3, g, o, t] + mm[7, g, o, t] + mm[11, g, o, t])
+    return (mm[4, g, o, t] - mm[8, g, o, t] - mm[12, g, o, t], mm[5, g, o, t] - mm[9, g, o, t] - mm[13, g, o, t],
+            mm[6, g, o, t] - mm[10, g, o, t] - mm[14, g, o, t], mm[7, g, o, t] - mm[11, g, o, t] - mm[15, g, o, t])
 
 
 @serial_kernel
-def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w, rows, zero):
+def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w, rows):
     """mm[4*xi + nu, g, o, t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
     2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti.
 
-    Per tile row, A makes the rows r0, r0 + r1, r0 - r1, -r1 of the two grad rows (``zero`` past
-    the end) along the whole row, into ``rows`` ``(4, 2*TW)`` (a last odd column stays zero); then
-    the same across the two columns of each tile.
+    Per tile row, A makes the rows r0, r0 + r1, r0 - r1, -r1 of the two grad rows (zero past the
+    end) along the whole row, into ``rows`` ``(4, 2*TW)`` (a last odd column stays zero); then the
+    same across the two columns of each tile.
     """
     height, width = grad.shape[2], grad.shape[3]
-    m = mm[:, g, o]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
-        d0 = grad[n, channel, i]
-        d1 = grad[n, channel, i + 1] if i + 1 < height else zero
+        ok1 = i + 1 < height
+        i1 = min(i + 1, height - 1)
         for q in range(width):
             j = np.uintp(q)
-            rows[0, j] = d0[j]
-            rows[1, j] = d0[j] + d1[j]
-            rows[2, j] = d0[j] - d1[j]
-            rows[3, j] = -d1[j]
+            d0 = grad[n, channel, i, j]
+            d1 = grad[n, channel, i1, j] if ok1 else 0
+            rows[0, j] = d0
+            rows[1, j] = d0 + d1
+            rows[2, j] = d0 - d1
+            rows[3, j] = -d1
         start = (r_ - r0) * tiles_w
         for a in range(4):
-            row = rows[a]
-            out0, out1, out2, out3 = m[4 * a], m[4 * a + 1], m[4 * a + 2], m[4 * a + 3]
+            k = 4 * a
             for tj in range(tiles_w):
                 t = np.uintp(start + tj)
                 q = np.uintp(2 * tj)
-                out0[t] = row[q]
-                out1[t] = row[q] + row[q + 1]
-                out2[t] = row[q] - row[q + 1]
-                out3[t] = -row[q + 1]
+                mm[k, g, o, t] = rows[a, q]
+                mm[k + 1, g, o, t] = rows[a, q] + rows[a, q + 1]
+                mm[k + 2, g, o, t] = rows[a, q] - rows[a, q + 1]
+                mm[k + 3, g, o, t] = -rows[a, q + 1]
 
 
 @cpu_kernel
