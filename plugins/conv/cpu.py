@@ -228,8 +228,8 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         # one output channel per input channel: the conv of y padded by 2*d - p with the rotated filter
         (dh, dw), (ph, pw) = geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=(2 * dh - ph, 2 * dw - pw))
-        launch(depthwise_forward_3x3, _work(y.size, 9), y, np.ascontiguousarray(w[:, :, ::-1, ::-1]), _base(bias, x),
-               x, *_depthwise_args(ctx, x, rotated_geom))
+        launch(depthwise_forward_3x3, _work(y.size, 9), y, rotated_filter(w, geom.groups), _base(bias, x), x,
+               *_depthwise_args(ctx, x, rotated_geom))
     elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)

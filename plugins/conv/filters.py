@@ -34,8 +34,9 @@ def channels_last_filter(w, groups, depth):
 
 
 def rotated_filter(w, groups):
-    """The direct transpose's filter ``(C, O/G, kh, kw)``: the ``(O/G, C/G)`` blocks of each group
-    swapped and every kernel rotated 180 degrees."""
+    """The direct transpose's filter ``(C, O/G, kh, kw)``, C-contiguous: the ``(O/G, C/G)`` blocks of
+    each group swapped and every kernel rotated 180 degrees."""
     out_channels, per_group, kh, kw = w.shape
     grouped = w.reshape(groups, out_channels // groups, per_group, kh, kw)[..., ::-1, ::-1]
-    return grouped.transpose(0, 2, 1, 3, 4).reshape(groups * per_group, out_channels // groups, kh, kw)
+    rotated = grouped.transpose(0, 2, 1, 3, 4).reshape(groups * per_group, out_channels // groups, kh, kw)
+    return np.ascontiguousarray(rotated)  # a depthwise filter's reshape is a view with negative strides
