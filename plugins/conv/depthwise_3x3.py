@@ -13,8 +13,8 @@ a contiguous run whatever the stride, so the loops along a row vectorize:
 - weight gradient ``dw[n, o, ki, kj] = sum_{i, j} g[n, o, i, j] * xp[...]``: nine sums along each row,
   per sample (the caller adds the samples in order).
 
-Elements are indexed, never sliced: a view per row would update the reference count of arrays
-shared by all threads. PyTorch: ``F.conv2d(x, w, groups=C)`` with a 3x3 kernel.
+Elements are indexed, never sliced: a view per row costs a reference count update (measured in
+Winograd's transforms on small maps, :mod:`.winograd`). PyTorch: ``F.conv2d(x, w, groups=C)`` with a 3x3 kernel.
 """
 
 from __future__ import annotations
