@@ -78,14 +78,14 @@ def test_one_tile_kernels_are_the_matrix_products(rng):
     b_t, a_t = winograd.B_T, winograd.A_T
     x = rng.standard_normal((1, 3, 4, 4))
     v = np.zeros((16, 1, 4, 1))
-    winograd._input_block(x, 1, v, 0, 2, 0, 0, 0, 1, 1, 1, np.zeros((4, 4)))
+    winograd._input_block(x, 1, v, 0, 2, 0, 0, 0, 1, 1, 1)
     np.testing.assert_allclose(_tiles_of(v[:, 0, 2, 0]), b_t @ x[0, 1] @ b_t.T, rtol=1e-14)
     mm = rng.standard_normal((16, 1, 4, 1))
     y = np.zeros((1, 2, 2, 2))
     winograd._output_block(mm, 0, 1, 0.5, y, 1, 0, 1, 1, 1)
     np.testing.assert_allclose(y[0, 1], a_t @ _tiles_of(mm[:, 0, 1, 0]) @ a_t.T + 0.5, rtol=1e-14)
     dy = rng.standard_normal((1, 2, 2, 2))
-    winograd._gradient_block(dy, 1, mm, 0, 3, 0, 1, 1, 1, np.zeros((4, 2)))
+    winograd._gradient_block(dy, 1, mm, 0, 3, 0, 1, 1, 1)
     np.testing.assert_allclose(_tiles_of(mm[:, 0, 3, 0]), a_t.T @ dy[0, 1] @ a_t, rtol=1e-14)
 
 
@@ -214,6 +214,8 @@ def test_float32_matches_reference_within_1e_4_of_the_output_scale(registry, cas
     (1, (6, 13, 9), 1),
     ("same", (8, 10, 10), 2),
     (0, (4, 7, 12), 1),
+    (1, (3, 5, 70), 1),        # 35 tiles a row: several vectors of tiles, the last one partial
+    ([2, 0], (2, 4, 33), 1),
 ])
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("min_tiles", [1, 7])
@@ -294,9 +296,13 @@ def _geometry(kernel=3, stride=1, dilation=1, groups=1):
     (64, 16, _geometry(), (9, 30), "winograd"),
     (256, 256, _geometry(groups=2), (14, 14), "winograd"),  # 128 x 128 per group
     (512, 512, _geometry(), (7, 7), None),                  # too small a picture
-    (16, 16, _geometry(), (224, 224), None),                # too few channels
-    (64, 64, _geometry(groups=4), (56, 56), None),          # 16 x 16 per group
-    (3, 64, _geometry(), (112, 112), None),
+    (16, 16, _geometry(), (32, 32), "winograd"),            # ResNet-20's first stage
+    (4, 16, _geometry(), (32, 32), "winograd"),             # just enough of both
+    (8, 4, _geometry(), (32, 32), None),                    # too few channels
+    (64, 64, _geometry(groups=4), (56, 56), "winograd"),    # 16 x 16 per group
+    (64, 64, _geometry(groups=32), (56, 56), None),         # 2 x 2 per group
+    (3, 64, _geometry(), (112, 112), None),                 # too few input channels
+    (3, 32, _geometry(), (32, 32), None),
     (64, 64, _geometry(groups=64), (56, 56), None),         # depthwise
     (64, 64, _geometry(kernel=5), (56, 56), None),
     (64, 64, _geometry(stride=2), (28, 28), None),

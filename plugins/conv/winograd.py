@@ -40,13 +40,16 @@ from cnnrun.engine.jit import REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch,
 from cnnrun.plugins.common import Geometry, bias_grad, round_up
 from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
 
+from .winograd_tiles import gradient_tiles, input_tiles, output_tiles
+
 BLOCK_BYTES = 4 << 20
 """Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes..."""
 MIN_TILES = 96
 """... and hold at least this many tiles (the products run along the tiles)."""
 
-WINOGRAD_MIN_CHANNELS = 1024
-"""auto picks Winograd when (C/G) * (O/G) reaches this ..."""
+WINOGRAD_MIN_CHANNELS = 64
+"""auto picks Winograd when (C/G) * (O/G) reaches this, C/G reaches WINOGRAD_MIN_IN_CHANNELS ..."""
+WINOGRAD_MIN_IN_CHANNELS = 4
 WINOGRAD_MIN_SIZE = 8
 """... and the output is at least this tall and wide (see :func:`choose_algorithm`)."""
 
@@ -63,17 +66,20 @@ def fits(kernel, stride, dilation) -> bool:
 
 def choose_algorithm(channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
     """conv2d's ``"auto"``: ``"winograd"`` for a 3x3, stride-1, dilation-1 conv that is not depthwise,
-    with ``(C/G) * (O/G) >= WINOGRAD_MIN_CHANNELS`` and ``min(OH, OW) >= WINOGRAD_MIN_SIZE``; else
-    ``None`` (:mod:`.cpu` chooses).
+    with ``(C/G) * (O/G) >= WINOGRAD_MIN_CHANNELS``, ``C/G >= WINOGRAD_MIN_IN_CHANNELS`` and
+    ``min(OH, OW) >= WINOGRAD_MIN_SIZE``; else ``None`` (:mod:`.cpu` chooses).
 
-    Measured against :mod:`.cpu`'s direct path (float32, forward + backward, batch 32, 2 threads,
-    idle machine): Winograd is 1.06-1.5x faster from 32 x 32 channels and 8x8 outputs up (32->32
-    at 28x28 to 80x80: 1.2-1.5x; 64->64 at 14x14 to 56x56: 1.06-1.3x; 128->128 at 8x8 to 28x28:
-    1.1-1.2x; 256->256 at 8x8 and 14x14: 1.04-1.3x), and no faster below (16->16 at 224x224,
-    512->512 at 7x7: 1.0x; 3->64 at 112x112: 0.5x).
+    Measured against :mod:`.cpu`'s direct path with the vectorized transforms (float32, forward +
+    backward, 1 thread CPU time, Emerald Rapids, 2026-12-02): Winograd is 1.07x as fast at 16->16 on
+    32x32 (batch 32; 1.23x on 2 threads), 1.38x at 16x16, 1.57x at 8->8, 1.35x at 8->16, 1.14x at
+    4->16, 1.7x at 64->64 on 56x56; even at 3->32 (1.0x) and slower at 3->64 on 56x56 (0.54x: a
+    reduction over 3 channels, padded to 4, is too short for the products) and, forward, on 4x4
+    maps (0.6-0.77x). At batch 1, 16->16 on 32x32 is 0.93x (the wrappers' cost), not worth a rule
+    of its own. (Before the transforms were vectorized, Winograd paid from 32 x 32 channels.)
     """
     per_group = (channels // geom.groups) * (out_channels // geom.groups)
     if (fits(geom.kernel, geom.stride, geom.dilation) and channels > geom.groups
+            and channels // geom.groups >= WINOGRAD_MIN_IN_CHANNELS
             and per_group >= WINOGRAD_MIN_CHANNELS and min(out_hw) >= WINOGRAD_MIN_SIZE):
         return "winograd"
     return None
@@ -201,7 +207,6 @@ def _convolve(ctx, x, u, base, y, top, left):
 
 
 # -- kernels --------------------------------------------------------------------------------------
-# Inner-loop indices are cast to ``np.uintp`` (as in :mod:`.cpu`): no wraparound checks, loops vectorize.
 
 
 @cpu_kernel
@@ -218,10 +223,9 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_
         r1 = min(r0 + rows, total)
         thread = numba.get_thread_id()
         v, mm = v_all[thread], m_all[thread]
-        padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
         for c in range(channels):
             g = c // per_in
-            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded)
+            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w)
         for k in range(16):
             for g in range(groups):
                 matrix_product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
@@ -241,131 +245,69 @@ def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_a
     for chunk in prange(chunks):
         thread = numba.get_thread_id()
         v, mm, part = v_all[thread], m_all[thread], partial[chunk]
-        padded = np.zeros((4, 2 * tiles_w + 2), x.dtype)
-        rows_dy = np.zeros((4, 2 * tiles_w), x.dtype)
         first, last = chunk_items((total + rows - 1) // rows, chunks, chunk)
         for block in range(first, last):
             r0 = block * rows
             r1 = min(r0 + rows, total)
             for c in range(channels):
                 g = c // per_in
-                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w, padded)
+                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w)
             for o in range(out_channels):
                 g = o // per_out
-                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w, rows_dy)
+                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w)
             for k in range(16):
                 for g in range(groups):
                     matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
 
 
 @serial_kernel
-def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w, padded):
+def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w):
     """v[4*xi + nu, g, c, t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
     tile row r % TH of sample r // TH; tile t = (r - r0) * TW + tj), d the 4x4 tile of
-    x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x.
-
-    Per tile row, B^T combines four rows of the plane (zero for rows outside) along the whole row,
-    into ``padded`` (its columns outside the plane stay zero); then B combines the four columns of
-    each tile. Elements are indexed, never sliced: a view per row costs a reference count update
-    (on small maps that was most of the transform's time).
-    """
+    x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x; a
+    vector of tiles at a time (:func:`.winograd_tiles.input_tiles`). x and v C-contiguous."""
     height, width = x.shape[2], x.shape[3]
-    first, last = max(0, -left), min(width, padded.shape[1] - left)  # the plane columns tiles read
+    k_stride, first = v.shape[1] * v.shape[2] * v.shape[3], (g * v.shape[2] + c) * v.shape[3]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         r = 2 * (r_ - n * tiles_h) - top
-        ok0, ok1, ok2, ok3 = 0 <= r < height, 0 <= r + 1 < height, 0 <= r + 2 < height, 0 <= r + 3 < height
-        i0, i1 = min(max(r, 0), height - 1), min(max(r + 1, 0), height - 1)  # rows inside x, read when ok
-        i2, i3 = min(max(r + 2, 0), height - 1), min(max(r + 3, 0), height - 1)
-        for q in range(first, last):
-            j = np.uintp(q)
-            p = np.uintp(q + left)
-            d0 = x[n, channel, i0, j] if ok0 else 0
-            d1 = x[n, channel, i1, j] if ok1 else 0
-            d2 = x[n, channel, i2, j] if ok2 else 0
-            d3 = x[n, channel, i3, j] if ok3 else 0
-            padded[0, p] = d0 - d2
-            padded[1, p] = d1 + d2
-            padded[2, p] = d2 - d1
-            padded[3, p] = d1 - d3
-        start = (r_ - r0) * tiles_w
+        row = ((n * x.shape[1] + channel) * height + r) * width  # where row r would start
+        inside = 0
         for a in range(4):
-            k = 4 * a
-            for tj in range(tiles_w):
-                t = np.uintp(start + tj)
-                q = np.uintp(2 * tj)
-                v[k, g, c, t] = padded[a, q] - padded[a, q + 2]
-                v[k + 1, g, c, t] = padded[a, q + 1] + padded[a, q + 2]
-                v[k + 2, g, c, t] = padded[a, q + 2] - padded[a, q + 1]
-                v[k + 3, g, c, t] = padded[a, q + 1] - padded[a, q + 3]
+            if 0 <= r + a < height:
+                inside |= 1 << a
+        input_tiles(x, row, row + width, row + 2 * width, row + 3 * width, inside, width, -left,
+                    v, first + (r_ - r0) * tiles_w, k_stride, tiles_w)
 
 
 @serial_kernel
 def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
     """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, g, o, t] of the
-    tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped.
-    A^T combines M's rows 0 + 1 + 2 (i = 0) or 1 - 2 - 3 (i = 1), then the columns the same way."""
+    tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped
+    (:func:`.winograd_tiles.output_tiles`). mm and y C-contiguous."""
     height, width = y.shape[2], y.shape[3]
-    pairs = width // 2  # tiles whose two columns are inside the row
+    k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
-        start = (r_ - r0) * tiles_w
-        for k in range(0, 8 if i + 1 < height else 4, 4):
-            row = np.uintp(i + k // 4)
-            for tj in range(pairs):
-                s0, s1, s2, s3 = _output_terms(mm, g, o, k, np.uintp(start + tj))
-                j = np.uintp(2 * tj)
-                y[n, channel, row, j] = b + s0 + s1 + s2
-                y[n, channel, row, j + 1] = b + s1 - s2 - s3
-            if 2 * pairs < width:
-                s0, s1, s2, _ = _output_terms(mm, g, o, k, np.uintp(start + pairs))
-                y[n, channel, row, 2 * pairs] = b + s0 + s1 + s2
+        row = ((n * y.shape[1] + channel) * height + i) * width
+        output_tiles(mm, first + (r_ - r0) * tiles_w, k_stride, y, row, row + width, min(2, height - i), width, b,
+                     tiles_w)
 
 
 @serial_kernel
-def _output_terms(mm, g, o, k, t):
-    """The four column values of row k / 4 of A^T M, M = mm[:, g, o, t] as a 4x4 tile."""
-    if k == 0:
-        return (mm[0, g, o, t] + mm[4, g, o, t] + mm[8, g, o, t], mm[1, g, o, t] + mm[5, g, o, t] + mm[9, g, o, t],
-                mm[2, g, o, t] + mm[6, g, o, t] + mm[10, g, o, t], mm[3, g, o, t] + mm[7, g, o, t] + mm[11, g, o, t])
-    return (mm[4, g, o, t] - mm[8, g, o, t] - mm[12, g, o, t], mm[5, g, o, t] - mm[9, g, o, t] - mm[13, g, o, t],
-            mm[6, g, o, t] - mm[10, g, o, t] - mm[14, g, o, t], mm[7, g, o, t] - mm[11, g, o, t] - mm[15, g, o, t])
-
-
-@serial_kernel
-def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w, rows):
+def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w):
     """mm[4*xi + nu, g, o, t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
-    2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti.
-
-    Per tile row, A makes the rows r0, r0 + r1, r0 - r1, -r1 of the two grad rows (zero past the
-    end) along the whole row, into ``rows`` ``(4, 2*TW)`` (a last odd column stays zero); then the
-    same across the two columns of each tile.
-    """
+    2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti
+    (:func:`.winograd_tiles.gradient_tiles`). grad and mm C-contiguous."""
     height, width = grad.shape[2], grad.shape[3]
+    k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
-        ok1 = i + 1 < height
-        i1 = min(i + 1, height - 1)
-        for q in range(width):
-            j = np.uintp(q)
-            d0 = grad[n, channel, i, j]
-            d1 = grad[n, channel, i1, j] if ok1 else 0
-            rows[0, j] = d0
-            rows[1, j] = d0 + d1
-            rows[2, j] = d0 - d1
-            rows[3, j] = -d1
-        start = (r_ - r0) * tiles_w
-        for a in range(4):
-            k = 4 * a
-            for tj in range(tiles_w):
-                t = np.uintp(start + tj)
-                q = np.uintp(2 * tj)
-                mm[k, g, o, t] = rows[a, q]
-                mm[k + 1, g, o, t] = rows[a, q] + rows[a, q + 1]
-                mm[k + 2, g, o, t] = rows[a, q] - rows[a, q + 1]
-                mm[k + 3, g, o, t] = -rows[a, q + 1]
+        row = ((n * grad.shape[1] + channel) * height + i) * width
+        gradient_tiles(grad, row, row + width, min(2, height - i), width, mm, first + (r_ - r0) * tiles_w, k_stride,
+                       tiles_w)
 
 
 @cpu_kernel

@@ -34,7 +34,7 @@ BLOCK_VECTORS = 4 if VECTOR_BYTES == 64 else 2
 I32, I64 = ir.IntType(32), ir.IntType(64)
 
 
-def _prefer_wide_vectors(function: ir.Function) -> None:
+def prefer_wide_vectors(function: ir.Function) -> None:
     """Let LLVM keep 512-bit vectors in ``function`` (its default on AVX-512 parts is 256-bit). These
     are string attributes, which llvmlite's ``attributes.add`` does not list: added to the set as is."""
     if VECTOR_BYTES == 64:
@@ -81,7 +81,7 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
     out_array = context.make_array(out_type)(context, builder, args[out_index])
     row = context.cast(builder, args[1], signature.args[1], types.int64)
     count = context.cast(builder, count, signature.args[count_index], types.int64)
-    _prefer_wide_vectors(builder.function)
+    prefer_wide_vectors(builder.function)
     element = context.get_value_type(a_type.dtype)
     itemsize = context.get_abi_sizeof(element)
     lanes = VECTOR_BYTES // itemsize
@@ -95,11 +95,11 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
     weights = [row_start(a_array, r) for r in range(4)]
     outputs = [builder.gep(row_start(out_array, r), [start]) for r in range(4)]
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                         f"llvm.fma.v{lanes}{_suffix(itemsize)}")
+                                         f"llvm.fma.v{lanes}{float_suffix(itemsize)}")
 
     def block(vectors, masked_count):
         _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors,
-                   _Access(builder, vector, itemsize, vectors, masked_count))
+                   VectorAccess(builder, vector, itemsize, vectors, masked_count))
 
     whole_block = builder.icmp_signed("==", count, ir.Constant(I64, BLOCK_VECTORS * lanes))
     with builder.if_else(whole_block) as (whole, partial):
@@ -118,16 +118,33 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
             builder.position_at_end(done)
 
 
-def _vector_at(builder, pointer, v, vector):
+def vector_at(builder, pointer, v, vector):
     """A vector pointer to the ``v``-th vector from ``pointer``."""
     return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, v * vector.count)]), vector.as_pointer())
 
 
-def _suffix(itemsize: int) -> str:
+def float_suffix(itemsize: int) -> str:
     return "f32" if itemsize == 4 else "f64"
 
 
-class _Access:
+def masked_intrinsics(module, vector, itemsize):
+    """``llvm.masked.load`` and ``llvm.masked.store`` of ``vector``: (pointer, align, mask, passthru)
+    and (value, pointer, align, mask); lanes off in the mask touch no memory."""
+    mask_type = ir.VectorType(ir.IntType(1), vector.count)
+    name = f"v{vector.count}{float_suffix(itemsize)}.p0"
+    load = cgutils.get_or_insert_function(
+        module, ir.FunctionType(vector, [vector.as_pointer(), I32, mask_type, vector]), f"llvm.masked.load.{name}")
+    store = cgutils.get_or_insert_function(
+        module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), I32, mask_type]), f"llvm.masked.store.{name}")
+    return load, store
+
+
+def lane_indices(lanes):
+    """The constant vector ``[0, 1, ..., lanes - 1]`` (int64)."""
+    return ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+
+
+class VectorAccess:
     """Vector loads and stores of a block of ``vectors`` vectors; with ``count``, the last vector's
     lanes at or past ``count`` pixels into the block are masked off (llvm.masked.load/store: no
     memory is touched there)."""
@@ -139,15 +156,9 @@ class _Access:
             self.masks = None
             return
         lanes = vector.count
-        mask_type = ir.VectorType(ir.IntType(1), lanes)
-        name = f"v{lanes}{_suffix(itemsize)}.p0"
-        self.load_masked = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vector, [vector.as_pointer(), I32, mask_type, vector]), f"llvm.masked.load.{name}")
-        self.store_masked = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), I32, mask_type]),
-            f"llvm.masked.store.{name}")
-        lane_index = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
-        valid = _splat(builder, builder.sub(count, ir.Constant(I64, (vectors - 1) * lanes)), lanes)
+        self.load_masked, self.store_masked = masked_intrinsics(builder.module, vector, itemsize)
+        lane_index = lane_indices(lanes)
+        valid = splat(builder, builder.sub(count, ir.Constant(I64, (vectors - 1) * lanes)), lanes)
         self.masks = [None] * (vectors - 1) + [builder.icmp_signed("<", lane_index, valid)]
 
     def load(self, pointer, v):
@@ -163,7 +174,7 @@ class _Access:
             self.builder.call(self.store_masked, [value, pointer, self.align, self.masks[v]])
 
 
-def _splat(builder, value, lanes):
+def splat(builder, value, lanes):
     """A vector of ``lanes`` copies of the scalar ``value``."""
     undefined = ir.Constant(ir.VectorType(value.type, lanes), ir.Undefined)
     first = builder.insert_element(undefined, value, ir.Constant(I32, 0))
@@ -177,20 +188,20 @@ def _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors, 
     for pointer in outputs:
         for v in range(vectors):
             slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
-            builder.store(access.load(_vector_at(builder, pointer, v, vector), v), slot)
+            builder.store(access.load(vector_at(builder, pointer, v, vector), v), slot)
             slots.append(slot)
     with cgutils.for_range(builder, depth) as loop:
         tap = loop.index
         first = tap_row(tap)
-        inputs = [access.load(_vector_at(builder, first, v, vector), v) for v in range(vectors)]
+        inputs = [access.load(vector_at(builder, first, v, vector), v) for v in range(vectors)]
         for r, weight_row in enumerate(weights):
-            weight = _splat(builder, builder.load(builder.gep(weight_row, [tap])), vector.count)
+            weight = splat(builder, builder.load(builder.gep(weight_row, [tap])), vector.count)
             for v, value in enumerate(inputs):
                 slot = slots[r * vectors + v]
                 builder.store(builder.call(fma, [weight, value, builder.load(slot)]), slot)
     for r, pointer in enumerate(outputs):
         for v in range(vectors):
-            access.store(builder.load(slots[r * vectors + v]), _vector_at(builder, pointer, v, vector), v)
+            access.store(builder.load(slots[r * vectors + v]), vector_at(builder, pointer, v, vector), v)
 
 
 @intrinsic
@@ -207,13 +218,13 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
         a_rows, b_rows = ([builder.gep(data, [context.cast(builder, args[i], signature.args[i], types.int64)])
                            for i in indices] for data, indices in ((a_data, (1, 2, 3, 4)), (b_data, (6, 7, 8, 9))))
         m, row, col, cols = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (10, 12, 13, 14))
-        _prefer_wide_vectors(builder.function)
+        prefer_wide_vectors(builder.function)
         element = context.get_value_type(a_type.dtype)
         itemsize = context.get_abi_sizeof(element)
         vector = ir.VectorType(element, VECTOR_BYTES // itemsize)
         lanes = vector.count
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.v{lanes}{_suffix(itemsize)}")
+                                             f"llvm.fma.v{lanes}{float_suffix(itemsize)}")
         slots = []
         for _ in range(16):
             slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
@@ -221,8 +232,8 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
             slots.append(slot)
 
         def accumulate(t, access):
-            xs = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in a_rows]
-            ys = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in b_rows]
+            xs = [access.load(vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in a_rows]
+            ys = [access.load(vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in b_rows]
             for r, x in enumerate(xs):
                 for s, y in enumerate(ys):
                     slot = slots[4 * r + s]
@@ -230,9 +241,9 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
 
         whole = builder.mul(builder.sdiv(m, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))
         with cgutils.for_range_slice(builder, ir.Constant(I64, 0), whole, ir.Constant(I64, lanes)) as (t, _):
-            accumulate(t, _Access(builder, vector, itemsize, 1, None))
+            accumulate(t, VectorAccess(builder, vector, itemsize, 1, None))
         with builder.if_then(builder.icmp_signed("<", whole, m)):
-            accumulate(whole, _Access(builder, vector, itemsize, 1, builder.sub(m, whole)))
+            accumulate(whole, VectorAccess(builder, vector, itemsize, 1, builder.sub(m, whole)))
         out_stride = builder.sdiv(cgutils.unpack_tuple(builder, out_array.strides)[0], ir.Constant(I64, itemsize))
         for r in range(4):
             out_row = builder.gep(out_array.data, [builder.add(builder.mul(builder.add(row, ir.Constant(I64, r)), out_stride), col)])

@@ -1,0 +1,196 @@
+"""The tile transforms of :mod:`.winograd`'s F(2x2, 3x3) on a vector of tiles at a time, written in
+LLVM IR (Numba intrinsics), as :mod:`cnnrun.plugins.products.blocks` writes the products.
+
+A tile row holds as few tiles as the map is narrow (4-16 on ResNet-20's 8x8-32x32 maps) and each
+tile reads every other column, so the same loops in Numba stay scalar (LLVM vectorizes a loop of
+at least 32 iterations, and strided reads as gathers): about 1.4 ns a tile and channel, 16 values
+(Emerald Rapids), which made the transforms three quarters of a Winograd conv. Here one vector of
+tiles is loaded, split into even and odd columns by shuffles, transformed in registers and
+stored with masks (no memory past a row, or outside the plane, is touched):
+
+- :func:`input_tiles`: ``V[4*xi + nu, t] = (B^T d B)[xi, nu]`` for the tiles of one tile row, d
+  read straight from four rows of the input plane (zero outside it);
+- :func:`output_tiles`: ``y = bias + A^T M A`` into the two output rows of a tile row;
+- :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from cnnrun.plugins.products.blocks import I32, I64, VECTOR_BYTES, lane_indices, masked_intrinsics, prefer_wide_vectors, splat
+
+
+class _Tiles:
+    """What the three transforms share: the vector type of the array's dtype, masked loads and
+    stores, the shuffles that split and join even and odd columns."""
+
+    def __init__(self, context, builder, array_type):
+        prefer_wide_vectors(builder.function)
+        self.builder = builder
+        element = context.get_value_type(array_type.dtype)
+        self.itemsize = context.get_abi_sizeof(element)
+        self.lanes = VECTOR_BYTES // self.itemsize
+        self.vector = ir.VectorType(element, self.lanes)
+        self.zero = ir.Constant(self.vector, [0.0] * self.lanes)
+        self.align = ir.Constant(I32, self.itemsize)
+        self.index = lane_indices(self.lanes)
+        self._load, self._store = masked_intrinsics(builder.module, self.vector, self.itemsize)
+
+    def at(self, data, offset):
+        """A vector pointer ``offset`` (an int64 value) elements after ``data``."""
+        return self.builder.bitcast(self.builder.gep(data, [offset]), self.vector.as_pointer())
+
+    def load(self, data, offset, mask):
+        return self.builder.call(self._load, [self.at(data, offset), self.align, mask, self.zero])
+
+    def store(self, value, data, offset, mask):
+        self.builder.call(self._store, [value, self.at(data, offset), self.align, mask])
+
+    def below(self, limit, shift=0):
+        """The mask of lanes ``l`` with ``l + shift < limit`` (an int64 value)."""
+        return self._compare("<", limit, shift)
+
+    def between(self, low, high, shift):
+        """The mask of lanes ``l`` with ``low <= l + shift < high``."""
+        return self.builder.and_(self._compare(">=", low, shift), self._compare("<", high, shift))
+
+    def _compare(self, operator, limit, shift):
+        limit = splat(self.builder, self.builder.sub(limit, _int(shift)), self.lanes)
+        return self.builder.icmp_signed(operator, self.index, limit)
+
+    def split(self, low, high):
+        """(even, odd) lanes of the 2 * lanes values ``low``, ``high``."""
+        lanes = self.lanes
+        pick = [ir.Constant(ir.VectorType(I32, lanes), list(range(start, 2 * lanes, 2))) for start in (0, 1)]
+        return tuple(self.builder.shuffle_vector(low, high, p) for p in pick)
+
+    def join(self, even, odd):
+        """(low, high): ``even`` and ``odd`` interleaved, ``even[0], odd[0], even[1], ...``."""
+        lanes = self.lanes
+        order = [i // 2 + (i % 2) * lanes for i in range(2 * lanes)]
+        return tuple(self.builder.shuffle_vector(even, odd, ir.Constant(ir.VectorType(I32, lanes), order[h:h + lanes]))
+                     for h in (0, lanes))
+
+    def chunks(self, tiles):
+        """A loop over the tile row in steps of one vector of tiles: yields the first tile."""
+        return cgutils.for_range_slice(self.builder, _int(0), tiles, _int(self.lanes))
+
+
+def _int(value):
+    return ir.Constant(I64, value)
+
+
+def _ints(context, builder, signature, args, indices):
+    return [context.cast(builder, args[i], signature.args[i], types.int64) for i in indices]
+
+
+def _data(context, builder, signature, args, index):
+    return context.make_array(signature.args[index])(context, builder, args[index]).data
+
+
+@intrinsic
+def input_tiles(typingctx, x, row0, row1, row2, row3, rows_inside, width, column, v, first, k_stride, tiles):
+    """``v[first + k*k_stride + t] = (B^T d B)[k // 4, k % 4]`` for k < 16, t < tiles, d the 4x4 tile
+    of x's rows starting ``row0..row3`` elements into x (row a read only where bit a of
+    ``rows_inside`` is set, else zero) at columns ``column + 2t + (0..3)`` (zero outside
+    ``[0, width)``); the rows' columns are transformed first (B), then the rows (B^T)."""
+    def codegen(context, builder, signature, args):
+        s = _Tiles(context, builder, signature.args[0])
+        x_data, v_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 8)
+        rows = _ints(context, builder, signature, args, (1, 2, 3, 4))
+        inside, width, column, first, k_stride, tiles = _ints(context, builder, signature, args, (5, 6, 7, 9, 10, 11))
+        lanes = s.lanes
+        with s.chunks(tiles) as (t0, _):
+            start = builder.add(column, builder.mul(t0, _int(2)))  # the chunk's first column
+            low, high = builder.sub(_int(0), start), builder.sub(width, start)  # the plane's lanes
+            masks = [s.between(low, high, shift) for shift in (0, lanes, 2, lanes + 2)]
+            transformed = []  # per row: its four column combinations, d B
+            for a, row in enumerate(rows):
+                row_inside = builder.icmp_signed("!=", builder.and_(inside, _int(1 << a)), _int(0))
+                base = builder.add(row, start)
+                low, high, low2, high2 = (
+                    s.load(x_data, builder.add(base, _int(shift)), builder.and_(mask, splat(builder, row_inside, lanes)))
+                    for shift, mask in zip((0, lanes, 2, lanes + 2), masks))
+                (even, odd), (even2, odd2) = s.split(low, high), s.split(low2, high2)
+                transformed.append((builder.fsub(even, even2), builder.fadd(odd, even2),
+                                    builder.fsub(even2, odd), builder.fsub(odd, odd2)))
+            store_mask = s.below(builder.sub(tiles, t0))
+            for nu in range(4):
+                d0, d1, d2, d3 = (transformed[a][nu] for a in range(4))
+                for xi, value in enumerate((builder.fsub(d0, d2), builder.fadd(d1, d2), builder.fsub(d2, d1),
+                                            builder.fsub(d1, d3))):
+                    offset = builder.add(builder.add(first, builder.mul(_int(4 * xi + nu), k_stride)), t0)
+                    s.store(value, v_data, offset, store_mask)
+        return context.get_dummy_value()
+
+    return types.none(x, row0, row1, row2, row3, rows_inside, width, column, v, first, k_stride, tiles), codegen
+
+
+@intrinsic
+def output_tiles(typingctx, mm, first, k_stride, y, row0, row1, rows, width, bias, tiles):
+    """``y[row_i + 2t + j] = bias + (A^T M A)[i, j]`` for i < rows (1 or 2), j < 2, 2t + j < width,
+    t < tiles, M the 16 values ``mm[first + k*k_stride + t]`` as a 4x4 tile; the sums in the order
+    ``((bias + s0) + s1) + s2`` and ``((bias + s1) - s2) - s3`` of the columns s of A^T M."""
+    def codegen(context, builder, signature, args):
+        s = _Tiles(context, builder, signature.args[0])
+        m_data, y_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 3)
+        first, k_stride, row0, row1, rows, width, tiles = _ints(context, builder, signature, args, (1, 2, 4, 5, 6, 7, 9))
+        bias = splat(builder, context.cast(builder, args[8], signature.args[8], signature.args[0].dtype), s.lanes)
+        with s.chunks(tiles) as (t0, _):
+            load_mask = s.below(builder.sub(tiles, t0))
+            m = [s.load(m_data, builder.add(builder.add(first, builder.mul(_int(k), k_stride)), t0), load_mask)
+                 for k in range(16)]
+            columns_left = builder.sub(width, builder.mul(t0, _int(2)))
+            for i, row in enumerate((row0, row1)):
+                with builder.if_then(builder.icmp_signed("<", _int(i), rows)):
+                    if i == 0:
+                        terms = [builder.fadd(builder.fadd(m[b], m[4 + b]), m[8 + b]) for b in range(4)]
+                    else:
+                        terms = [builder.fsub(builder.fsub(m[4 + b], m[8 + b]), m[12 + b]) for b in range(4)]
+                    s0, s1, s2, s3 = terms
+                    even = builder.fadd(builder.fadd(builder.fadd(bias, s0), s1), s2)
+                    odd = builder.fsub(builder.fsub(builder.fadd(bias, s1), s2), s3)
+                    start = builder.add(row, builder.mul(t0, _int(2)))
+                    for h, value in enumerate(s.join(even, odd)):
+                        s.store(value, y_data, builder.add(start, _int(h * s.lanes)),
+                                s.below(columns_left, h * s.lanes))
+        return context.get_dummy_value()
+
+    return types.none(mm, first, k_stride, y, row0, row1, rows, width, bias, tiles), codegen
+
+
+@intrinsic
+def gradient_tiles(typingctx, grad, row0, row1, rows, width, mm, first, k_stride, tiles):
+    """``mm[first + k*k_stride + t] = (A dY A^T)[k // 4, k % 4]`` for k < 16, t < tiles, dY the 2x2
+    tile of grad's rows starting ``row0``, ``row1`` elements into grad (row 1 zero unless ``rows``
+    is 2) at columns ``2t, 2t + 1`` (zero from ``width`` on): A's rows are (1, 0), (1, 1), (1, -1),
+    (0, -1)."""
+    def codegen(context, builder, signature, args):
+        s = _Tiles(context, builder, signature.args[0])
+        g_data, m_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 5)
+        row0, row1, rows, width, first, k_stride, tiles = _ints(context, builder, signature, args, (1, 2, 3, 4, 6, 7, 8))
+        lanes = s.lanes
+        second = splat(builder, builder.icmp_signed(">", rows, _int(1)), lanes)
+        with s.chunks(tiles) as (t0, _):
+            start = builder.mul(t0, _int(2))
+            columns_left = builder.sub(width, start)
+            masks = [s.below(columns_left, shift) for shift in (0, lanes)]
+            combined = []  # per row of dY: its columns through A (dY A^T)
+            for row, inside in ((row0, None), (row1, second)):
+                low, high = (s.load(g_data, builder.add(builder.add(row, start), _int(h * lanes)),
+                                    mask if inside is None else builder.and_(mask, inside))
+                             for h, mask in zip((0, 1), masks))
+                d0, d1 = s.split(low, high)
+                combined.append((d0, builder.fadd(d0, d1), builder.fsub(d0, d1), builder.fsub(s.zero, d1)))
+            store_mask = s.below(builder.sub(tiles, t0))
+            for nu in range(4):
+                r0, r1 = combined[0][nu], combined[1][nu]
+                for xi, value in enumerate((r0, builder.fadd(r0, r1), builder.fsub(r0, r1), builder.fsub(s.zero, r1))):
+                    offset = builder.add(builder.add(first, builder.mul(_int(4 * xi + nu), k_stride)), t0)
+                    s.store(value, m_data, offset, store_mask)
+        return context.get_dummy_value()
+
+    return types.none(grad, row0, row1, rows, width, mm, first, k_stride, tiles), codegen
