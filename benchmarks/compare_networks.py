@@ -65,7 +65,12 @@ class NetCase:
 
 
 CASES = [
-    NetCase("resnet20-train-b128", "resnet20", "train", 128, 1.0),
+    # The first conv's weight gradient below 19 batchnorms in training mode (a sum of 128 samples'
+    # cancelling terms): PyTorch's float32 step is 1.07e-3 of its largest value from PyTorch's float64
+    # step, cnnrun's 0.75-2.0e-3 depending on which 3x3 convs take Winograd (each conv alone is within
+    # 2.5e-7 of float64), so two float32 runs cannot be held to 1e-3 of each other; a wrong kernel is
+    # off by the order of the values.
+    NetCase("resnet20-train-b128", "resnet20", "train", 128, 1.0, agreement=5e-3),
     NetCase("resnet20-infer-b32", "resnet20", "infer", 32, 1.0),
     NetCase("resnet20-infer-b1", "resnet20", "infer", 1, 1.5, loops=20),
     # The first conv's weight gradient below 27 batchnorms in training mode: float32 against float64

@@ -42,8 +42,10 @@ from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
 
 from .winograd_tiles import gradient_tiles, input_tiles, output_tiles
 
-BLOCK_BYTES = 4 << 20
-"""Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes..."""
+BLOCK_BYTES = 1 << 20
+"""Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes (half
+an Emerald Rapids core's L2: 1 MiB against 4 MiB is 5-16 % faster at batch 128, 16-64 channels,
+forward and backward; 256 KiB slower)..."""
 MIN_TILES = 96
 """... and hold at least this many tiles (the products run along the tiles)."""
 
