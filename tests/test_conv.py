@@ -133,6 +133,9 @@ FIXED_CASES = [
     (_conv2d(out_channels=3, kernel_size=3, padding=[3, 0], groups=3), (3, 5, 6), 2),  # its dx: padding (-1, 2)
     (_conv2d(out_channels=2, kernel_size=3, padding=1, dilation=2, groups=2), (2, 7, 6), 1),
     (_conv2d(out_channels=4, kernel_size=3, stride=2, padding=1, groups=4, bias=False), (4, 9, 12), 1),
+    # depthwise 3x3 rows in vectors: several vectors of outputs a row, the last partial
+    (_conv2d(out_channels=4, kernel_size=3, stride=2, padding=[1, 2], dilation=[1, 2], groups=2), (2, 5, 41), 1),
+    (_conv2d(out_channels=3, kernel_size=3, padding=1, groups=3), (3, 4, 16), 2),   # 16 outputs a row
     (_conv2d(out_channels=6, kernel_size=[3, 5], stride=2, padding="same", groups=3), (3, 8, 7), 2),
     (_conv2d(out_channels=3, kernel_size=3), (1, 6, 6), 2),                          # one input channel
     (_conv2d(out_channels=5, kernel_size=3, padding=1), (3, 6, 7), 2),
@@ -327,6 +330,8 @@ def test_init_is_uniform_within_one_over_sqrt_fan_in(registry, layer, shape, fan
     (_conv2d(out_channels=4, kernel_size=3, padding=1), (3, 6, 6)),               # general
     (_conv2d(out_channels=4, kernel_size=1), (3, 6, 6)),                          # pointwise
     (_conv2d(out_channels=6, kernel_size=3, groups=3), (3, 6, 6)),                # depthwise
+    (_conv2d(out_channels=3, kernel_size=3, stride=2, padding=1, groups=3), (3, 5, 70)),  # rows in vectors
+    (_conv2d(out_channels=3, kernel_size=3, padding=[0, 1], groups=3), (3, 4, 15)),
     (_conv1d(out_channels=4, kernel_size=3, stride=2, padding="same"), (3, 9)),
     (_transpose(out_channels=4, kernel_size=3, stride=2, output_padding=1), (3, 4, 4)),
 ])

@@ -56,7 +56,7 @@ from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import winograd
 from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
-from .depthwise_3x3 import depthwise_forward_3x3, depthwise_weight_3x3
+from .depthwise_3x3 import depthwise_forward_3x3, depthwise_rows_3x3, depthwise_weight_3x3
 from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
@@ -93,12 +93,13 @@ Measured (float32, 1 thread): the forward 2-4.5x faster at 2x2 to 7x7 from 128 c
 at 2x2: 6.8x, 256->256 at 4x4: 2.8x, at 6x6: 2.2x, 512->512 at 7x7: 2.6x; batch 16, 256->256 at
 4x4: 3x), the same below 64 channels (overhead); slower from 8x8 with 128 channels (batch 16:
 0.9x) and at 16x16 (0.75x). The weight gradient, batch 16: 512->512 at 2x2: 8.6x, 256->256 at
-4x4: 3.3x, 128->128 at 7x7: 1.4x, 64->64 at 7x7 and 32->32 at 4x4: 1.0x, 256->64 at 16x16: 0.6x."""
+4x4: 3.3x, 128->128 at 7x7: 1.4x, 64->64 at 7x7 and 32->32 at 4x4: 1.0x, 256->64 at 16x16: 0.6x.
+Larger maps with many channels took it too, until the shifted rows' register blocks (Emerald
+Rapids, 2026-12-02, batch 16, forward / backward: 256->256 at 8x8 2.1 / 7.9 ms by dot products,
+1.0 / 4.7 by shifted rows; 512->512 at 14x14, batch 4, 6.8 / 19.3 against 3.7 / 16.6). Left here:
+at 6x6-7x7 the forward alone is faster by shifted rows (512->512, batch 8: 1.6-2.0 against 1.9-3.1
+ms), the backward by dot products (8.8-10.1 against 6.0-7.7)."""
 
-POINTWISE_MIN_CHANNELS, POINTWISE_WIDE_PIXELS = 256, 256
-"""... and so do the forward and transpose products with at least this many input channels on at most
-this many pixels (long dot products): 256->256 at 8x8 to 16x16 1.3-1.5x faster at batch 1-16,
-512->512 at 14x14 1.8x; at 32x32 1.1x, 256->64 at 28x28 and 56x56 0.65-0.8x."""
 
 TAP_BLOCK = 16
 """The im2col paths gather their columns this many taps at a time (a multiple of 4), into rows that
@@ -204,7 +205,7 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
 def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
     if path == "depthwise" and tuple(geom.kernel) == (3, 3):
-        launch(depthwise_forward_3x3, _work(y.size, 9), x, w, _base(bias, y), y, *_depthwise_args(ctx, y, geom))
+        _depthwise_forward_3x3(ctx, x, w, _base(bias, y), y, geom)
     elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -228,8 +229,7 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         # one output channel per input channel: the conv of y padded by 2*d - p with the rotated filter
         (dh, dw), (ph, pw) = geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=(2 * dh - ph, 2 * dw - pw))
-        launch(depthwise_forward_3x3, _work(y.size, 9), y, rotated_filter(w, geom.groups), _base(bias, x), x,
-               *_depthwise_args(ctx, x, rotated_geom))
+        _depthwise_forward_3x3(ctx, y, rotated_filter(w, geom.groups), _base(bias, x), x, rotated_geom)
     elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -265,7 +265,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g, wide=False)
+    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g)
     shifted = path == "direct" and not pointwise
     if shifted:  # the products run over the flattened padded planes
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
@@ -319,6 +319,25 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     if (rows, cols) != (h, w_):
         x[...] = base.reshape(-1, 1, 1)
     np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
+
+
+DEPTHWISE_ROWS_MAX_WIDTH = 16
+"""Depthwise 3x3 convs at column stride 1 with outputs at most this wide, and all at stride 2, take
+:func:`.depthwise_3x3.depthwise_rows_3x3` (rows in vectors, straight from x); the others the padded
+planes' loops. Measured (Emerald Rapids, float32, batch 16, 1 thread, forward), rows against planes:
+stride 1 512 channels at 4x4 1.9x, 256 at 8x8 1.4x, 128 at 16x16 1.5x, 64 at 32x32 0.97x, 16 at
+64x64 0.76x (long rows vectorize in Numba too, without masks); stride 2 1.6-2.1x."""
+
+
+def _depthwise_forward_3x3(ctx, x, w, base, y, geom):
+    """y = base + the depthwise 3x3 conv of x: in vectors along the output rows
+    (:func:`.depthwise_3x3.depthwise_rows_3x3`) where DEPTHWISE_ROWS_MAX_WIDTH says, else over
+    padded planes."""
+    if geom.stride[1] == 2 or (geom.stride[1] == 1 and y.shape[3] <= DEPTHWISE_ROWS_MAX_WIDTH):
+        launch(depthwise_rows_3x3, _work(y.size, 9), np.ascontiguousarray(x), np.ascontiguousarray(w), base, y,
+               *geom.stride, *geom.padding, *geom.dilation)
+    else:
+        launch(depthwise_forward_3x3, _work(y.size, 9), x, w, base, y, *_depthwise_args(ctx, y, geom))
 
 
 def _depthwise_args(ctx, y, geom):
@@ -386,14 +405,11 @@ def _many_taps(w, geom) -> bool:
             and tuple(geom.kernel) != (1, 1))
 
 
-def _pointwise_fits(w, geom, y, wide=True) -> bool:
+def _pointwise_fits(w, geom, y) -> bool:
     """Whether a conv takes :func:`_pointwise`: 1x1, no padding, one group and at most
-    POINTWISE_MAX_PIXELS output pixels per sample, or (``wide``: not for the weight gradient) at
-    least POINTWISE_MIN_CHANNELS input channels on at most POINTWISE_WIDE_PIXELS."""
-    pixels = y.shape[2] * y.shape[3]
-    wide = wide and w.shape[1] >= POINTWISE_MIN_CHANNELS and pixels <= POINTWISE_WIDE_PIXELS
+    POINTWISE_MAX_PIXELS output pixels per sample."""
     return (tuple(geom.kernel) == (1, 1) and tuple(geom.padding) == (0, 0) and geom.groups == 1
-            and (pixels <= POINTWISE_MAX_PIXELS or wide))
+            and y.shape[2] * y.shape[3] <= POINTWISE_MAX_PIXELS)
 
 
 def _planes(w_shape, y_shape, geom):

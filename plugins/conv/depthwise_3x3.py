@@ -26,6 +26,7 @@ from numba import prange
 from cnnrun.engine.jit import cpu_kernel, serial_kernel
 
 from .im2col import span
+from .vectors import depthwise_row
 
 
 @serial_kernel
@@ -77,6 +78,32 @@ def depthwise_forward_3x3(x, w, base, y, sh, sw, ph, pw, dh, dw, planes):
                                   + w11 * planes[t, r1, p1, q1] + w12 * planes[t, r1, p2, q2]
                                   + w20 * planes[t, r2, 0, q0] + w21 * planes[t, r2, p1, q1]
                                   + w22 * planes[t, r2, p2, q2])
+
+
+@cpu_kernel
+def depthwise_rows_3x3(x, w, base, y, sh, sw, ph, pw, dh, dw):
+    """The forward of :func:`depthwise_forward_3x3` for column strides 1 and 2: each row of outputs
+    in vectors straight from three rows of x (:func:`.vectors.depthwise_row`; no padded copy), so
+    that small maps do not run one output at a time. x, w and y C-contiguous."""
+    channels, out_channels = x.shape[1], w.shape[0]
+    samples, oh_n, ow_n = y.shape[0], y.shape[2], y.shape[3]
+    height, width = x.shape[2], x.shape[3]
+    multiplier = out_channels // channels
+    for no in prange(samples * out_channels):
+        n = no // out_channels
+        o = no - n * out_channels
+        plane = (n * channels + o // multiplier) * height
+        out = (n * out_channels + o) * oh_n
+        b = base[o]
+        for i in range(oh_n):
+            r = i * sh - ph
+            inside = 0
+            for ki in range(3):
+                if 0 <= r + ki * dh < height:
+                    inside |= 1 << ki
+            row = (plane + r) * width  # where input row r would start
+            depthwise_row(x, row, row + dh * width, row + 2 * dh * width, inside, width, -pw, sw, dw, w, o * 9, b,
+                          y, (out + i) * ow_n, ow_n)
 
 
 @cpu_kernel

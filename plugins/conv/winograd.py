@@ -40,7 +40,7 @@ from cnnrun.engine.jit import REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch,
 from cnnrun.plugins.common import Geometry, bias_grad, round_up
 from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
 
-from .winograd_tiles import gradient_tiles, input_tiles, output_tiles
+from .vectors import gradient_tiles, input_tiles, output_tiles
 
 BLOCK_BYTES = 1 << 20
 """Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes (half
@@ -267,7 +267,7 @@ def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w):
     """v[4*xi + nu, g, c, t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
     tile row r % TH of sample r // TH; tile t = (r - r0) * TW + tj), d the 4x4 tile of
     x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x; a
-    vector of tiles at a time (:func:`.winograd_tiles.input_tiles`). x and v C-contiguous."""
+    vector of tiles at a time (:func:`.vectors.input_tiles`). x and v C-contiguous."""
     height, width = x.shape[2], x.shape[3]
     k_stride, first = v.shape[1] * v.shape[2] * v.shape[3], (g * v.shape[2] + c) * v.shape[3]
     for r_ in range(r0, r1):
@@ -286,7 +286,7 @@ def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w):
 def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
     """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, g, o, t] of the
     tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped
-    (:func:`.winograd_tiles.output_tiles`). mm and y C-contiguous."""
+    (:func:`.vectors.output_tiles`). mm and y C-contiguous."""
     height, width = y.shape[2], y.shape[3]
     k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
     for r_ in range(r0, r1):
@@ -301,7 +301,7 @@ def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
 def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w):
     """mm[4*xi + nu, g, o, t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
     2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti
-    (:func:`.winograd_tiles.gradient_tiles`). grad and mm C-contiguous."""
+    (:func:`.vectors.gradient_tiles`). grad and mm C-contiguous."""
     height, width = grad.shape[2], grad.shape[3]
     k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
     for r_ in range(r0, r1):

@@ -1,17 +1,21 @@
-"""The tile transforms of :mod:`.winograd`'s F(2x2, 3x3) on a vector of tiles at a time, written in
-LLVM IR (Numba intrinsics), as :mod:`cnnrun.plugins.products.blocks` writes the products.
+"""Short rows in vectors, written in LLVM IR (Numba intrinsics) as
+:mod:`cnnrun.plugins.products.blocks` writes the products: Winograd's F(2x2, 3x3) tile transforms
+(:mod:`.winograd`) and the rows of a depthwise 3x3 conv (:mod:`.depthwise_3x3`).
 
-A tile row holds as few tiles as the map is narrow (4-16 on ResNet-20's 8x8-32x32 maps) and each
-tile reads every other column, so the same loops in Numba stay scalar (LLVM vectorizes a loop of
-at least 32 iterations, and strided reads as gathers): about 1.4 ns a tile and channel, 16 values
-(Emerald Rapids), which made the transforms three quarters of a Winograd conv. Here one vector of
-tiles is loaded, split into even and odd columns by shuffles, transformed in registers and
-stored with masks (no memory past a row, or outside the plane, is touched):
+Their rows are as short as the maps are narrow (4-16 tiles or outputs on ResNet-20's and
+MobileNet's 4x4-32x32 maps) and read every other column at stride 2, so the same loops in Numba
+stay scalar (LLVM vectorizes a loop of at least 32 iterations, and strided reads as gathers):
+about 1.4 ns a Winograd tile and channel, 16 values (Emerald Rapids), which made the transforms
+three quarters of a Winograd conv. Here one vector of tiles or outputs is loaded at a time (masked:
+no memory past a row, or outside the plane, is touched; zeros there), every other column picked by
+shuffles, and the results stored with masks:
 
 - :func:`input_tiles`: ``V[4*xi + nu, t] = (B^T d B)[xi, nu]`` for the tiles of one tile row, d
   read straight from four rows of the input plane (zero outside it);
 - :func:`output_tiles`: ``y = bias + A^T M A`` into the two output rows of a tile row;
-- :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient.
+- :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient;
+- :func:`depthwise_row`: one row of a depthwise 3x3 conv at stride 1 or 2, any dilation, straight
+  from three input rows (no padded copy).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from cnnrun.plugins.products.blocks import I32, I64, VECTOR_BYTES, lane_indices, masked_intrinsics, prefer_wide_vectors, splat
+from cnnrun.plugins.products.blocks import (I32, I64, VECTOR_BYTES, float_suffix, lane_indices, masked_intrinsics,
+                                            prefer_wide_vectors, splat)
 
 
-class _Tiles:
+class _Vectors:
     """What the three transforms share: the vector type of the array's dtype, masked loads and
     stores, the shuffles that split and join even and odd columns."""
 
@@ -98,7 +103,7 @@ def input_tiles(typingctx, x, row0, row1, row2, row3, rows_inside, width, column
     ``rows_inside`` is set, else zero) at columns ``column + 2t + (0..3)`` (zero outside
     ``[0, width)``); the rows' columns are transformed first (B), then the rows (B^T)."""
     def codegen(context, builder, signature, args):
-        s = _Tiles(context, builder, signature.args[0])
+        s = _Vectors(context, builder, signature.args[0])
         x_data, v_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 8)
         rows = _ints(context, builder, signature, args, (1, 2, 3, 4))
         inside, width, column, first, k_stride, tiles = _ints(context, builder, signature, args, (5, 6, 7, 9, 10, 11))
@@ -135,7 +140,7 @@ def output_tiles(typingctx, mm, first, k_stride, y, row0, row1, rows, width, bia
     t < tiles, M the 16 values ``mm[first + k*k_stride + t]`` as a 4x4 tile; the sums in the order
     ``((bias + s0) + s1) + s2`` and ``((bias + s1) - s2) - s3`` of the columns s of A^T M."""
     def codegen(context, builder, signature, args):
-        s = _Tiles(context, builder, signature.args[0])
+        s = _Vectors(context, builder, signature.args[0])
         m_data, y_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 3)
         first, k_stride, row0, row1, rows, width, tiles = _ints(context, builder, signature, args, (1, 2, 4, 5, 6, 7, 9))
         bias = splat(builder, context.cast(builder, args[8], signature.args[8], signature.args[0].dtype), s.lanes)
@@ -169,7 +174,7 @@ def gradient_tiles(typingctx, grad, row0, row1, rows, width, mm, first, k_stride
     is 2) at columns ``2t, 2t + 1`` (zero from ``width`` on): A's rows are (1, 0), (1, 1), (1, -1),
     (0, -1)."""
     def codegen(context, builder, signature, args):
-        s = _Tiles(context, builder, signature.args[0])
+        s = _Vectors(context, builder, signature.args[0])
         g_data, m_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 5)
         row0, row1, rows, width, first, k_stride, tiles = _ints(context, builder, signature, args, (1, 2, 3, 4, 6, 7, 8))
         lanes = s.lanes
@@ -194,3 +199,54 @@ def gradient_tiles(typingctx, grad, row0, row1, rows, width, mm, first, k_stride
         return context.get_dummy_value()
 
     return types.none(grad, row0, row1, rows, width, mm, first, k_stride, tiles), codegen
+
+
+@intrinsic
+def depthwise_row(typingctx, x, row0, row1, row2, rows_inside, width, column, stride, dilation, w, w_first, bias, y,
+                  y_first, count):
+    """``y[y_first + j] = bias + sum_{ki, kj} w[w_first + 3*ki + kj] * x[row_ki + column + j*stride +
+    kj*dilation]`` for j < count, stride 1 or 2; row ki read only where bit ki of ``rows_inside``
+    is set and columns only inside ``[0, width)`` (zero elsewhere: the conv's padding). The sum in
+    the order of the taps, ``bias`` first, one fused multiply-add each."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[0])
+        x_data, w_data, y_data = (_data(context, builder, signature, args, i) for i in (0, 9, 12))
+        rows = _ints(context, builder, signature, args, (1, 2, 3))
+        inside, width, column, stride, dilation, w_first, y_first, count = _ints(
+            context, builder, signature, args, (4, 5, 6, 7, 8, 10, 13, 14))
+        dtype = signature.args[0].dtype
+        bias = splat(builder, context.cast(builder, args[11], signature.args[11], dtype), s.lanes)
+        weights = [splat(builder, builder.load(builder.gep(w_data, [builder.add(w_first, _int(k))])), s.lanes)
+                   for k in range(9)]
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(s.vector, [s.vector] * 3),
+                                             f"llvm.fma.v{s.lanes}{float_suffix(s.itemsize)}")
+        lanes = s.lanes
+        inside_rows = [splat(builder, builder.icmp_signed("!=", builder.and_(inside, _int(1 << ki)), _int(0)), lanes)
+                       for ki in range(3)]
+
+        def row_of_outputs(step):  # the loop for stride ``step`` (1 or 2)
+            with s.chunks(count) as (j0, _):
+                start = builder.add(column, builder.mul(j0, _int(step)))  # the chunk's first column, kj = 0
+                acc = bias
+                for ki, row in enumerate(rows):
+                    for kj in range(3):
+                        first = builder.add(start, builder.mul(_int(kj), dilation))
+                        low, high = builder.sub(_int(0), first), builder.sub(width, first)  # the row's lanes
+
+                        def load(shift):
+                            mask = builder.and_(s.between(low, high, shift), inside_rows[ki])
+                            return s.load(x_data, builder.add(builder.add(row, first), _int(shift)), mask)
+
+                        value = load(0) if step == 1 else s.split(load(0), load(lanes))[0]
+                        acc = builder.call(fma, [weights[3 * ki + kj], value, acc])
+                s.store(acc, y_data, builder.add(y_first, j0), s.below(builder.sub(count, j0)))
+
+        with builder.if_else(builder.icmp_signed("==", stride, _int(2))) as (two, one):
+            with two:
+                row_of_outputs(2)
+            with one:
+                row_of_outputs(1)
+        return context.get_dummy_value()
+
+    return (types.none(x, row0, row1, row2, rows_inside, width, column, stride, dilation, w, w_first, bias, y,
+                       y_first, count), codegen)
