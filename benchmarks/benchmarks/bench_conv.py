@@ -17,14 +17,18 @@ CASES = {
     "mobilenet-dw-s2": ("16x32x64x64", {"out_channels": 32, "kernel_size": 3, "stride": 2, "padding": 1,
                                         "groups": 32}),
     "mobilenet-dw-4x4": ("16x512x4x4", {"out_channels": 512, "kernel_size": 3, "padding": 1, "groups": 512}),
+    # ResNet-20's first stage (Winograd since its transforms are vectors), MobileNet-v1's 8x8 pointwise
+    "resnet20-stage1": ("32x16x32x32", {"out_channels": 16, "kernel_size": 3, "padding": 1}),
+    "mobilenet-pw-8x8": ("16x256x8x8", {"out_channels": 256, "kernel_size": 1}),
 }
 
 
 class Conv2d:
     """conv2d, cases (a) to (g): (a)/(b) LeNet-5's two convolutions, (c)/(d) 3x3 ResNet
     convolutions, (e) a 1x1 (pointwise) one, (f) depthwise (groups = channels), (g) stride 2; then
-    ResNet-20's 32-channel 16x16 conv (Winograd, blocks of 1024 tiles) and two of MobileNet-v1's
-    depthwise 3x3 convs (stride 2; 4x4 maps)."""
+    ResNet-20's 32-channel 16x16 conv (Winograd, blocks of 1024 tiles), two of MobileNet-v1's
+    depthwise 3x3 convs (stride 2; 4x4 maps), ResNet-20's 16-channel 32x32 conv and MobileNet-v1's
+    256-channel 8x8 pointwise conv."""
 
     params = [list(CASES)]
     param_names = ["case"]
