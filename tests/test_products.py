@@ -18,12 +18,12 @@ TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
 def _sizes(rng, count):
     """(rows, taps, pixels): rows a multiple of 4, pixels from 1 to a few blocks (odd ones too)."""
     widths = [1, 3, 15, 16, 17, 31, 63, 64, 65, 100, 129, 200]
-    return [(4 * int(rng.integers(1, 5)), int(rng.integers(1, 120)), int(rng.choice(widths))) for _ in range(count)]
+    return [(4 * int(rng.integers(1, 11)), int(rng.integers(1, 120)), int(rng.choice(widths))) for _ in range(count)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_product_is_a_matrix_product_of_shifted_runs(rng, dtype):
-    for rows, taps, m in _sizes(rng, 12):
+    for rows, taps, m in _sizes(rng, 24):  # rows up to 40: narrow blocks and 4-row ones after them
         a = rng.standard_normal((rows, taps)).astype(dtype)
         src = rng.standard_normal(3 * taps + m + 7).astype(dtype)
         offsets = rng.integers(0, 3 * taps, size=taps).astype(np.int64)
@@ -96,16 +96,18 @@ def test_vector_width_follows_the_compile_target(monkeypatch):
 AVX2_CHECK = """
 import numpy as np
 from cnnrun.plugins.products import blocks, cpu
-assert blocks.VECTOR_BYTES == 32 and blocks.BLOCK_VECTORS == 2
+assert blocks.VECTOR_BYTES == 32 and blocks.BLOCK_VECTORS == 2 and blocks.NARROW_ROWS == 8
 rng = np.random.default_rng(3)
-for m in (5, 16, 37, 100):
-    a, b = rng.standard_normal((8, 21)).astype(np.float32), rng.standard_normal((21, m)).astype(np.float32)
-    out = np.empty((8, m), np.float32)
+for m in (5, 8, 16, 37, 100):
+    a, b = rng.standard_normal((12, 21)).astype(np.float32), rng.standard_normal((21, m)).astype(np.float32)
+    out = np.empty((12, m), np.float32)
     cpu.matrix_product(a, b, m, out)
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
     dots = np.zeros((8, 8), np.float32)
-    cpu.matrix_dots(a[:, :m] if m <= 21 else a, b[:8, :min(m, 21)], min(m, 21), dots)
-    np.testing.assert_allclose(dots, a[:, :min(m, 21)].astype(np.float64) @ b[:8, :min(m, 21)].T, rtol=1e-4, atol=1e-4)
+    first = a[:8]
+    cpu.matrix_dots(first[:, :m] if m <= 21 else first, b[:8, :min(m, 21)], min(m, 21), dots)
+    np.testing.assert_allclose(dots, first[:, :min(m, 21)].astype(np.float64) @ b[:8, :min(m, 21)].T, rtol=1e-4,
+                               atol=1e-4)
 print("ok")
 """
 

@@ -54,10 +54,22 @@ def block_width(typingctx, a):
     return types.int64(a), codegen
 
 
+NARROW_ROWS = 16 if VECTOR_BYTES == 64 else 8
+"""Output rows of a :func:`narrow_block`: one vector of pixels each, so NARROW_ROWS accumulators
+(32 zmm or 16 ymm registers). A run of at most one vector (Winograd's 16 tiles of an 8x8 map at
+batch 1) in :func:`rows_block` has 4 accumulators, too few to hide the fused multiply-adds'
+latency: 64 -> 64 channels on 8x8 maps, batch 1, ran its products at 41 GFLOP/s."""
+
+
 @intrinsic
-def rows_block(typingctx, a, row, src, offsets, shift, start, count, out):
-    """out[row + r, start + t] += sum_k a[row + r, k] * src[offsets[k] + shift + start + t] for
-    r < 4, t < count <= block_width(a); rows of ``a`` and ``out`` contiguous, any row stride."""
+def narrow_rows(typingctx, a):
+    """NARROW_ROWS, the rows one :func:`narrow_block` covers."""
+    def codegen(context, builder, signature, args):
+        return ir.Constant(I64, NARROW_ROWS)
+    return types.int64(a), codegen
+
+
+def _block_codegen(rows, max_vectors):
     def codegen(context, builder, signature, args):
         src_data = context.make_array(signature.args[2])(context, builder, args[2]).data
         offsets_data = context.make_array(signature.args[3])(context, builder, args[3]).data
@@ -67,15 +79,29 @@ def rows_block(typingctx, a, row, src, offsets, shift, start, count, out):
         def tap_row(tap):
             return builder.gep(src_data, [builder.add(builder.load(builder.gep(offsets_data, [tap])), base)])
 
-        _emit(context, builder, signature, args, tap_row, start, args[6], 6, 7)
+        _emit(context, builder, signature, args, tap_row, start, args[6], 6, 7, rows, max_vectors)
         return context.get_dummy_value()
+    return codegen
 
-    return types.none(a, row, src, offsets, shift, start, count, out), codegen
+
+@intrinsic
+def rows_block(typingctx, a, row, src, offsets, shift, start, count, out):
+    """out[row + r, start + t] += sum_k a[row + r, k] * src[offsets[k] + shift + start + t] for
+    r < 4, t < count <= block_width(a); rows of ``a`` and ``out`` contiguous, any row stride."""
+    return types.none(a, row, src, offsets, shift, start, count, out), _block_codegen(4, BLOCK_VECTORS)
 
 
-def _emit(context, builder, signature, args, tap_row, start, count, count_index, out_index):
-    """The block of rows ``row .. row+3`` of ``a`` (args 0, 1) into ``out``: whole, or masked to
-    ``count`` pixels; ``tap_row(k)`` points at the first pixel of tap k's input row."""
+@intrinsic
+def narrow_block(typingctx, a, row, src, offsets, shift, start, count, out):
+    """:func:`rows_block` for r < NARROW_ROWS and t < count <= one vector (the same sums, in the same
+    order)."""
+    return types.none(a, row, src, offsets, shift, start, count, out), _block_codegen(NARROW_ROWS, 1)
+
+
+def _emit(context, builder, signature, args, tap_row, start, count, count_index, out_index, rows, max_vectors):
+    """The block of rows ``row .. row + rows - 1`` of ``a`` (args 0, 1) into ``out``: ``max_vectors``
+    vectors of pixels whole, or as many as ``count`` needs, the last masked; ``tap_row(k)`` points at
+    the first pixel of tap k's input row."""
     a_type, out_type = signature.args[0], signature.args[out_index]
     a_array = context.make_array(a_type)(context, builder, args[0])
     out_array = context.make_array(out_type)(context, builder, args[out_index])
@@ -92,8 +118,8 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
         return builder.gep(array.data, [builder.mul(builder.add(row, ir.Constant(I64, r)), stride)])
 
     depth = cgutils.unpack_tuple(builder, a_array.shape)[1]
-    weights = [row_start(a_array, r) for r in range(4)]
-    outputs = [builder.gep(row_start(out_array, r), [start]) for r in range(4)]
+    weights = [row_start(a_array, r) for r in range(rows)]
+    outputs = [builder.gep(row_start(out_array, r), [start]) for r in range(rows)]
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
                                          f"llvm.fma.v{lanes}{float_suffix(itemsize)}")
 
@@ -101,15 +127,15 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
         _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors,
                    VectorAccess(builder, vector, itemsize, vectors, masked_count))
 
-    whole_block = builder.icmp_signed("==", count, ir.Constant(I64, BLOCK_VECTORS * lanes))
+    whole_block = builder.icmp_signed("==", count, ir.Constant(I64, max_vectors * lanes))
     with builder.if_else(whole_block) as (whole, partial):
         with whole:
-            block(BLOCK_VECTORS, None)
+            block(max_vectors, None)
         with partial:  # as many vectors as the count needs, the last one masked
             needed = builder.sdiv(builder.add(count, ir.Constant(I64, lanes - 1)), ir.Constant(I64, lanes))
             done = builder.append_basic_block("block.done")
             switch = builder.switch(needed, done)
-            for vectors in range(1, BLOCK_VECTORS + 1):
+            for vectors in range(1, max_vectors + 1):
                 case = builder.append_basic_block(f"block.{vectors}")
                 switch.add_case(ir.Constant(I64, vectors), case)
                 builder.position_at_end(case)

@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnrun.engine.jit import serial_kernel
 
-from .blocks import block_width, dots_block, rows_block
+from .blocks import BLOCK_VECTORS, block_width, dots_block, narrow_block, narrow_rows, rows_block
 
 PANEL_TAPS = 96
 """Taps per panel: a panel's input rows for one block of pixels (96 x 64 float32 = 24 KiB with
@@ -39,16 +39,21 @@ def rows_product(a, src, offsets, shift, m, out):
     ``a`` is ``(R, K)``, R a multiple of 4 (zero-padded), its rows and ``out``'s contiguous. Blocks
     of 4 rows x :func:`~.blocks.block_width` pixels stay in vector registers over PANEL_TAPS taps
     (:func:`~.blocks.rows_block`), all the row blocks in turn over one panel of input (in L1); the
-    last block of a row is masked to the m pixels.
+    last block of a row is masked to the m pixels. A run of at most one vector (m pixels) takes
+    blocks of :data:`~.blocks.NARROW_ROWS` rows instead (:func:`~.blocks.narrow_block`), the rows
+    left over 4 at a time: the same sums in the same order.
     """
-    width = block_width(a)
+    width, narrow = block_width(a), narrow_rows(a)
     rows, depth = a.shape
+    narrow_end = rows - rows % narrow if m <= width // BLOCK_VECTORS else 0  # a run of one vector
     for k0 in range(0, depth, PANEL_TAPS):
         k1 = min(k0 + PANEL_TAPS, depth)
         panel, starts = a[:, k0:k1], offsets[k0:k1]
+        for i in range(0, narrow_end, narrow):
+            narrow_block(panel, i, src, starts, shift, np.int64(0), m, out)
         for t in range(0, m, width):
             count = min(width, m - t)
-            for i in range(0, rows, 4):
+            for i in range(narrow_end, rows, 4):
                 rows_block(panel, i, src, starts, shift, t, count, out)
 
 
