@@ -225,6 +225,7 @@ def test_matches_im2col_in_small_blocks(registry, monkeypatch, padding, shape, g
     samples, on all threads, so the weight gradient is summed over many blocks and threads."""
     monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
     monkeypatch.setattr(winograd, "MIN_TILES", min_tiles)
+    monkeypatch.setattr(winograd, "WEIGHT_MIN_TILES", min_tiles)
     monkeypatch.setattr(jit, "PARALLEL_MIN_WORK", 0)
     rng = np.random.default_rng(5)
     layer = {"out_channels": 6, "kernel_size": 3, "padding": padding, "groups": groups}

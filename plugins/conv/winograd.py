@@ -47,7 +47,13 @@ BLOCK_BYTES = 1 << 20
 an Emerald Rapids core's L2: 1 MiB against 4 MiB is 5-16 % faster at batch 128, 16-64 channels,
 forward and backward; 256 KiB slower)..."""
 MIN_TILES = 96
-"""... and hold at least this many tiles (the products run along the tiles)."""
+"""... and hold at least this many tiles (the products run along the tiles) ..."""
+
+WEIGHT_MIN_TILES = 512
+"""... at least this many in the weight gradient's pass, whose products are dot products along the
+tiles, summed across lanes at the end of each block: 64->64 channels on 56x56 maps, batch 32, took
+87 ms with 1 MiB blocks of 112 tiles, 78-80 ms with blocks of 504 (2 threads: 46 against 37); on
+8x8 maps, batch 128, 11.0 against 10.4 ms."""
 
 WINOGRAD_MIN_CHANNELS = 64
 """auto picks Winograd when (C/G) * (O/G) reaches this, C/G reaches WINOGRAD_MIN_IN_CHANNELS ..."""
@@ -107,7 +113,7 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     groups, (top, left) = geom.groups, geom.padding
     if grad_weight is not None:
         tiles = _tiles(grad.shape[2:])
-        rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles)
+        rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles, weight_pass=True)
         blocks = -(-x.shape[0] * tiles[0] // rows)
         partial = ctx.workspace("winograd.du", (reduction_chunks(blocks), *_packed_shape(grad.shape[1], x.shape[1],
                                                                                          groups)), x.dtype)
@@ -152,12 +158,13 @@ def _transformed(ctx, key, weight, groups, rotated):
     return u
 
 
-def _buffers(ctx, x, out_channels, groups, tiles):
+def _buffers(ctx, x, out_channels, groups, tiles, weight_pass=False):
     """(tile rows per block, V, M): per-thread buffers ``(threads, 16, G, R, rows * TW)`` for the
     transformed input (R = C/G) and the products (R = O/G), R rounded up to a multiple of 4 and
     its padding rows zero, carved from one workspace; each row is :func:`_row_length` values long.
 
-    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES; there are at least REDUCTION_CHUNKS
+    A block holds about BLOCK_BYTES of tiles, at least MIN_TILES (WEIGHT_MIN_TILES in the
+    ``weight_pass``); there are at least REDUCTION_CHUNKS
     blocks where the tiles allow it (else a small pass, e.g. 64 channels on 8x8 maps at batch 32,
     is one block: one thread); the blocks are evened out and, from REDUCTION_CHUNKS blocks up, made
     a multiple of it, so that the threads get even work and the blocks depend on the shapes alone
@@ -167,7 +174,7 @@ def _buffers(ctx, x, out_channels, groups, tiles):
     v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
     per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
     total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
-    least = -(-MIN_TILES // tiles[1])  # tile rows
+    least = -(-(WEIGHT_MIN_TILES if weight_pass else MIN_TILES) // tiles[1])  # tile rows
     rows = max(budget // per_row, least)
     blocks = max(-(-total // rows), min(REDUCTION_CHUNKS, total // least))  # enough for the threads
     if blocks >= REDUCTION_CHUNKS:
