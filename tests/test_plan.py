@@ -162,10 +162,12 @@ def test_evaluate_runs_the_plan():
     np.testing.assert_allclose(net.forward(examples.x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_the_epilogue_adds_and_clips_in_place_and_keeps_nan():
+@pytest.mark.parametrize("dtype, shape", [(np.float32, (3, 5, 7)), (np.float32, (3, 5, 71)), (np.float64, (2, 3, 67))])
+def test_the_epilogue_adds_and_clips_in_place_and_keeps_nan(dtype, shape):
+    """Sizes with and without a vector remainder; a NaN in the vectorized part and in the last value."""
     rng = np.random.default_rng(4)
-    y, r = rng.standard_normal((3, 5, 7), dtype=np.float32), rng.standard_normal((3, 5, 7), dtype=np.float32)
-    y[0, 0, 0] = np.nan
+    y, r = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    y[0, 0, 0] = y[-1, -1, -1] = np.nan
     for residual, relu in ((r, True), (r, False), (None, True)):
         expected = y + (r if residual is not None else 0)
         expected = np.where(expected < 0, 0, expected) if relu else expected
