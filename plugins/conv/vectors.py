@@ -29,8 +29,8 @@ from cnnrun.plugins.products.blocks import (I32, I64, VECTOR_BYTES, float_suffix
 
 
 class _Vectors:
-    """What the three transforms share: the vector type of the array's dtype, masked loads and
-    stores, the shuffles that split and join even and odd columns."""
+    """What the kernels below share: the vector type of the array's dtype, masked loads and stores,
+    the shuffles that split and join even and odd columns, the loop over a row a vector at a time."""
 
     def __init__(self, context, builder, array_type):
         prefer_wide_vectors(builder.function)
@@ -79,9 +79,9 @@ class _Vectors:
         return tuple(self.builder.shuffle_vector(even, odd, ir.Constant(ir.VectorType(I32, lanes), order[h:h + lanes]))
                      for h in (0, lanes))
 
-    def chunks(self, tiles):
-        """A loop over the tile row in steps of one vector of tiles: yields the first tile."""
-        return cgutils.for_range_slice(self.builder, _int(0), tiles, _int(self.lanes))
+    def chunks(self, count):
+        """A loop over ``count`` tiles or outputs in steps of one vector: yields the first of each."""
+        return cgutils.for_range_slice(self.builder, _int(0), count, _int(self.lanes))
 
 
 def _int(value):
@@ -110,8 +110,8 @@ def input_tiles(typingctx, x, row0, row1, row2, row3, rows_inside, width, column
         lanes = s.lanes
         with s.chunks(tiles) as (t0, _):
             start = builder.add(column, builder.mul(t0, _int(2)))  # the chunk's first column
-            low, high = builder.sub(_int(0), start), builder.sub(width, start)  # the plane's lanes
-            masks = [s.between(low, high, shift) for shift in (0, lanes, 2, lanes + 2)]
+            left_edge, right_edge = builder.sub(_int(0), start), builder.sub(width, start)  # the plane's lanes
+            masks = [s.between(left_edge, right_edge, shift) for shift in (0, lanes, 2, lanes + 2)]
             transformed = []  # per row: its four column combinations, d B
             for a, row in enumerate(rows):
                 row_inside = builder.icmp_signed("!=", builder.and_(inside, _int(1 << a)), _int(0))
