@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from cnnrun.plugins.products.blocks import (I32, I64, VECTOR_BYTES, float_suffix, lane_indices, masked_intrinsics,
+from cnnrun.plugins.products.blocks import (I32, I64, VECTOR_BYTES, fma_intrinsic, lane_indices, masked_intrinsics,
                                             prefer_wide_vectors, splat)
 
 
@@ -218,8 +218,7 @@ def depthwise_row(typingctx, x, row0, row1, row2, rows_inside, width, column, st
         bias = splat(builder, context.cast(builder, args[11], signature.args[11], dtype), s.lanes)
         weights = [splat(builder, builder.load(builder.gep(w_data, [builder.add(w_first, _int(k))])), s.lanes)
                    for k in range(9)]
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(s.vector, [s.vector] * 3),
-                                             f"llvm.fma.v{s.lanes}{float_suffix(s.itemsize)}")
+        fma = fma_intrinsic(builder.module, s.vector, s.itemsize)
         lanes = s.lanes
         inside_rows = [splat(builder, builder.icmp_signed("!=", builder.and_(inside, _int(1 << ki)), _int(0)), lanes)
                        for ki in range(3)]

@@ -120,12 +120,11 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
     depth = cgutils.unpack_tuple(builder, a_array.shape)[1]
     weights = [row_start(a_array, r) for r in range(rows)]
     outputs = [builder.gep(row_start(out_array, r), [start]) for r in range(rows)]
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                         f"llvm.fma.v{lanes}{float_suffix(itemsize)}")
+    fma = fma_intrinsic(builder.module, vector, itemsize)
 
     def block(vectors, masked_count):
         _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors,
-                   VectorAccess(builder, vector, itemsize, vectors, masked_count))
+                   _Access(builder, vector, itemsize, vectors, masked_count))
 
     whole_block = builder.icmp_signed("==", count, ir.Constant(I64, max_vectors * lanes))
     with builder.if_else(whole_block) as (whole, partial):
@@ -144,20 +143,26 @@ def _emit(context, builder, signature, args, tap_row, start, count, count_index,
             builder.position_at_end(done)
 
 
-def vector_at(builder, pointer, v, vector):
+def _vector_at(builder, pointer, v, vector):
     """A vector pointer to the ``v``-th vector from ``pointer``."""
     return builder.bitcast(builder.gep(pointer, [ir.Constant(I64, v * vector.count)]), vector.as_pointer())
 
 
-def float_suffix(itemsize: int) -> str:
+def _suffix(itemsize: int) -> str:
     return "f32" if itemsize == 4 else "f64"
+
+
+def fma_intrinsic(module, vector, itemsize):
+    """``llvm.fma`` of ``vector``: a * b + c lane by lane, one rounding."""
+    return cgutils.get_or_insert_function(module, ir.FunctionType(vector, [vector] * 3),
+                                          f"llvm.fma.v{vector.count}{_suffix(itemsize)}")
 
 
 def masked_intrinsics(module, vector, itemsize):
     """``llvm.masked.load`` and ``llvm.masked.store`` of ``vector``: (pointer, align, mask, passthru)
     and (value, pointer, align, mask); lanes off in the mask touch no memory."""
     mask_type = ir.VectorType(ir.IntType(1), vector.count)
-    name = f"v{vector.count}{float_suffix(itemsize)}.p0"
+    name = f"v{vector.count}{_suffix(itemsize)}.p0"
     load = cgutils.get_or_insert_function(
         module, ir.FunctionType(vector, [vector.as_pointer(), I32, mask_type, vector]), f"llvm.masked.load.{name}")
     store = cgutils.get_or_insert_function(
@@ -170,7 +175,7 @@ def lane_indices(lanes):
     return ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
 
 
-class VectorAccess:
+class _Access:
     """Vector loads and stores of a block of ``vectors`` vectors; with ``count``, the last vector's
     lanes at or past ``count`` pixels into the block are masked off (llvm.masked.load/store: no
     memory is touched there)."""
@@ -214,12 +219,12 @@ def _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors, 
     for pointer in outputs:
         for v in range(vectors):
             slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
-            builder.store(access.load(vector_at(builder, pointer, v, vector), v), slot)
+            builder.store(access.load(_vector_at(builder, pointer, v, vector), v), slot)
             slots.append(slot)
     with cgutils.for_range(builder, depth) as loop:
         tap = loop.index
         first = tap_row(tap)
-        inputs = [access.load(vector_at(builder, first, v, vector), v) for v in range(vectors)]
+        inputs = [access.load(_vector_at(builder, first, v, vector), v) for v in range(vectors)]
         for r, weight_row in enumerate(weights):
             weight = splat(builder, builder.load(builder.gep(weight_row, [tap])), vector.count)
             for v, value in enumerate(inputs):
@@ -227,7 +232,7 @@ def _emit_taps(builder, weights, outputs, tap_row, depth, vector, fma, vectors, 
                 builder.store(builder.call(fma, [weight, value, builder.load(slot)]), slot)
     for r, pointer in enumerate(outputs):
         for v in range(vectors):
-            access.store(builder.load(slots[r * vectors + v]), vector_at(builder, pointer, v, vector), v)
+            access.store(builder.load(slots[r * vectors + v]), _vector_at(builder, pointer, v, vector), v)
 
 
 @intrinsic
@@ -249,8 +254,7 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
         itemsize = context.get_abi_sizeof(element)
         vector = ir.VectorType(element, VECTOR_BYTES // itemsize)
         lanes = vector.count
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.v{lanes}{float_suffix(itemsize)}")
+        fma = fma_intrinsic(builder.module, vector, itemsize)
         slots = []
         for _ in range(16):
             slot = cgutils.alloca_once(builder, vector)  # promoted to a register by LLVM's mem2reg
@@ -258,8 +262,8 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
             slots.append(slot)
 
         def accumulate(t, access):
-            xs = [access.load(vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in a_rows]
-            ys = [access.load(vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in b_rows]
+            xs = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in a_rows]
+            ys = [access.load(_vector_at(builder, builder.gep(p, [t]), 0, vector), 0) for p in b_rows]
             for r, x in enumerate(xs):
                 for s, y in enumerate(ys):
                     slot = slots[4 * r + s]
@@ -267,9 +271,9 @@ def dots_block(typingctx, a, a0, a1, a2, a3, b, b0, b1, b2, b3, m, out, row, col
 
         whole = builder.mul(builder.sdiv(m, ir.Constant(I64, lanes)), ir.Constant(I64, lanes))
         with cgutils.for_range_slice(builder, ir.Constant(I64, 0), whole, ir.Constant(I64, lanes)) as (t, _):
-            accumulate(t, VectorAccess(builder, vector, itemsize, 1, None))
+            accumulate(t, _Access(builder, vector, itemsize, 1, None))
         with builder.if_then(builder.icmp_signed("<", whole, m)):
-            accumulate(whole, VectorAccess(builder, vector, itemsize, 1, builder.sub(m, whole)))
+            accumulate(whole, _Access(builder, vector, itemsize, 1, builder.sub(m, whole)))
         out_stride = builder.sdiv(cgutils.unpack_tuple(builder, out_array.strides)[0], ir.Constant(I64, itemsize))
         for r in range(4):
             out_row = builder.gep(out_array.data, [builder.add(builder.mul(builder.add(row, ir.Constant(I64, r)), out_stride), col)])
