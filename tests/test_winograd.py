@@ -77,16 +77,17 @@ def test_one_tile_kernels_are_the_matrix_products(rng):
     """A 4x4 input, no padding: one tile, so each transform is exactly its matrix product."""
     b_t, a_t = winograd.B_T, winograd.A_T
     x = rng.standard_normal((1, 3, 4, 4))
-    v = np.zeros((16, 1, 4, 1))
-    winograd._input_block(x, 1, v, 0, 2, 0, 0, 0, 1, 1, 1)
-    np.testing.assert_allclose(_tiles_of(v[:, 0, 2, 0]), b_t @ x[0, 1] @ b_t.T, rtol=1e-14)
-    mm = rng.standard_normal((16, 1, 4, 1))
+    v = np.zeros((16, 5))  # (16, plane): the tile's value of position k at v[k, first]
+    winograd._input_block(x, 1, v, 2, 0, 0, 0, 1, 1, 1)
+    np.testing.assert_allclose(_tiles_of(v[:, 2]), b_t @ x[0, 1] @ b_t.T, rtol=1e-14)
+    assert not v[:, [0, 1, 3, 4]].any()
+    mm = rng.standard_normal((16, 5))
     y = np.zeros((1, 2, 2, 2))
-    winograd._output_block(mm, 0, 1, 0.5, y, 1, 0, 1, 1, 1)
-    np.testing.assert_allclose(y[0, 1], a_t @ _tiles_of(mm[:, 0, 1, 0]) @ a_t.T + 0.5, rtol=1e-14)
+    winograd._output_block(mm, 1, 0.5, y, 1, 0, 1, 1, 1)
+    np.testing.assert_allclose(y[0, 1], a_t @ _tiles_of(mm[:, 1]) @ a_t.T + 0.5, rtol=1e-14)
     dy = rng.standard_normal((1, 2, 2, 2))
-    winograd._gradient_block(dy, 1, mm, 0, 3, 0, 1, 1, 1)
-    np.testing.assert_allclose(_tiles_of(mm[:, 0, 3, 0]), a_t.T @ dy[0, 1] @ a_t, rtol=1e-14)
+    winograd._gradient_block(dy, 1, mm, 3, 0, 1, 1, 1)
+    np.testing.assert_allclose(_tiles_of(mm[:, 3]), a_t.T @ dy[0, 1] @ a_t, rtol=1e-14)
 
 
 def test_register_blocked_products(rng):
@@ -330,16 +331,24 @@ def test_auto_resolves_per_input_shape(registry):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_tile_rows_are_an_odd_number_of_cache_lines(registry, dtype):
-    """Rows of V and M a power of two apart would share a few L1 sets (1.4x slower products); the
-    row length is the block's tiles rounded up to an odd number of 64-byte lines."""
+@pytest.mark.parametrize("channels, groups", [(32, 1), (64, 1), (16, 2), (8, 8)])
+def test_tile_rows_and_planes_are_an_odd_number_of_cache_lines(registry, dtype, channels, groups):
+    """Rows of V and M a power of two apart would share a few L1 sets (1.4x slower products), and
+    so would the 16 planes of a tile (64 rows of an odd number of lines: its 16 values in one set);
+    rows and planes are rounded up to an odd number of 64-byte lines, rows to at least the tiles."""
     itemsize = np.dtype(dtype).itemsize
     for tiles in (1, 15, 16, 17, 64, 1000, 1024, 4096):
-        length = winograd._row_length(tiles, dtype)
+        length = winograd._odd_lines(tiles, dtype)
         lines, rest = divmod(length * itemsize, 64)
         assert length >= tiles and rest == 0 and lines % 2 == 1 and length - tiles < 2 * 64 // itemsize
-    ctx = _net(registry, {"out_channels": 32, "kernel_size": 3, "padding": 1}, (32, 16, 16), dtype).contexts["conv"]
-    x = np.zeros((32, 32, 16, 16), dtype)
-    rows, v, mm = winograd._buffers(ctx, x, 32, 1, winograd._tiles((16, 16)))
-    assert v.shape[-1] == mm.shape[-1] == winograd._row_length(rows * 8, dtype)
-    assert (v.strides[-2] // 64) % 2 == 1
+    layer = {"out_channels": channels, "kernel_size": 3, "padding": 1, "groups": groups}
+    ctx = _net(registry, layer, (channels, 16, 16), dtype).contexts["conv"]
+    x = np.full((32, channels, 16, 16), np.nan, dtype)
+    buffers = winograd._buffers(ctx, x, channels, groups, winograd._tiles((16, 16)))
+    assert buffers.count == winograd._odd_lines(buffers.rows * 8, dtype)
+    rows = -(-channels // groups // 4) * 4
+    for buffer in (buffers.v, buffers.mm):
+        plane_lines, rest = divmod(buffer.strides[1], 64)
+        assert rest == 0 and plane_lines % 2 == 1 and buffer.shape[2] >= groups * rows * buffers.count
+        matrices = winograd._rows_of(buffer, groups, rows, buffers.count)
+        assert not matrices[..., channels // groups:, :].any()  # the padding rows are zero

@@ -31,6 +31,8 @@ partial sum (the partial sums are added at the end), so the tiles stay in cache.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 from numba import prange
@@ -113,13 +115,13 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     groups, (top, left) = geom.groups, geom.padding
     if grad_weight is not None:
         tiles = _tiles(grad.shape[2:])
-        rows, v, mm = _buffers(ctx, x, grad.shape[1], groups, tiles, weight_pass=True)
-        blocks = -(-x.shape[0] * tiles[0] // rows)
+        buffers = _buffers(ctx, x, grad.shape[1], groups, tiles, weight_pass=True)
+        blocks = -(-x.shape[0] * tiles[0] // buffers.rows)
         partial = ctx.workspace("winograd.du", (reduction_chunks(blocks), *_packed_shape(grad.shape[1], x.shape[1],
                                                                                          groups)), x.dtype)
         partial.fill(0)
-        launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, rows, v,
-               mm, partial)
+        launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, *buffers,
+               partial)
         du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
         np.sum(partial, axis=0, out=du)
         launch(_filter_gradient, grad_weight.size, du, grad_weight)
@@ -159,9 +161,11 @@ def _transformed(ctx, key, weight, groups, rotated):
 
 
 def _buffers(ctx, x, out_channels, groups, tiles, weight_pass=False):
-    """(tile rows per block, V, M): per-thread buffers ``(threads, 16, G, R, rows * TW)`` for the
-    transformed input (R = C/G) and the products (R = O/G), R rounded up to a multiple of 4 and
-    its padding rows zero, carved from one workspace; each row is :func:`_row_length` values long.
+    """A :class:`_Tiles` of per-thread buffers for the transformed input V (R = C/G rows a group)
+    and the products M (R = O/G), R rounded up to a multiple of 4 and the padding rows zero,
+    carved from one workspace: ``(threads, 16, plane)``, the rows of tile position k one after
+    the other, ``(G, R, count)``, each row and each plane an odd number of cache lines long
+    (:func:`_odd_lines`).
 
     A block holds about BLOCK_BYTES of tiles, at least MIN_TILES (WEIGHT_MIN_TILES in the
     ``weight_pass``); there are at least REDUCTION_CHUNKS
@@ -180,22 +184,43 @@ def _buffers(ctx, x, out_channels, groups, tiles, weight_pass=False):
     if blocks >= REDUCTION_CHUNKS:
         blocks = -(-blocks // REDUCTION_CHUNKS) * REDUCTION_CHUNKS
     rows = -(-total // blocks)
-    count = _row_length(rows * tiles[1], dtype)
-    v_size, m_size = threads * 16 * groups * v_rows * count, threads * 16 * groups * m_rows * count
+    count = _odd_lines(rows * tiles[1], dtype)
+    v_plane, m_plane = (_odd_lines(groups * r * count, dtype) for r in (v_rows, m_rows))
+    v_size, m_size = threads * 16 * v_plane, threads * 16 * m_plane
     flat = ctx.workspace("winograd.tiles", (max(threads * budget, v_size + m_size),), dtype)  # one size, mostly
-    v = flat[:v_size].reshape(threads, 16, groups, v_rows, count)
-    mm = flat[v_size:v_size + m_size].reshape(threads, 16, groups, m_rows, count)
-    v[:, :, :, in_channels // groups:] = 0
-    mm[:, :, :, out_channels // groups:] = 0
-    return rows, v, mm
+    v = flat[:v_size].reshape(threads, 16, v_plane)
+    mm = flat[v_size:v_size + m_size].reshape(threads, 16, m_plane)
+    for buffer, used, padded in ((v, in_channels // groups, v_rows), (mm, out_channels // groups, m_rows)):
+        _rows_of(buffer, groups, padded, count)[..., used:, :] = 0
+    return _Tiles(rows, count, v, mm)
 
 
-def _row_length(tiles: int, dtype) -> int:
-    """``tiles`` rounded up to an odd number of 64-byte cache lines: rows a power of two apart map
-    to the same few L1 sets, and the products read a panel of 96 of them at once (ResNet-20's
-    32-channel 16x16 convs at batch 32 have blocks of 1024 tiles: 1.4x slower forward)."""
+class _Tiles(NamedTuple):
+    """What :func:`_buffers` carves: tile rows per block, the row length, V and M."""
+
+    rows: int
+    count: int
+    v: np.ndarray
+    mm: np.ndarray
+
+
+def _rows_of(buffer, groups, rows, count):
+    """``buffer`` ``(threads, 16, plane)`` as ``(threads, 16, G, rows, count)`` (a view: the planes'
+    padding left out)."""
+    item = buffer.itemsize
+    return np.lib.stride_tricks.as_strided(buffer, (*buffer.shape[:2], groups, rows, count),
+                                           (*buffer.strides[:2], rows * count * item, count * item, item))
+
+
+def _odd_lines(values: int, dtype) -> int:
+    """``values`` rounded up to an odd number of 64-byte cache lines, the length of V's and M's rows
+    and planes: rows a power of two apart map to the same few L1 sets, and the products read a
+    panel of 96 of them at once (ResNet-20's 32-channel 16x16 convs at batch 32 have blocks of 1024
+    tiles: 1.4x slower forward); planes of 64 such rows are a multiple of 64 lines, which put the
+    16 values of every tile a transform stores (or loads) in one set (transforms 1.5-2.2x slower
+    on 64 channels)."""
     per_line = 64 // np.dtype(dtype).itemsize
-    lines = -(-tiles // per_line)
+    lines = -(-values // per_line)
     return (lines + 1 - lines % 2) * per_line
 
 
@@ -211,20 +236,20 @@ def _convolve(ctx, x, u, base, y, top, left):
     """y = base + conv(x, w) by F(2x2, 3x3), U = w's packed transformed filters (:func:`_filter`),
     x read from rows ``2ti - top`` and columns ``2tj - left`` (``top``/``left`` may be negative)."""
     tiles = _tiles(y.shape[2:])
-    rows, v, mm = _buffers(ctx, x, y.shape[1], u.shape[1], tiles)
-    launch(_convolve_blocks, _work(x, y.shape[1], u.shape[1], tiles), x, u, base, y, top, left, *tiles, rows, v, mm)
+    launch(_convolve_blocks, _work(x, y.shape[1], u.shape[1], tiles), x, u, base, y, top, left, *tiles,
+           *_buffers(ctx, x, y.shape[1], u.shape[1], tiles))
 
 
 # -- kernels --------------------------------------------------------------------------------------
 
 
 @cpu_kernel
-def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_all):
+def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, count, v_all, m_all):
     """y[n, o] = base[o] + A^T (sum over the channels c of o's group: U[:, g, o, c] * V[:, c]) A for
     every tile; parallel over blocks of ``rows`` tile rows (of all samples, in order), each thread
-    in its own V and M."""
+    in its own V and M (:func:`_buffers`: rows ``count`` long)."""
     channels, out_channels = x.shape[1], y.shape[1]
-    groups = u.shape[1]
+    groups, m_rows, v_rows = u.shape[1], u.shape[2], u.shape[3]
     per_in, per_out = channels // groups, out_channels // groups
     total = x.shape[0] * tiles_h
     for block in prange((total + rows - 1) // rows):
@@ -234,21 +259,22 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, v_all, m_
         v, mm = v_all[thread], m_all[thread]
         for c in range(channels):
             g = c // per_in
-            _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w)
+            _input_block(x, c, v, (g * v_rows + c - g * per_in) * count, top, left, r0, r1, tiles_h, tiles_w)
         for k in range(16):
+            v_k, m_k = _matrices(v, k, groups, v_rows, count), _matrices(mm, k, groups, m_rows, count)
             for g in range(groups):
-                matrix_product(u[k, g], v[k, g], (r1 - r0) * tiles_w, mm[k, g])
+                matrix_product(u[k, g], v_k[g], (r1 - r0) * tiles_w, m_k[g])
         for o in range(out_channels):
             g = o // per_out
-            _output_block(mm, g, o - g * per_out, base[o], y, o, r0, r1, tiles_h, tiles_w)
+            _output_block(mm, (g * m_rows + o - g * per_out) * count, base[o], y, o, r0, r1, tiles_h, tiles_w)
 
 
 @cpu_kernel
-def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_all, partial):
+def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, count, v_all, m_all, partial):
     """partial[chunk, k, g, o, c] += sum over the tiles of the chunk's blocks of dM[k, o, t] * V[k, c, t],
     with dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of x's tiles (the forward pass's)."""
     channels, out_channels = x.shape[1], grad.shape[1]
-    chunks, groups = partial.shape[0], partial.shape[2]
+    chunks, groups, m_rows, v_rows = partial.shape[0], partial.shape[2], partial.shape[3], partial.shape[4]
     per_in, per_out = channels // groups, out_channels // groups
     total = x.shape[0] * tiles_h
     for chunk in prange(chunks):
@@ -260,23 +286,30 @@ def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, v_all, m_a
             r1 = min(r0 + rows, total)
             for c in range(channels):
                 g = c // per_in
-                _input_block(x, c, v, g, c - g * per_in, top, left, r0, r1, tiles_h, tiles_w)
+                _input_block(x, c, v, (g * v_rows + c - g * per_in) * count, top, left, r0, r1, tiles_h, tiles_w)
             for o in range(out_channels):
                 g = o // per_out
-                _gradient_block(grad, o, mm, g, o - g * per_out, r0, r1, tiles_h, tiles_w)
+                _gradient_block(grad, o, mm, (g * m_rows + o - g * per_out) * count, r0, r1, tiles_h, tiles_w)
             for k in range(16):
+                v_k, m_k = _matrices(v, k, groups, v_rows, count), _matrices(mm, k, groups, m_rows, count)
                 for g in range(groups):
-                    matrix_dots(mm[k, g], v[k, g], (r1 - r0) * tiles_w, part[k, g])
+                    matrix_dots(m_k[g], v_k[g], (r1 - r0) * tiles_w, part[k, g])
 
 
 @serial_kernel
-def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w):
-    """v[4*xi + nu, g, c, t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
+def _matrices(buffer, k, groups, rows, count):
+    """Tile position k's ``(G, rows, count)`` matrices of a thread's V or M ``(16, plane)``."""
+    return buffer[k, :groups * rows * count].reshape(groups, rows, count)
+
+
+@serial_kernel
+def _input_block(x, channel, v, first, top, left, r0, r1, tiles_h, tiles_w):
+    """v[4*xi + nu, first + t] = (B^T d B)[xi, nu] for the tiles of the tile rows [r0, r1) (row r is
     tile row r % TH of sample r // TH; tile t = (r - r0) * TW + tj), d the 4x4 tile of
     x[n, channel] at rows 2ti - top + (0..3), columns 2tj - left + (0..3), zero outside x; a
-    vector of tiles at a time (:func:`.vectors.input_tiles`). x and v C-contiguous."""
+    vector of tiles at a time (:func:`.vectors.input_tiles`). x and v ``(16, plane)`` C-contiguous."""
     height, width = x.shape[2], x.shape[3]
-    k_stride, first = v.shape[1] * v.shape[2] * v.shape[3], (g * v.shape[2] + c) * v.shape[3]
+    k_stride = v.shape[1]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         r = 2 * (r_ - n * tiles_h) - top
@@ -290,12 +323,12 @@ def _input_block(x, channel, v, g, c, top, left, r0, r1, tiles_h, tiles_w):
 
 
 @serial_kernel
-def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
-    """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, g, o, t] of the
+def _output_block(mm, first, b, y, channel, r0, r1, tiles_h, tiles_w):
+    """y[n, channel, 2ti + i, 2tj + j] = b + (A^T M A)[i, j], M the 16 values mm[:, first + t] of the
     tile t = (r - r0) * TW + tj of tile row r = n*TH + ti as a 4x4 tile; outputs outside y dropped
-    (:func:`.vectors.output_tiles`). mm and y C-contiguous."""
+    (:func:`.vectors.output_tiles`). mm ``(16, plane)`` and y C-contiguous."""
     height, width = y.shape[2], y.shape[3]
-    k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
+    k_stride = mm.shape[1]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
@@ -305,12 +338,12 @@ def _output_block(mm, g, o, b, y, channel, r0, r1, tiles_h, tiles_w):
 
 
 @serial_kernel
-def _gradient_block(grad, channel, mm, g, o, r0, r1, tiles_h, tiles_w):
-    """mm[4*xi + nu, g, o, t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
+def _gradient_block(grad, channel, mm, first, r0, r1, tiles_h, tiles_w):
+    """mm[4*xi + nu, first + t] = (A dY A^T)[xi, nu], dY the 2x2 tile of grad[n, channel] at rows
     2ti + (0, 1), columns 2tj + (0, 1) (zero outside) of tile t = (r - r0) * TW + tj, r = n*TH + ti
-    (:func:`.vectors.gradient_tiles`). grad and mm C-contiguous."""
+    (:func:`.vectors.gradient_tiles`). grad and mm ``(16, plane)`` C-contiguous."""
     height, width = grad.shape[2], grad.shape[3]
-    k_stride, first = mm.shape[1] * mm.shape[2] * mm.shape[3], (g * mm.shape[2] + o) * mm.shape[3]
+    k_stride = mm.shape[1]
     for r_ in range(r0, r1):
         n = r_ // tiles_h
         i = 2 * (r_ - n * tiles_h)
