@@ -138,6 +138,11 @@ FIXED_CASES = [
     (_conv2d(out_channels=3, kernel_size=3, padding=1, groups=3), (3, 4, 16), 2),   # 16 outputs a row
     (_conv2d(out_channels=6, kernel_size=[3, 5], stride=2, padding="same", groups=3), (3, 8, 7), 2),
     (_conv2d(out_channels=3, kernel_size=3), (1, 6, 6), 2),                          # one input channel
+    # im2col's rows of taps in vectors: several vectors a row, the last partial, padding both sides
+    (_conv2d(out_channels=4, kernel_size=3, stride=2, padding=1), (2, 5, 45), 1),
+    (_conv2d(out_channels=3, kernel_size=3, stride=2, padding=2, dilation=2), (2, 4, 44), 1),
+    (_conv2d(out_channels=3, kernel_size=3, padding=1, algorithm="im2col"), (2, 4, 37), 1),
+    (_conv2d(out_channels=3, kernel_size=3, stride=3, padding=2), (2, 5, 40), 1),  # one value at a time
     (_conv2d(out_channels=5, kernel_size=3, padding=1), (3, 6, 7), 2),
     (_conv2d(out_channels=3, kernel_size=3, groups=3, padding=[0, 2]), (6, 5, 5), 1),
     (_conv2d(out_channels=4, kernel_size=4, stride=2, padding="same"), (2, 8, 9), 2),  # pads (1,1), (1,2)
@@ -332,6 +337,8 @@ def test_init_is_uniform_within_one_over_sqrt_fan_in(registry, layer, shape, fan
     (_conv2d(out_channels=6, kernel_size=3, groups=3), (3, 6, 6)),                # depthwise
     (_conv2d(out_channels=3, kernel_size=3, stride=2, padding=1, groups=3), (3, 5, 70)),  # rows in vectors
     (_conv2d(out_channels=3, kernel_size=3, padding=[0, 1], groups=3), (3, 4, 15)),
+    (_conv2d(out_channels=4, kernel_size=3, stride=2, padding=1), (3, 5, 70)),     # im2col rows in vectors
+    (_conv2d(out_channels=4, kernel_size=3, padding=1, algorithm="im2col"), (3, 4, 37)),
     (_conv1d(out_channels=4, kernel_size=3, stride=2, padding="same"), (3, 9)),
     (_transpose(out_channels=4, kernel_size=3, stride=2, output_padding=1), (3, 4, 4)),
 ])

@@ -10,6 +10,9 @@ from cnnrun.engine.jit import cpu_kernel
 
 from .im2col import span
 
+# Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and
+# the loops vectorize (about 4x faster). Only values known to be >= 0 are cast.
+
 
 @cpu_kernel
 def depthwise_forward(x, w, base, y, sh, sw, ph, pw, dh, dw):

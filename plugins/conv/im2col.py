@@ -13,6 +13,8 @@ from numba import prange
 from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
+from .vectors import add_strided_row, strided_row
+
 
 @cpu_kernel
 def im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, tile, cols, acc):
@@ -100,10 +102,6 @@ def im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, col
                              np.int64(0), m, part[grp, :, k0:k0 + count])
 
 
-# Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and
-# the loops vectorize (about 4x faster). Only values known to be >= 0 are cast.
-
-
 @serial_kernel
 def span(offset, stride, size, count):
     """The range [lo, hi) of i < count with 0 <= i*stride + offset < size."""
@@ -117,55 +115,40 @@ def span(offset, stride, size, count):
 @serial_kernel
 def _fill_columns(xn, first, channels, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
     """col[r, t] = xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] (0 outside) for the taps
-    k0 + r = (c*kh + ki)*kw + kj, r < count (0 past the last tap), and the pixels q0 + t = i*OW + j, t < m."""
-    height, width = xn.shape[1], xn.shape[2]
+    k0 + r = (c*kh + ki)*kw + kj, r < count (0 past the last tap), and the pixels q0 + t = i*OW + j,
+    t < m: a row of pixels at a time (:func:`.vectors.strided_row`). xn and col C-contiguous."""
+    height, width, tile = xn.shape[1], xn.shape[2], col.shape[1]
     i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
     for r in range(count):
-        row = col[r]
         tap = k0 + r
         if tap >= channels * kh * kw:
-            row[:m] = 0
+            col[r, :m] = 0
             continue
-        plane = xn[first + tap // (kh * kw)]
+        plane = first + tap // (kh * kw)
         ki, kj = (tap // kw) % kh, tap % kw
-        top = ki * dh - ph
-        left = kj * dw - pw
-        w0, w1 = span(left, sw, width, out_w)
+        top, left = ki * dh - ph, kj * dw - pw
         for i in range(i0, i1 + 1):
             ja, jb = max(q0 - i * out_w, 0), min(q0 + m - i * out_w, out_w)
-            at = i * out_w - q0
             ih = i * sh + top
-            lo, hi = jb, jb
-            if 0 <= ih < height:
-                lo = min(max(w0, ja), jb)
-                hi = max(min(w1, jb), lo)
-            for j in range(ja, lo):
-                row[np.uintp(at + j)] = 0
-            for j in range(lo, hi):
-                row[np.uintp(at + j)] = plane[np.uintp(ih), np.uintp(j * sw + left)]
-            for j in range(hi, jb):
-                row[np.uintp(at + j)] = 0
+            strided_row(xn, (plane * height + ih) * width, 1 if 0 <= ih < height else 0, width, ja * sw + left, sw,
+                        col, r * tile + i * out_w - q0 + ja, jb - ja)
 
 
 @serial_kernel
 def _add_columns(col, xn, first, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
     """xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] += col[r, t] inside xn for the taps
-    k0 + r = (c*kh + ki)*kw + kj, r < count, and the pixels q0 + t = i*OW + j, t < m (col2im)."""
-    height, width = xn.shape[1], xn.shape[2]
+    k0 + r = (c*kh + ki)*kw + kj, r < count, and the pixels q0 + t = i*OW + j, t < m (col2im): a row
+    of pixels at a time (:func:`.vectors.add_strided_row`). col and xn C-contiguous."""
+    height, width, tile = xn.shape[1], xn.shape[2], col.shape[1]
     i0, i1 = q0 // out_w, (q0 + m - 1) // out_w
     for r in range(count):
-        row = col[r]
         tap = k0 + r
-        plane = xn[first + tap // (kh * kw)]
+        plane = first + tap // (kh * kw)
         ki, kj = (tap // kw) % kh, tap % kw
-        top = ki * dh - ph
-        left = kj * dw - pw
-        w0, w1 = span(left, sw, width, out_w)
+        top, left = ki * dh - ph, kj * dw - pw
         for i in range(i0, i1 + 1):
             ih = i * sh + top
             if 0 <= ih < height:
-                at = i * out_w - q0
-                lo = max(w0, q0 - i * out_w)
-                hi = min(w1, q0 + m - i * out_w)
-                for j in range(lo, hi):
-                    plane[np.uintp(ih), np.uintp(j * sw + left)] += row[np.uintp(at + j)]
+                ja, jb = max(q0 - i * out_w, 0), min(q0 + m - i * out_w, out_w)
+                add_strided_row(col, r * tile + i * out_w - q0 + ja, jb - ja, xn, (plane * height + ih) * width, width,
+                                ja * sw + left, sw)

@@ -15,7 +15,9 @@ shuffles, and the results stored with masks:
 - :func:`output_tiles`: ``y = bias + A^T M A`` into the two output rows of a tile row;
 - :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient;
 - :func:`depthwise_row`: one row of a depthwise 3x3 conv at stride 1 or 2, any dilation, straight
-  from three input rows (no padded copy).
+  from three input rows (no padded copy);
+- :func:`strided_row` and :func:`add_strided_row`: im2col's copy of a row of taps out of an input
+  row and col2im's sum back into it (:mod:`.im2col`), every ``stride``-th column.
 """
 
 from __future__ import annotations
@@ -249,3 +251,108 @@ def depthwise_row(typingctx, x, row0, row1, row2, rows_inside, width, column, st
 
     return (types.none(x, row0, row1, row2, rows_inside, width, column, stride, dilation, w, w_first, bias, y,
                        y_first, count), codegen)
+
+
+def _strided(s, builder, data, offset, stride, inside, width, column):
+    """(values, mask): ``data[offset + column + l*stride]`` for the lanes l of one vector where
+    ``inside`` (an i1 vector) and ``0 <= column + l*stride < width`` (zero elsewhere); stride 1 or 2,
+    the mask over the ``stride * lanes`` columns loaded (for a store back), one or two vectors."""
+    lanes = s.lanes
+    masks = [builder.and_(s.between(builder.sub(_int(0), column), builder.sub(width, column), shift), inside)
+             for shift in (0, lanes)]
+    base = builder.add(offset, column)
+    low = s.load(data, base, masks[0])
+    if stride == 1:
+        return low, masks[:1]
+    high = s.load(data, builder.add(base, _int(lanes)), masks[1])
+    return (low, high), masks
+
+
+def _by_stride(builder, stride, vectors, one_at_a_time):
+    """Emit ``vectors(1)`` at stride 1, ``vectors(2)`` at stride 2, ``one_at_a_time()`` at others."""
+    with builder.if_else(builder.icmp_signed("<=", stride, _int(2))) as (short, long):
+        with short:
+            with builder.if_else(builder.icmp_signed("==", stride, _int(1))) as (one, two):
+                with one:
+                    vectors(1)
+                with two:
+                    vectors(2)
+        with long:
+            one_at_a_time()
+
+
+@intrinsic
+def strided_row(typingctx, x, row, row_inside, width, column, stride, out, out_first, count):
+    """``out[out_first + j] = x[row + column + j*stride]`` for j < count, zero where ``row_inside`` is
+    0 or the column is outside ``[0, width)``; a vector at a time at stride 1 and 2 (every other
+    column picked by a shuffle), one value at a time at larger strides."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[0])
+        x_data, out_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 6)
+        row, inside, width, column, stride, out_first, count = _ints(context, builder, signature, args,
+                                                                     (1, 2, 3, 4, 5, 7, 8))
+        lanes, row_inside = s.lanes, builder.icmp_signed("!=", inside, _int(0))
+        inside_lanes = splat(builder, row_inside, lanes)
+
+        def vectors(step):
+            with s.chunks(count) as (j0, _):
+                first = builder.add(column, builder.mul(j0, _int(step)))
+                values, _ = _strided(s, builder, x_data, row, step, inside_lanes, width, first)
+                value = values if step == 1 else s.split(*values)[0]
+                s.store(value, out_data, builder.add(out_first, j0), s.below(builder.sub(count, j0)))
+
+        def one_at_a_time():
+            with cgutils.for_range(builder, count) as loop:
+                at = builder.add(column, builder.mul(loop.index, stride))
+                valid = builder.and_(row_inside, builder.and_(builder.icmp_signed(">=", at, _int(0)),
+                                                              builder.icmp_signed("<", at, width)))
+                target = builder.gep(out_data, [builder.add(out_first, loop.index)])
+                builder.store(ir.Constant(s.vector.element, 0.0), target)
+                with builder.if_then(valid):
+                    builder.store(builder.load(builder.gep(x_data, [builder.add(row, at)])), target)
+
+        _by_stride(builder, stride, vectors, one_at_a_time)
+        return context.get_dummy_value()
+
+    return types.none(x, row, row_inside, width, column, stride, out, out_first, count), codegen
+
+
+@intrinsic
+def add_strided_row(typingctx, col, col_first, count, x, row, width, column, stride):
+    """``x[row + column + j*stride] += col[col_first + j]`` for j < count where the column is inside
+    ``[0, width)`` (the transpose of :func:`strided_row` on a row inside the plane); at stride 2 the
+    odd columns between are stored back unchanged, so ``x``'s row must be no other thread's."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[3])
+        col_data, x_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 3)
+        col_first, count, row, width, column, stride = _ints(context, builder, signature, args, (1, 2, 4, 5, 6, 7))
+        every = splat(builder, ir.Constant(ir.IntType(1), 1), s.lanes)
+
+        def vectors(step):
+            with s.chunks(count) as (j0, _):
+                first = builder.add(column, builder.mul(j0, _int(step)))
+                taken = s.below(builder.sub(count, j0))
+                added = s.load(col_data, builder.add(col_first, j0), taken)
+                values, masks = _strided(s, builder, x_data, row, step, every, width, first)
+                base = builder.add(row, first)
+                if step == 1:
+                    s.store(builder.fadd(values, added), x_data, base, builder.and_(masks[0], taken))
+                else:  # the even lanes past count and the odd ones stored back as they were
+                    even, odd = s.split(*values)
+                    even = builder.select(taken, builder.fadd(even, added), even)
+                    for h, value in enumerate(s.join(even, odd)):
+                        s.store(value, x_data, builder.add(base, _int(h * s.lanes)), masks[h])
+
+        def one_at_a_time():
+            with cgutils.for_range(builder, count) as loop:
+                at = builder.add(column, builder.mul(loop.index, stride))
+                valid = builder.and_(builder.icmp_signed(">=", at, _int(0)), builder.icmp_signed("<", at, width))
+                with builder.if_then(valid):
+                    target = builder.gep(x_data, [builder.add(row, at)])
+                    value = builder.load(builder.gep(col_data, [builder.add(col_first, loop.index)]))
+                    builder.store(builder.fadd(builder.load(target), value), target)
+
+        _by_stride(builder, stride, vectors, one_at_a_time)
+        return context.get_dummy_value()
+
+    return types.none(col, col_first, count, x, row, width, column, stride), codegen
