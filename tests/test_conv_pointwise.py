@@ -80,6 +80,28 @@ def test_larger_maps_padded_or_grouped_1x1_take_shifted_rows(monkeypatch):
     assert calls == ["pointwise_product"]
 
 
+@pytest.mark.parametrize("size", [(8, 8), (5, 12)])
+def test_weight_gradient_alone_takes_channels_last_products_up_to_64_pixels(size, monkeypatch):
+    """At 50-64 pixels the forward and input gradient take shifted rows, the weight gradient the
+    pointwise path's products: all three against the float64 reference."""
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 6, *size)), rng.standard_normal((5, 6, 1, 1))
+    options = {"stride": (1, 1), "padding": ((0, 0), (0, 0)), "dilation": (1, 1), "groups": 1}
+    grad = rng.standard_normal((2, 5, *size))
+    expected = (reference.conv2d(x, w, None, **options), *reference.conv2d_backward(x, w, grad, **options)[:2])
+    calls = _spy(monkeypatch)
+    ctx = Context(backend=get_backend("cpu"))
+    dw = np.empty_like(w)
+    y = cpu.conv2d_forward(ctx, x, w, None, ONE_BY_ONE, size)
+    dx = cpu.conv2d_backward(ctx, x, grad, w, ONE_BY_ONE, dw, None)
+    for name, got, want in zip(("y", "dx", "dw"), (y, dx, dw), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert calls == ["pointwise_weight"]
+    cpu.conv2d_backward(ctx, x[:, :, :, :5], grad[:, :, :, :5], w, ONE_BY_ONE, dw, None)  # 40 pixels
+    cpu.conv2d_backward(ctx, np.ones((1, 6, 9, 8)), np.ones((1, 5, 9, 8)), w, ONE_BY_ONE, dw, None)  # 72
+    assert calls == ["pointwise_weight", "pointwise_weight", "pointwise_product"]
+
+
 @pytest.mark.parametrize("shape", [(5, 3, 3), (4, 1, 7)])
 def test_pointwise_gradients_match_finite_differences(registry, shape, monkeypatch):
     calls = _spy(monkeypatch)

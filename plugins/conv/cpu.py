@@ -100,6 +100,13 @@ Rapids, 2026-12-02, batch 16, forward / backward: 256->256 at 8x8 2.1 / 7.9 ms b
 at 6x6-7x7 the forward alone is faster by shifted rows (512->512, batch 8: 1.6-2.0 against 1.9-3.1
 ms), the backward by dot products (8.8-10.1 against 6.0-7.7)."""
 
+POINTWISE_WEIGHT_MAX_PIXELS = 64
+"""The weight gradient alone takes :func:`_pointwise`'s channels-last products up to this many
+pixels (its forward and input gradient stay at POINTWISE_MAX_PIXELS): batch 16, Emerald Rapids,
+1 thread: 256->256 at 8x8 1.8-2.7 ms against 3.5-4.8 by shifted rows' dot products (summed across
+lanes every 64 pixels), 128->128 0.74-0.81 against 1.14-1.26; about even at 10x10-16x16 (the
+channels-last copy), slower at 32x32 and 64x64 (64->64: 3.2 against 2.3 ms)."""
+
 
 TAP_BLOCK = 16
 """The im2col paths gather their columns this many taps at a time (a multiple of 4), into rows that
@@ -265,7 +272,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
         return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g)
+    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g, POINTWISE_WEIGHT_MAX_PIXELS)
     shifted = path == "direct" and not pointwise
     if shifted:  # the products run over the flattened padded planes
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
@@ -405,11 +412,11 @@ def _many_taps(w, geom) -> bool:
             and tuple(geom.kernel) != (1, 1))
 
 
-def _pointwise_fits(w, geom, y) -> bool:
+def _pointwise_fits(w, geom, y, max_pixels=POINTWISE_MAX_PIXELS) -> bool:
     """Whether a conv takes :func:`_pointwise`: 1x1, no padding, one group and at most
-    POINTWISE_MAX_PIXELS output pixels per sample."""
+    ``max_pixels`` output pixels per sample."""
     return (tuple(geom.kernel) == (1, 1) and tuple(geom.padding) == (0, 0) and geom.groups == 1
-            and y.shape[2] * y.shape[3] <= POINTWISE_MAX_PIXELS)
+            and y.shape[2] * y.shape[3] <= max_pixels)
 
 
 def _planes(w_shape, y_shape, geom):
