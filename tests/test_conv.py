@@ -13,7 +13,7 @@ import reference_conv as reference
 from cnnrun.engine import CnnrunError, ConfigError, Context, Network, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.engine.plugins import get_backend
-from cnnrun.plugins.conv import cpu
+from cnnrun.plugins.conv import cpu, rules
 
 
 def _net(registry, layer, shape, dtype="float64"):
@@ -364,7 +364,7 @@ def test_config_round_trips_and_repr_shows_non_defaults(registry):
 
 
 # -- every algorithm and kernel of cpu.py ---------------------------------------------------------
-ROUTES = {  # module settings that send the same conv down each kernel of its path
+ROUTES = {  # settings of cpu.py and rules.py that send the same conv down each kernel of its path
     "shifted rows": {"PATCH_MIN_TAPS": 10 ** 9},
     "patches": {"PATCH_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1, "PATCH_TILE": 5},
     "small tiles": {"WORKSPACE_BYTES": 1, "TAP_BLOCK": 4, "PATCH_TILE": 1, "PATCH_MIN_TAPS": 1},
@@ -442,7 +442,7 @@ def test_every_algorithm_kernel_and_thread_count_matches_reference(registry, cas
             for parallel in (False, True) if route == "small tiles" else (False,):  # many tiles to share
                 with monkeypatch.context() as patch:
                     for key, value in settings.items():
-                        patch.setattr(cpu, key, value)
+                        patch.setattr(rules if hasattr(rules, key) else cpu, key, value)
                     patch.setattr(jit, "PARALLEL_MIN_WORK", 0 if parallel else 10 ** 18)
                     got = _cpu_pass(net.nodes[0].layer, layer["type"], x, params, grad, algorithm)
                 for name, a, b in zip(("y", "dx", "dw", "db"), got, expected):
@@ -460,18 +460,18 @@ def test_every_algorithm_kernel_and_thread_count_matches_reference(registry, cas
     (_transpose(out_channels=4, kernel_size=3, padding=1), (3, 4, 4)),
 ], ids=lambda v: json.dumps(v).replace(" ", "") if isinstance(v, dict) else str(v))
 def test_algorithm_gradients_match_finite_differences(registry, monkeypatch, algorithm, route, layer, shape):
-    choose = cpu.choose_path
-    monkeypatch.setattr(cpu, "choose_path", lambda weight_shape, geom, _=None: choose(weight_shape, geom, algorithm))
+    choose = rules.choose_path
+    monkeypatch.setattr(rules, "choose_path", lambda weight_shape, geom, _=None: choose(weight_shape, geom, algorithm))
     for key, value in ROUTES[route].items():
-        monkeypatch.setattr(cpu, key, value)
+        monkeypatch.setattr(rules if hasattr(rules, key) else cpu, key, value)
     check_layer_gradients(layer, shape, registry=registry)
 
 
 def test_unknown_or_unfit_algorithm_is_one_clear_error():
     geom = cpu.Geometry((3, 3), (2, 2), (1, 1), (1, 1), 1, (1, 1))
     with pytest.raises(CnnrunError, match=r"the direct conv algorithm needs stride 1; got stride=\(2, 2\)"):
-        cpu.choose_path((4, 3, 3, 3), geom, "direct")
+        rules.choose_path((4, 3, 3, 3), geom, "direct")
     with pytest.raises(CnnrunError, match=r"unknown conv algorithm 'fft'; expected one of: im2col, direct"):
-        cpu.choose_path((4, 3, 3, 3), geom, "fft")
-    assert cpu.choose_path((4, 1, 3, 3), geom._replace(groups=4), "direct") == "depthwise"
-    assert cpu.choose_path((4, 3, 1, 1), geom._replace(kernel=(1, 1), stride=(1, 1)), "im2col") == "direct"
+        rules.choose_path((4, 3, 3, 3), geom, "fft")
+    assert rules.choose_path((4, 1, 3, 3), geom._replace(groups=4), "direct") == "depthwise"
+    assert rules.choose_path((4, 3, 1, 1), geom._replace(kernel=(1, 1), stride=(1, 1)), "im2col") == "direct"

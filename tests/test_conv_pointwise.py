@@ -10,7 +10,7 @@ from cnnrun.engine import Context, jit
 from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.common import Geometry
-from cnnrun.plugins.conv import cpu
+from cnnrun.plugins.conv import cpu, rules
 
 ONE_BY_ONE = Geometry((1, 1), (1, 1), (0, 0), (1, 1), 1, (0, 0))
 
@@ -119,7 +119,7 @@ def test_pointwise_gradients_match_finite_differences(registry, shape, monkeypat
 def test_frozen_context_packs_the_filter_once_and_gives_the_same_result(kernel, stride, padding, route,
                                                                      monkeypatch):
     for key, value in route.items():
-        monkeypatch.setattr(cpu, key, value)
+        monkeypatch.setattr(rules, key, value)
     rng = np.random.default_rng(1)
     x, w, b = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((5, 6, *kernel)), rng.standard_normal(5)
     geom = Geometry(kernel, stride, padding, (1, 1), 1, padding)

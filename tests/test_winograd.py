@@ -14,7 +14,7 @@ from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.plugins.conv import winograd
 from cnnrun.plugins.products import cpu as products
 from cnnrun.plugins.common import Geometry
-from cnnrun.plugins.conv.cpu import resolve_algorithm
+from cnnrun.plugins.conv.rules import resolve_algorithm
 
 
 def _net(registry, layer, shape, dtype="float64"):

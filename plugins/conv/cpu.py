@@ -29,14 +29,15 @@ gradients). They are computed by these kernels:
 - **channels-last patches** (many taps, >= 16 outputs per group, any stride): x moved to
   zero-padded ``(N, Hp, Wp, C)``, where one output pixel's taps of a kernel row are one run of
   ``kw*C`` values; the runs of a few dozen pixels are copied into rows and dotted with the filter
-  rows, 4 x 3 dot products at a time in registers.
+  rows, 4 x 3 dot products at a time in registers. The weight gradient multiplies the output
+  gradient's rows into the same patches (accumulators along the taps, no sums across lanes).
 - **im2col** (any stride): the columns of a tile of output pixels are gathered into a per-thread
   buffer, a block of taps at a time, and multiplied like shifted rows; the transpose multiplies
   back into columns and adds them where they were read (col2im).
 
 At stride 1 the transpose is the forward product of the output gradient padded by
 ``(k-1)*d - p``, with the rotated filter (``w[o, c, kh-1-ki, kw-1-kj]``, channels swapped).
-:func:`choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
+:func:`.rules.choose_path` maps the ``algorithm`` argument onto these. The multiply-adds are
 :mod:`cnnrun.plugins.products.cpu`' register-blocked kernels (vector blocks written in LLVM IR),
 which read contiguous runs: hence the stride-1 kernels and the copies into padded planes, patches
 and columns. Work is split over (sample, tile of pixels); per-thread buffers are workspaces of the
@@ -50,21 +51,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnrun.engine.errors import CnnrunError
 from cnnrun.engine.jit import launch, reduction_chunks
 from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
-from . import winograd
+from . import rules, winograd
 from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
 from .depthwise_3x3 import depthwise_forward_3x3, depthwise_rows_3x3, depthwise_weight_3x3
-from .direct import (channels_last, direct_weight, patch_product, pointwise_product, pointwise_weight,
+from .direct import (channels_last, direct_weight, patch_product, patch_weight, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
 from .im2col import im2col_forward, im2col_transpose, im2col_weight
 from .offsets import channel_rows, clamped_rows, column_rows, tap_offsets
-
-ALGORITHMS = ("im2col", "direct")
-"""The paths the ``algorithm`` argument can force (``None``: the best for the shape, see :func:`choose_path`)."""
 
 WORKSPACE_BYTES = 192 << 10
 """Each thread works on tiles of output pixels whose rows (outputs and im2col columns) fit in about
@@ -73,40 +70,8 @@ this many bytes, so they stay in its L2 cache."""
 TILE_ALIGN = 16
 """Tiles are a multiple of this many pixels (two AVX vectors of float32), when they can be."""
 
-PATCH_MIN_TAPS = 256
-"""Convs with at least this many taps per output (C/G*kh*kw) and a kernel larger than 1x1 take
-channels-last patches for their forward (and, at stride 1, transpose) product; others take shifted
-rows (stride 1) or im2col."""
-
-PATCH_MIN_ROWS = 16
-"""... and at least this many output channels per group share each copied patch. A stride-1
-transpose with fewer rows (input channels per group) runs as the adjoint of shifted rows: the
-rotated filter's rows, padded to 4, and its wider padded planes would waste more."""
-
 PATCH_TILE = 48
 """The channels-last path copies the patches of this many output pixels at a time (a multiple of 3)."""
-
-POINTWISE_MAX_PIXELS = 49
-"""1x1 stride-1 convs (no padding, one group) with at most this many output pixels per sample take
-channels-last dot products (:func:`_pointwise`), all three products; larger maps take shifted rows.
-Measured (float32, 1 thread): the forward 2-4.5x faster at 2x2 to 7x7 from 128 channels (512->512
-at 2x2: 6.8x, 256->256 at 4x4: 2.8x, at 6x6: 2.2x, 512->512 at 7x7: 2.6x; batch 16, 256->256 at
-4x4: 3x), the same below 64 channels (overhead); slower from 8x8 with 128 channels (batch 16:
-0.9x) and at 16x16 (0.75x). The weight gradient, batch 16: 512->512 at 2x2: 8.6x, 256->256 at
-4x4: 3.3x, 128->128 at 7x7: 1.4x, 64->64 at 7x7 and 32->32 at 4x4: 1.0x, 256->64 at 16x16: 0.6x.
-Larger maps with many channels took it too, until the shifted rows' register blocks (Emerald
-Rapids, 2026-12-02, batch 16, forward / backward: 256->256 at 8x8 2.1 / 7.9 ms by dot products,
-1.0 / 4.7 by shifted rows; 512->512 at 14x14, batch 4, 6.8 / 19.3 against 3.7 / 16.6). Left here:
-at 6x6-7x7 the forward alone is faster by shifted rows (512->512, batch 8: 1.6-2.0 against 1.9-3.1
-ms), the backward by dot products (8.8-10.1 against 6.0-7.7)."""
-
-POINTWISE_WEIGHT_MAX_PIXELS = 64
-"""The weight gradient alone takes :func:`_pointwise`'s channels-last products up to this many
-pixels (its forward and input gradient stay at POINTWISE_MAX_PIXELS): batch 16, Emerald Rapids,
-1 thread: 256->256 at 8x8 1.8-2.7 ms against 3.5-4.8 by shifted rows' dot products (summed across
-lanes every 64 pixels), 128->128 0.74-0.81 against 1.14-1.26; about even at 10x10-16x16 (the
-channels-last copy), slower at 32x32 and 64x64 (64->64: 3.2 against 2.3 ms)."""
-
 
 TAP_BLOCK = 16
 """The im2col paths gather their columns this many taps at a time (a multiple of 4), into rows that
@@ -119,15 +84,15 @@ def conv2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algorithm=None)
     """``conv(x, weight) + bias``, of shape ``(N, O, *out_hw)``. PyTorch: ``F.conv2d``.
 
     ``algorithm`` (the layer's option): "winograd" (:mod:`.winograd`), "im2col", "direct" (stride 1
-    only), or "auto" / ``None``: :func:`resolve_algorithm` (depthwise and 1x1 convs always take their
+    only), or "auto" / ``None``: :func:`.rules.resolve_algorithm` (depthwise and 1x1 convs always take their
     own path).
     """
-    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, out_hw)
+    algorithm = rules.resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, out_hw)
     if algorithm == "winograd":
         return winograd.conv2d_forward(ctx, x, weight, bias, geom, out_hw)
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[0], *out_hw), x.dtype)
-    _forward(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
+    _forward(ctx, x, weight, bias, y, geom, rules.choose_path(weight.shape, geom, algorithm))
     return y
 
 
@@ -136,11 +101,11 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
     """The gradient of :func:`conv2d_forward` with respect to ``x`` (None, not computed, unless
     ``input_grad``); overwrites ``grad_weight`` and ``grad_bias`` (each ``None``: not computed;
     without a bias, or a frozen layer)."""
-    algorithm = resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, grad.shape[2:])
+    algorithm = rules.resolve_algorithm(algorithm, x.shape[1], weight.shape[0], geom, grad.shape[2:])
     if algorithm == "winograd":
         return winograd.conv2d_backward(ctx, x, grad, weight, geom, grad_weight, grad_bias, input_grad)
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
-    path = choose_path(weight.shape, geom, algorithm)
+    path = rules.choose_path(weight.shape, geom, algorithm)
     bias_grad(grad, grad_bias)
     if grad_weight is not None:
         _weight(ctx, x, grad, geom, grad_weight, path)
@@ -156,7 +121,7 @@ def conv_transpose2d_forward(ctx, x, weight, bias, geom: Geometry, out_hw, algor
     output of a conv whose input is the result. PyTorch: ``F.conv_transpose2d``."""
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], weight.shape[1] * geom.groups, *out_hw), x.dtype)
-    _transpose(ctx, x, weight, bias, y, geom, choose_path(weight.shape, geom, algorithm))
+    _transpose(ctx, x, weight, bias, y, geom, rules.choose_path(weight.shape, geom, algorithm))
     return y
 
 
@@ -165,47 +130,12 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
     """The gradient of :func:`conv_transpose2d_forward` with respect to ``x``; overwrites
     ``grad_weight`` and ``grad_bias`` (``None`` without a bias)."""
     x, grad = np.ascontiguousarray(x), np.ascontiguousarray(grad, x.dtype)
-    path = choose_path(weight.shape, geom, algorithm)
+    path = rules.choose_path(weight.shape, geom, algorithm)
     bias_grad(grad, grad_bias)
     _weight(ctx, grad, x, geom, grad_weight, path)
     dx = np.empty(x.shape, x.dtype)
     _forward(ctx, grad, weight, None, dx, geom, path)
     return dx
-
-
-def resolve_algorithm(algorithm, channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
-    """conv2d's ``algorithm`` option for this input: "auto" (or ``None``) becomes "winograd" where
-    :func:`.winograd.choose_algorithm` picks it, else ``None`` (:func:`choose_path` chooses)."""
-    if algorithm is None or algorithm == "auto":
-        return winograd.choose_algorithm(channels, out_channels, geom, out_hw)
-    return algorithm
-
-
-def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
-    """The path of a conv with this weight ``(O, C/G, kh, kw)`` (see the module docstring):
-
-    - "depthwise" (one input channel per group, several groups), whatever ``algorithm`` says;
-    - "direct": no im2col buffer; the forward by shifted rows or, with many taps, channels-last
-      patches, the transpose the same with the rotated filter (or, with few input channels, as the
-      adjoint of shifted rows), the weight gradient by shifted rows. Stride 1 only; 1x1 stride-1
-      convs always take it (a plain matrix product there: pointwise on small maps);
-    - "im2col": im2col columns for all three products;
-    - "strided" (``None`` at stride > 1): the forward by channels-last patches when it has many
-      taps, everything else as "im2col".
-    """
-    if algorithm is not None and algorithm not in ALGORITHMS:
-        raise CnnrunError(f"unknown conv algorithm {algorithm!r}; expected one of: {', '.join(ALGORITHMS)}")
-    if weight_shape[1] == 1 and geom.groups > 1:
-        return "depthwise"
-    stride_one = tuple(geom.stride) == (1, 1)
-    if stride_one and tuple(geom.kernel) == (1, 1):
-        return "direct"
-    if algorithm == "direct" and not stride_one:
-        raise CnnrunError(f"the direct conv algorithm needs stride 1; got stride={tuple(geom.stride)} "
-                          f"(use \"im2col\")")
-    if algorithm == "im2col":
-        return "im2col"
-    return "direct" if stride_one else "strided"
 
 
 # -- the three products, by path ------------------------------------------------------------------
@@ -216,7 +146,7 @@ def _forward(ctx, x, w, bias, y, geom, path):
     elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
-    elif path != "im2col" and _many_taps(w, geom):
+    elif path != "im2col" and rules.many_taps(w, geom):
         _patches(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     elif path == "direct":
         _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
@@ -240,12 +170,12 @@ def _transpose(ctx, y, w, bias, x, geom, path):
     elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
-    elif path == "direct" and (w.shape[1] >= PATCH_MIN_ROWS or tuple(geom.kernel) == (1, 1)):
+    elif path == "direct" and (w.shape[1] >= rules.PATCH_MIN_ROWS or tuple(geom.kernel) == (1, 1)):
         # the conv of y padded by (k-1)*d - p with the rotated, transposed filter
         (kh, kw), (dh, dw), (ph, pw) = geom.kernel, geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=((kh - 1) * dh - ph, (kw - 1) * dw - pw))
         rotated = ctx.derived("conv.transpose.rotated", lambda: rotated_filter(w, geom.groups))
-        product = _patches if _many_taps(rotated, geom) else _direct
+        product = _patches if rules.many_taps(rotated, geom) else _direct
         product(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
     elif path == "direct":
         _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
@@ -270,9 +200,12 @@ def _weight(ctx, x, g, geom, grad_w, path):
             launch(depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
         np.sum(partial, axis=0, out=grad_w.reshape(out_channels, kh, kw))
         return
+    if path in ("strided", "direct") and rules.many_taps(grad_w, geom):
+        _patch_weight(ctx, x, g, geom, grad_w)
+        return
     groups = geom.groups
     per_group, taps = out_channels // groups, grad_w.shape[1] * kh * kw
-    pointwise = path == "direct" and _pointwise_fits(grad_w, geom, g, POINTWISE_WEIGHT_MAX_PIXELS)
+    pointwise = path == "direct" and rules.pointwise_fits(grad_w, geom, g, rules.POINTWISE_WEIGHT_MAX_PIXELS)
     shifted = path == "direct" and not pointwise
     if shifted:  # the products run over the flattened padded planes
         height, width, offsets = _planes(grad_w.shape, g.shape, geom)
@@ -328,19 +261,11 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
 
 
-DEPTHWISE_ROWS_MAX_WIDTH = 16
-"""Depthwise 3x3 convs at column stride 1 with outputs at most this wide, and all at stride 2, take
-:func:`.depthwise_3x3.depthwise_rows_3x3` (rows in vectors, straight from x); the others the padded
-planes' loops. Measured (Emerald Rapids, float32, batch 16, 1 thread, forward), rows against planes:
-stride 1 512 channels at 4x4 1.9x, 256 at 8x8 1.4x, 128 at 16x16 1.5x, 64 at 32x32 0.97x, 16 at
-64x64 0.76x (long rows vectorize in Numba too, without masks); stride 2 1.6-2.1x."""
-
-
 def _depthwise_forward_3x3(ctx, x, w, base, y, geom):
     """y = base + the depthwise 3x3 conv of x: in vectors along the output rows
-    (:func:`.depthwise_3x3.depthwise_rows_3x3`) where DEPTHWISE_ROWS_MAX_WIDTH says, else over
+    (:func:`.depthwise_3x3.depthwise_rows_3x3`) where :data:`.rules.DEPTHWISE_ROWS_MAX_WIDTH` says, else over
     padded planes."""
-    if geom.stride[1] == 2 or (geom.stride[1] == 1 and y.shape[3] <= DEPTHWISE_ROWS_MAX_WIDTH):
+    if geom.stride[1] == 2 or (geom.stride[1] == 1 and y.shape[3] <= rules.DEPTHWISE_ROWS_MAX_WIDTH):
         launch(depthwise_rows_3x3, _work(y.size, 9), np.ascontiguousarray(x), np.ascontiguousarray(w), base, y,
                *geom.stride, *geom.padding, *geom.dilation)
     else:
@@ -354,6 +279,33 @@ def _depthwise_args(ctx, y, geom):
     rows, cols = (y.shape[2] - 1) * sh + 2 * dh + 1, (y.shape[3] - 1) * sw + 2 * dw + 1
     planes = ctx.workspace("conv.depthwise.planes", (_threads(), rows, sw, -(-cols // sw)), y.dtype)
     return sh, sw, *geom.padding, dh, dw, planes
+
+
+def _patch_weight(ctx, x, g, geom, grad_w):
+    """``grad_w`` by channels-last patches (:func:`.direct.patch_weight`): the output gradient's rows
+    (zero-padded to 4 a group) times each tile's patches, the taps in (ki, kj, c) order, then
+    reordered to (c, ki, kj)."""
+    (kh, kw), (sh, sw), (dh, dw) = geom.kernel, geom.stride, geom.dilation
+    n, groups, per_in = x.shape[0], geom.groups, grad_w.shape[1]
+    per_group, taps, pixels = grad_w.shape[0] // groups, per_in * kh * kw, g.shape[2] * g.shape[3]
+    rows, depth = round_up(per_group, 4), round_up(taps, 8)
+    height, width = (g.shape[2] - 1) * sh + (kh - 1) * dh + 1, (g.shape[3] - 1) * sw + (kw - 1) * dw + 1
+    image = ctx.workspace("conv.forward.nhwc", (n, height, width, x.shape[1]), x.dtype)
+    launch(channels_last, image.size, x, image, *geom.padding)
+    spread = np.ascontiguousarray(g).reshape(n, groups * per_group, pixels)
+    if rows != per_group:
+        spread = ctx.workspace("conv.weight.spread", (n, groups * rows, pixels), x.dtype)
+        spread.fill(0)
+        spread.reshape(n, groups, rows, pixels)[:, :, :per_group] = g.reshape(n, groups, per_group, pixels)
+    tile = min(PATCH_TILE, pixels)
+    patches = ctx.workspace("conv.weight.patches", (_threads(), tile, depth), x.dtype)
+    partial = ctx.workspace("conv.weight.partial", (reduction_chunks(n * -(-pixels // tile)), groups, rows, taps),
+                            x.dtype)
+    partial.fill(0)
+    launch(patch_weight, _work(n, pixels, groups, taps, rows + 8) // 8, image, spread, column_rows(tile, depth),
+           partial, kh, kw, sh, sw, dh, dw, g.shape[3], patches)
+    total = partial.sum(axis=0)[:, :per_group].reshape(groups, per_group, kh, kw, per_in)
+    grad_w.reshape(groups, per_group, per_in, kh, kw)[...] = total.transpose(0, 1, 4, 2, 3)
 
 
 def _patches(ctx, key, x, w, base, y, geom):
@@ -378,7 +330,7 @@ def _direct(ctx, key, x, w, base, y, geom):
     """y = base + the stride-1 conv of x with w, x placed at ``geom.padding`` (top, left; negative:
     cropped) in zero planes of OH + (kh-1)*dh rows and Wp = OW + (kw-1)*dw columns; a 1x1 conv that
     :func:`_pointwise_fits` by :func:`_pointwise`."""
-    if _pointwise_fits(w, geom, y):
+    if rules.pointwise_fits(w, geom, y):
         _pointwise(ctx, key, x, w, base, y)
         return
     height, width, offsets = _planes(w.shape, y.shape, geom)
@@ -405,20 +357,6 @@ def _pointwise(ctx, key, x, w, base, y):
 
 
 # -- helpers of the wrappers ----------------------------------------------------------------------
-def _many_taps(w, geom) -> bool:
-    """Whether channels-last patches beat shifted rows: a kernel larger than 1x1 with at least
-    PATCH_MIN_TAPS taps per output and PATCH_MIN_ROWS outputs per group to share each patch."""
-    return (w.shape[1] * _taps(geom) >= PATCH_MIN_TAPS and w.shape[0] // geom.groups >= PATCH_MIN_ROWS
-            and tuple(geom.kernel) != (1, 1))
-
-
-def _pointwise_fits(w, geom, y, max_pixels=POINTWISE_MAX_PIXELS) -> bool:
-    """Whether a conv takes :func:`_pointwise`: 1x1, no padding, one group and at most
-    ``max_pixels`` output pixels per sample."""
-    return (tuple(geom.kernel) == (1, 1) and tuple(geom.padding) == (0, 0) and geom.groups == 1
-            and y.shape[2] * y.shape[3] <= max_pixels)
-
-
 def _planes(w_shape, y_shape, geom):
     """(Hp, Wp, offsets) of the direct path: the padded planes that make output ``y_shape`` from a
     filter ``w_shape``, and each tap's offset into a sample's flattened planes."""

@@ -4,7 +4,8 @@
   contiguous run shifted (``y[o, q] = sum_tap w[o, tap] * xp[q + shift(tap)]``), and its adjoint and
   weight gradient with the same runs;
 - **channels-last patches** (many taps, any stride): x moved to ``(N, Hp, Wp, C)``, each output
-  pixel's taps copied into one row and dotted with the filter rows;
+  pixel's taps copied into one row and dotted with the filter rows; the weight gradient the output
+  gradient's rows times the patches;
 - **pointwise** (1x1, stride 1, no padding, one group): x moved to ``(N, H, W, C)``, each output
   one dot product over the channels, and the weight gradient ``sum_n g_n @ x_n^T``.
 
@@ -138,14 +139,10 @@ def channels_last(x, out, top, left):
 def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patches, acc):
     """y[n, g*R + o, i, j] = base + packed[g, o] . patch(n, g, i, j): the patch is image[n]
     ``(Hp, Wp, C)`` at rows i*sh + ki*dh, columns j*sw + kj*dw and group g's channels, in (ki, kj, c)
-    order, zero-padded like ``packed``'s rows; ``offsets[p]`` = p * depth (a patch row's start)."""
+    order, zero-padded like ``packed``'s rows (:func:`_fill_patches`); ``offsets[p]`` = p * depth (a
+    patch row's start)."""
     samples, channels, out_h, out_w = y.shape
     groups, per_group, depth = packed.shape
-    width, in_channels = image.shape[2], image.shape[3]
-    per_in = in_channels // groups
-    taps = per_in * kh * kw
-    merged = dw == 1 and groups == 1  # the kw taps of a kernel row are one run of kw*C values
-    run, runs = (kw * per_in, 1) if merged else (per_in, kw)
     pixels = out_h * out_w
     tile = patches.shape[1]
     tiles = (pixels + tile - 1) // tile
@@ -158,20 +155,7 @@ def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patch
         flat = patch.reshape(patch.size)
         planes = y[n].reshape(channels, pixels)
         for g in range(groups):
-            for p in range(m):
-                i = (q0 + p) // out_w
-                j = q0 + p - i * out_w
-                row = patch[p]
-                at = 0
-                for ki in range(kh):
-                    line = image[n, i * sh + ki * dh].reshape(width * in_channels)
-                    for kj in range(runs):
-                        start = (j * sw + kj * dw) * in_channels + g * per_in
-                        source, target = line[start:start + run], row[at:at + run]
-                        for t in range(run):
-                            target[t] = source[t]
-                        at += run
-                row[taps:] = 0
+            _fill_patches(image, n, g, groups, q0, m, out_w, kh, kw, sh, sw, dh, dw, patch)
             out[:, :] = 0
             row_dots(packed.reshape(packed.size), g * per_group * depth, depth, per_group, flat, offsets, np.int64(0),
                      depth, out)
@@ -180,6 +164,56 @@ def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patch
                 target, values = planes[g * per_group + o, q0:q0 + m], out[o]
                 for t in range(m):
                     target[t] = values[t] + b
+
+
+@cpu_kernel
+def patch_weight(image, spread, offsets, partial, kh, kw, sh, sw, dh, dw, out_w, patches):
+    """partial[chunk, g, o, k] += sum_p spread[n, g*R + o, p] * patch(n, g, p)[k] over the (sample n,
+    tile of output pixels p) items of each chunk: :func:`patch_product`'s weight gradient, its taps
+    k in (ki, kj, c) order, by :func:`~cnnrun.plugins.products.cpu.rows_product` (accumulators in
+    registers along the taps, no sums across lanes). ``spread`` is the output gradient
+    ``(N, G*R, P)``, R = ``partial.shape[2]`` rows a group (O/G rounded up to 4, zero past it)."""
+    samples, pixels = image.shape[0], spread.shape[2]
+    chunks, groups, rows, taps = partial.shape
+    tile = patches.shape[1]
+    tiles = (pixels + tile - 1) // tile
+    for chunk in prange(chunks):
+        patch, part = patches[numba.get_thread_id()], partial[chunk]
+        flat = patch.reshape(patch.size)
+        first, last = chunk_items(samples * tiles, chunks, chunk)
+        for item in range(first, last):
+            n = item // tiles
+            q0 = (item - n * tiles) * tile
+            m = min(tile, pixels - q0)
+            for g in range(groups):
+                _fill_patches(image, n, g, groups, q0, m, out_w, kh, kw, sh, sw, dh, dw, patch)
+                rows_product(spread[n, g * rows:(g + 1) * rows, q0:q0 + m], flat, offsets, np.int64(0), taps, part[g])
+
+
+@serial_kernel
+def _fill_patches(image, n, g, groups, q0, m, out_w, kh, kw, sh, sw, dh, dw, patch):
+    """patch[p] = the taps of output pixel q0 + p (p < m) of sample n and group g: image[n] at rows
+    i*sh + ki*dh, columns j*sw + kj*dw and the group's channels, in (ki, kj, c) order, zero past
+    the taps; the kw taps of a kernel row are one run of kw*C values when dw == 1 and G == 1."""
+    width, in_channels = image.shape[2], image.shape[3]
+    per_in = in_channels // groups
+    taps = per_in * kh * kw
+    merged = dw == 1 and groups == 1
+    run, runs = (kw * per_in, 1) if merged else (per_in, kw)
+    for p in range(m):
+        i = (q0 + p) // out_w
+        j = q0 + p - i * out_w
+        row = patch[p]
+        at = 0
+        for ki in range(kh):
+            line = image[n, i * sh + ki * dh].reshape(width * in_channels)
+            for kj in range(runs):
+                start = (j * sw + kj * dw) * in_channels + g * per_in
+                source, target = line[start:start + run], row[at:at + run]
+                for t in range(run):
+                    target[t] = source[t]
+                at += run
+        row[taps:] = 0
 
 
 @cpu_kernel
