@@ -133,3 +133,23 @@ def test_frozen_context_packs_the_filter_once_and_gives_the_same_result(kernel, 
     for _ in range(3):
         np.testing.assert_allclose(cpu.conv2d_forward(frozen, x, w, b, geom, out_hw), expected, rtol=1e-12)
     assert len(made) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels, height, width, top, left, rows, cols", [
+    (3, 4, 5, 1, 1, 6, 7),        # zero padding on every side
+    (21, 3, 37, 0, 2, 3, 40),     # channels and columns over a vector: blocks with partial edges
+    (16, 5, 16, -1, -3, 2, 11),   # a negative top/left crops x
+    (1, 2, 2, 0, 0, 2, 2),
+])
+def test_channels_last_copy_moves_each_value_and_zeros_the_rest(dtype, channels, height, width, top, left, rows,
+                                                                 cols):
+    """direct.channels_last (blocks transposed in registers) against NumPy's padding and transpose."""
+    from cnnrun.plugins.conv.direct import channels_last
+    x = np.random.default_rng(4).standard_normal((2, channels, height, width)).astype(dtype)
+    out = np.full((2, rows, cols, channels), np.nan, dtype)
+    channels_last(x, out, top, left)
+    padded = np.zeros((2, channels, rows + 2 * height, cols + 2 * width), dtype)
+    padded[:, :, height + top:2 * height + top, width + left:2 * width + left] = x
+    expected = padded[:, :, height:height + rows, width:width + cols].transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out, expected)

@@ -96,10 +96,10 @@ def test_register_blocked_products(rng):
     products.matrix_product(a, b, 7, out)  # the first 7 columns
     np.testing.assert_allclose(out[:, :7], a @ b[:, :7], rtol=1e-13)
     assert np.isnan(out[:, 7:]).all()
-    c = rng.standard_normal((12, 10))
-    total = np.ones((8, 12))
-    products.matrix_dots(b[:8], c, 9, total)  # adds the dot products over the first 9 columns
-    np.testing.assert_allclose(total, 1 + b[:8, :9] @ c[:, :9].T, rtol=1e-13)
+    tile_major = rng.standard_normal((10, 6))  # the weight gradient's: rows of a tile-major V, 3 columns from 2
+    total = np.ones((8, 3))
+    products.rows_product(a[:, :10], tile_major.reshape(-1), np.arange(10) * 6, np.int64(2), 3, total)
+    np.testing.assert_allclose(total, 1 + a[:, :10] @ tile_major[:, 2:5], rtol=1e-13)
 
 
 # -- whole convolutions ---------------------------------------------------------------------------
@@ -217,6 +217,8 @@ def test_float32_matches_reference_within_1e_4_of_the_output_scale(registry, cas
     (0, (4, 7, 12), 1),
     (1, (3, 5, 70), 1),        # 35 tiles a row: several vectors of tiles, the last one partial
     ([2, 0], (2, 4, 33), 1),
+    (1, (20, 6, 7), 1),        # the weight gradient's tiles of 20 channels: several vectors, the last partial
+    ("same", (20, 5, 6), 2),   # ... 10 channels a group
 ])
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("min_tiles", [1, 7])

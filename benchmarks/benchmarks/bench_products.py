@@ -14,7 +14,7 @@ SHAPES = {"128x128x252": (128, 128, 252), "32x32x256": (32, 32, 256), "16x144x10
 
 
 class Products:
-    params = [list(SHAPES), ["rows_product", "matrix_product", "matrix_dots"]]
+    params = [list(SHAPES), ["rows_product", "matrix_product"]]
     param_names = ["shape", "product"]
 
     def setup(self, shape, product):
@@ -26,11 +26,8 @@ class Products:
         b = rng.standard_normal((depth, pixels)).astype(np.float32)
         flat, starts = b.reshape(-1), np.arange(depth, dtype=np.int64) * pixels
         out = np.zeros((rows, pixels), np.float32)
-        dots_a, dots_out = rng.standard_normal((rows, pixels)).astype(np.float32), np.zeros((rows, depth), np.float32)
         calls = {"rows_product": lambda: products.rows_product(a, flat, starts, np.int64(0), pixels, out),
-                 "matrix_product": lambda: products.matrix_product(a, b, pixels, out),
-                 "matrix_dots": lambda: products.matrix_dots(dots_a, b[:, :pixels] if depth % 4 == 0 else b, pixels,
-                                                             dots_out)}
+                 "matrix_product": lambda: products.matrix_product(a, b, pixels, out)}
         self.call, self.flops = calls[product], 2 * rows * depth * pixels
         self.call()  # compile
 

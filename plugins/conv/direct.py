@@ -21,6 +21,8 @@ from numba import prange
 from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
+from .vectors import transposed_block, vector_lanes
+
 
 @cpu_kernel
 def shifted_product(src, packed, offsets, base, y, width, tile, acc):
@@ -114,9 +116,13 @@ def shifted_transpose(spread, packed, rows, offsets, planes, length, taps, tile,
 
 @cpu_kernel
 def channels_last(x, out, top, left):
-    """out[n, r, s, c] = x[n, c, r - top, s - left] inside x, else 0 (a negative top/left crops x)."""
+    """out[n, r, s, c] = x[n, c, r - top, s - left] inside x, else 0 (a negative top/left crops x):
+    blocks of a vector of channels by a vector of columns transposed in registers
+    (:func:`.vectors.transposed_block`; one value at a time this was about 0.9 ns a value). x and
+    out C-contiguous."""
     samples, channels, height, width = x.shape
     rows, cols = out.shape[1], out.shape[2]
+    lanes, plane = vector_lanes(x), height * width
     for nr in prange(samples * rows):
         n = nr // rows
         r = nr - n * rows
@@ -125,14 +131,14 @@ def channels_last(x, out, top, left):
         if h < 0 or h >= height:
             line[:, :] = 0
             continue
-        for s in range(cols):
-            w = s - left
-            pixel = line[s]
-            if 0 <= w < width:
-                for c in range(channels):
-                    pixel[c] = x[n, c, h, w]
-            else:
-                pixel[:] = 0
+        s0 = min(max(left, 0), cols)  # the columns [s0, s1) of out hold x's
+        s1 = max(min(left + width, cols), s0)
+        line[:s0] = 0
+        line[s1:] = 0
+        for s in range(s0, s1, lanes):
+            for c in range(0, channels, lanes):
+                transposed_block(x, ((n * channels + c) * height + h) * width + s - left, plane, min(lanes, channels - c),
+                                 out, ((n * rows + r) * cols + s) * channels + c, channels, min(lanes, s1 - s))
 
 
 @cpu_kernel

@@ -11,13 +11,16 @@ no memory past a row, or outside the plane, is touched; zeros there), every othe
 shuffles, and the results stored with masks:
 
 - :func:`input_tiles`: ``V[4*xi + nu, t] = (B^T d B)[xi, nu]`` for the tiles of one tile row, d
-  read straight from four rows of the input plane (zero outside it);
+  read straight from four rows of the input plane (zero outside it); :func:`channel_tiles` the
+  same for one tile of a channels-last image, a vector of channels at a time;
 - :func:`output_tiles`: ``y = bias + A^T M A`` into the two output rows of a tile row;
 - :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient;
 - :func:`depthwise_row`: one row of a depthwise 3x3 conv at stride 1 or 2, any dilation, straight
   from three input rows (no padded copy);
 - :func:`strided_row` and :func:`add_strided_row`: im2col's copy of a row of taps out of an input
-  row and col2im's sum back into it (:mod:`.im2col`), every ``stride``-th column.
+  row and col2im's sum back into it (:mod:`.im2col`), every ``stride``-th column;
+- :func:`transposed_block`: a block of up to one vector of rows by one vector of columns,
+  transposed in registers (the channels-last copies of :mod:`.direct`).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def input_tiles(typingctx, x, row0, row1, row2, row3, rows_inside, width, column
             start = builder.add(column, builder.mul(t0, _int(2)))  # the chunk's first column
             left_edge, right_edge = builder.sub(_int(0), start), builder.sub(width, start)  # the plane's lanes
             masks = [s.between(left_edge, right_edge, shift) for shift in (0, lanes, 2, lanes + 2)]
-            transformed = []  # per row: its four column combinations, d B
+            d = []  # the tile's rows: columns 2t + (0, 1, 2, 3) of each input row
             for a, row in enumerate(rows):
                 row_inside = builder.icmp_signed("!=", builder.and_(inside, _int(1 << a)), _int(0))
                 base = builder.add(row, start)
@@ -122,18 +125,51 @@ def input_tiles(typingctx, x, row0, row1, row2, row3, rows_inside, width, column
                     s.load(x_data, builder.add(base, _int(shift)), builder.and_(mask, splat(builder, row_inside, lanes)))
                     for shift, mask in zip((0, lanes, 2, lanes + 2), masks))
                 (even, odd), (even2, odd2) = s.split(low, high), s.split(low2, high2)
-                transformed.append((builder.fsub(even, even2), builder.fadd(odd, even2),
-                                    builder.fsub(even2, odd), builder.fsub(odd, odd2)))
+                d.append((even, odd, even2, odd2))
             store_mask = s.below(builder.sub(tiles, t0))
-            for nu in range(4):
-                d0, d1, d2, d3 = (transformed[a][nu] for a in range(4))
-                for xi, value in enumerate((builder.fsub(d0, d2), builder.fadd(d1, d2), builder.fsub(d2, d1),
-                                            builder.fsub(d1, d3))):
-                    offset = builder.add(builder.add(first, builder.mul(_int(4 * xi + nu), k_stride)), t0)
-                    s.store(value, v_data, offset, store_mask)
+            for k, value in enumerate(_b_t_d_b(builder, d)):
+                offset = builder.add(builder.add(first, builder.mul(_int(k), k_stride)), t0)
+                s.store(value, v_data, offset, store_mask)
         return context.get_dummy_value()
 
     return types.none(x, row0, row1, row2, row3, rows_inside, width, column, v, first, k_stride, tiles), codegen
+
+
+def _b_t_d_b(builder, d):
+    """The 16 values ``(B^T d B)[xi, nu]`` (k = 4*xi + nu order) of the 4x4 tile ``d`` (rows of 4
+    vectors): the columns first, ``(d0 - d2, d1 + d2, d2 - d1, d1 - d3)``, then the rows."""
+    columns = [(builder.fsub(r[0], r[2]), builder.fadd(r[1], r[2]), builder.fsub(r[2], r[1]), builder.fsub(r[1], r[3]))
+               for r in d]
+    values = [None] * 16
+    for nu in range(4):
+        d0, d1, d2, d3 = (columns[a][nu] for a in range(4))
+        for xi, value in enumerate((builder.fsub(d0, d2), builder.fadd(d1, d2), builder.fsub(d2, d1),
+                                    builder.fsub(d1, d3))):
+            values[4 * xi + nu] = value
+    return values
+
+
+@intrinsic
+def channel_tiles(typingctx, image, corner, row_stride, column_stride, channels, v, first, k_stride):
+    """``v[first + k*k_stride + c] = (B^T d B)[k // 4, k % 4]`` for k < 16, c < channels, d the 4x4
+    tile ``image[corner + a*row_stride + b*column_stride + c]`` of a channels-last image (the
+    channels of a pixel contiguous): a vector of channels at a time, the sums of :func:`input_tiles`."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[0])
+        image_data, v_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 5)
+        corner, row_stride, column_stride, channels, first, k_stride = _ints(context, builder, signature, args,
+                                                                             (1, 2, 3, 4, 6, 7))
+        with s.chunks(channels) as (c0, _):
+            mask = s.below(builder.sub(channels, c0))
+            start = builder.add(corner, c0)
+            d = [[s.load(image_data, builder.add(start, builder.add(builder.mul(_int(a), row_stride),
+                                                                    builder.mul(_int(b), column_stride))), mask)
+                  for b in range(4)] for a in range(4)]
+            for k, value in enumerate(_b_t_d_b(builder, d)):
+                s.store(value, v_data, builder.add(builder.add(first, builder.mul(_int(k), k_stride)), c0), mask)
+        return context.get_dummy_value()
+
+    return types.none(image, corner, row_stride, column_stride, channels, v, first, k_stride), codegen
 
 
 @intrinsic
@@ -356,3 +392,52 @@ def add_strided_row(typingctx, col, col_first, count, x, row, width, column, str
         return context.get_dummy_value()
 
     return types.none(col, col_first, count, x, row, width, column, stride), codegen
+
+
+@intrinsic
+def transposed_block(typingctx, x, x_first, x_stride, rows, out, out_first, out_stride, cols):
+    """``out[out_first + j*out_stride + i] = x[x_first + i*x_stride + j]`` for i < rows, j < cols,
+    both at most one vector: the rows loaded (masked to ``cols``), transposed in registers by
+    log2(lanes) rounds of shuffles (each swaps the off-diagonal blocks of size d = lanes/2, ..., 1),
+    the columns stored (masked to ``rows``)."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[0])
+        x_data, out_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 4)
+        x_first, x_stride, rows, out_first, out_stride, cols = _ints(context, builder, signature, args,
+                                                                     (1, 2, 3, 5, 6, 7))
+        lanes = s.lanes
+        column_mask, row_mask = s.below(cols), s.below(rows)
+        vectors = []
+        for i in range(lanes):
+            slot = cgutils.alloca_once_value(builder, s.zero)
+            with builder.if_then(builder.icmp_signed("<", _int(i), rows)):
+                start = builder.add(x_first, builder.mul(_int(i), x_stride))
+                builder.store(s.load(x_data, start, column_mask), slot)
+            vectors.append(builder.load(slot))
+        d = lanes // 2
+        while d:
+            low = [l if l & d == 0 else lanes + l - d for l in range(lanes)]
+            high = [l + d if l & d == 0 else lanes + l for l in range(lanes)]
+            for i in range(lanes):
+                if i & d == 0:
+                    a, b = vectors[i], vectors[i + d]
+                    vectors[i], vectors[i + d] = (builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(I32, lanes),
+                                                                                           order))
+                                                  for order in (low, high))
+            d //= 2
+        for j in range(lanes):
+            with builder.if_then(builder.icmp_signed("<", _int(j), cols)):
+                s.store(vectors[j], out_data, builder.add(out_first, builder.mul(_int(j), out_stride)), row_mask)
+        return context.get_dummy_value()
+
+    return types.none(x, x_first, x_stride, rows, out, out_first, out_stride, cols), codegen
+
+
+@intrinsic
+def vector_lanes(typingctx, x):
+    """The lanes of one vector of ``x``'s dtype (a constant): the block size of :func:`transposed_block`."""
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(signature.args[0].dtype)
+        return ir.Constant(I64, VECTOR_BYTES // context.get_abi_sizeof(element))
+
+    return types.int64(x), codegen

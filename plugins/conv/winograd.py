@@ -21,7 +21,8 @@ tiles that fall outside y are dropped. The gradients:
     dx = conv(dY, rot180(w)^T) with padding 2 - top, 2 - left: the same algorithm on the output
          gradient, with U made from the rotated filter, input and output channels swapped
     dW = G^T dU G,  dU[k] = sum over tiles dM[k] @ V[k]^T,  dM = A dY A^T per 2x2 tile of dY
-         (the chain rule through M = U * V: every step is linear)
+         (the chain rule through M = U * V: every step is linear); here V is made tile-major,
+         ``(T, C)``, from a channels-last copy of x, so that the sum is a product along the tiles
 
 Each pass is one parallel loop over blocks of tile rows (those of all samples, in order): a thread
 transforms the block's input tiles into its own buffer (about BLOCK_BYTES), makes the 16 products
@@ -40,9 +41,10 @@ from numba import prange
 from cnnrun.engine.jit import REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch, reduction_chunks, serial_kernel
 
 from cnnrun.plugins.common import Geometry, bias_grad, round_up
-from cnnrun.plugins.products.cpu import matrix_dots, matrix_product
+from cnnrun.plugins.products.cpu import matrix_product, rows_product
 
-from .vectors import gradient_tiles, input_tiles, output_tiles
+from .direct import channels_last
+from .vectors import channel_tiles, gradient_tiles, input_tiles, output_tiles
 
 BLOCK_BYTES = 1 << 20
 """Each thread's transformed tiles (V and M of a block of tile rows) take about this many bytes (half
@@ -52,10 +54,10 @@ MIN_TILES = 96
 """... and hold at least this many tiles (the products run along the tiles) ..."""
 
 WEIGHT_MIN_TILES = 512
-"""... at least this many in the weight gradient's pass, whose products are dot products along the
-tiles, summed across lanes at the end of each block: 64->64 channels on 56x56 maps, batch 32, took
-87 ms with 1 MiB blocks of 112 tiles, 78-80 ms with blocks of 504 (2 threads: 46 against 37); on
-8x8 maps, batch 128, 11.0 against 10.4 ms."""
+"""... at least this many in the weight gradient's pass (its products run into accumulators of dU
+loaded and stored once a panel of tiles): 32->32 on 16x16 maps, batch 128, 5.2 ms against 6.2 with
+blocks of 96 tiles (1 thread, 2026-12-02), even on 8x8 and 32x32 maps, 64->64 on 56x56, batch 32,
+52 against 48 (set when these were dot products summed across lanes a block: 87 against 78-80)."""
 
 WINOGRAD_MIN_CHANNELS = 64
 """auto picks Winograd when (C/G) * (O/G) reaches this, C/G reaches WINOGRAD_MIN_IN_CHANNELS ..."""
@@ -120,7 +122,10 @@ def conv2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight, grad_bias
         partial = ctx.workspace("winograd.du", (reduction_chunks(blocks), *_packed_shape(grad.shape[1], x.shape[1],
                                                                                          groups)), x.dtype)
         partial.fill(0)
-        launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), x, grad, top, left, *tiles, *buffers,
+        image = ctx.workspace("winograd.nhwc", (x.shape[0], 2 * tiles[0] + 2, 2 * tiles[1] + 2, x.shape[1]), x.dtype)
+        launch(channels_last, image.size, x, image, top, left)
+        rows = np.arange(buffers.rows * tiles[1], dtype=np.int64) * (groups * partial.shape[4])  # V's tile rows
+        launch(_filter_gradient_sums, _work(x, grad.shape[1], groups, tiles), image, grad, *tiles, *buffers, rows,
                partial)
         du = ctx.workspace("winograd.du.sum", partial.shape[1:], x.dtype)
         np.sum(partial, axis=0, out=du)
@@ -270,13 +275,16 @@ def _convolve_blocks(x, u, base, y, top, left, tiles_h, tiles_w, rows, count, v_
 
 
 @cpu_kernel
-def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, count, v_all, m_all, partial):
-    """partial[chunk, k, g, o, c] += sum over the tiles of the chunk's blocks of dM[k, o, t] * V[k, c, t],
-    with dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of x's tiles (the forward pass's)."""
-    channels, out_channels = x.shape[1], grad.shape[1]
+def _filter_gradient_sums(image, grad, tiles_h, tiles_w, rows, count, v_all, m_all, offsets, partial):
+    """partial[chunk, k, g, o, c] += sum over the tiles of the chunk's blocks of dM[k, o, t] * V[k, t, c],
+    with dM = A dY A^T of the 2x2 tiles of grad and V = B^T d B of the tiles of ``image``, x
+    channels-last and padded (tile (ti, tj) at rows 2ti + (0..3), columns 2tj + (0..3)), stored
+    tile-major: V[k] is ``(tiles, G*R)``, group g's R columns from g*R (``offsets[t]`` = t*G*R), so
+    each sum is :func:`~cnnrun.plugins.products.cpu.rows_product` of dM's rows into V's tile rows."""
+    channels, out_channels, width = image.shape[3], grad.shape[1], image.shape[2]
     chunks, groups, m_rows, v_rows = partial.shape[0], partial.shape[2], partial.shape[3], partial.shape[4]
     per_in, per_out = channels // groups, out_channels // groups
-    total = x.shape[0] * tiles_h
+    total = grad.shape[0] * tiles_h
     for chunk in prange(chunks):
         thread = numba.get_thread_id()
         v, mm, part = v_all[thread], m_all[thread], partial[chunk]
@@ -284,16 +292,22 @@ def _filter_gradient_sums(x, grad, top, left, tiles_h, tiles_w, rows, count, v_a
         for block in range(first, last):
             r0 = block * rows
             r1 = min(r0 + rows, total)
-            for c in range(channels):
-                g = c // per_in
-                _input_block(x, c, v, (g * v_rows + c - g * per_in) * count, top, left, r0, r1, tiles_h, tiles_w)
+            for r_ in range(r0, r1):
+                n = r_ // tiles_h
+                line = ((n * image.shape[1] + 2 * (r_ - n * tiles_h)) * width) * channels
+                for tj in range(tiles_w):
+                    t = (r_ - r0) * tiles_w + tj
+                    for g in range(groups):
+                        channel_tiles(image, line + 2 * tj * channels + g * per_in, width * channels, channels,
+                                      per_in, v, (t * groups + g) * v_rows, v.shape[1])
             for o in range(out_channels):
                 g = o // per_out
                 _gradient_block(grad, o, mm, (g * m_rows + o - g * per_out) * count, r0, r1, tiles_h, tiles_w)
+            tiles = (r1 - r0) * tiles_w
             for k in range(16):
-                v_k, m_k = _matrices(v, k, groups, v_rows, count), _matrices(mm, k, groups, m_rows, count)
+                m_k = _matrices(mm, k, groups, m_rows, count)
                 for g in range(groups):
-                    matrix_dots(m_k[g], v_k[g], (r1 - r0) * tiles_w, part[k, g])
+                    rows_product(m_k[g, :, :tiles], v[k], offsets, g * v_rows, per_in, part[k, g])
 
 
 @serial_kernel

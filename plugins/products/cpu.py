@@ -9,8 +9,8 @@ work over threads.
   in registers over all the taps (:mod:`.blocks`, written in LLVM IR).
 - :func:`row_dots` ``out += a_rows . b_rows``: blocks of 4 x 4 dot products over a run, in vector
   registers, summed across lanes at the end.
-- :func:`matrix_product` and :func:`matrix_dots`: the same two products on plain row-major 2-D
-  operands (Winograd's 16 products per tile position).
+- :func:`matrix_product`: the first on plain row-major 2-D operands (Winograd's 16 products per
+  tile position).
 
 The blocks are :mod:`.blocks`' (LLVM IR: vectors of the CPU's widest width, fused multiply-adds,
 masked tails); the loops here only walk over them. Their sums run in a fixed order whatever the
@@ -85,17 +85,3 @@ def matrix_product(a, b, count, out):
     out[:, :count] = 0
     starts = np.arange(b.shape[0]) * b.shape[1]
     rows_product(a, b.reshape(b.size), starts, np.int64(0), count, out)
-
-
-@serial_kernel
-def matrix_dots(a, b, count, out):
-    """out[i, k] += sum_{t < count} a[i, t] * b[k, t]; ``out`` ``(R, K)``, R and K multiples of 4,
-    rows of all three contiguous: :func:`row_dots`' blocks on plain row-major rows."""
-    rows, depth = out.shape
-    a_stride, b_stride = a.strides[0] // a.itemsize, b.strides[0] // b.itemsize
-    for i in range(0, rows, 4):
-        r0 = i * a_stride
-        for k in range(0, depth, 4):
-            s0 = k * b_stride
-            dots_block(a, r0, r0 + a_stride, r0 + 2 * a_stride, r0 + 3 * a_stride,
-                       b, s0, s0 + b_stride, s0 + 2 * b_stride, s0 + 3 * b_stride, count, out, i, k, 4)
