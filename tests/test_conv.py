@@ -365,9 +365,10 @@ def test_config_round_trips_and_repr_shows_non_defaults(registry):
 
 # -- every algorithm and kernel of cpu.py ---------------------------------------------------------
 ROUTES = {  # settings of cpu.py and rules.py that send the same conv down each kernel of its path
-    "shifted rows": {"PATCH_MIN_TAPS": 10 ** 9},
-    "patches": {"PATCH_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1, "PATCH_TILE": 5},
-    "small tiles": {"WORKSPACE_BYTES": 1, "TAP_BLOCK": 4, "PATCH_TILE": 1, "PATCH_MIN_TAPS": 1},
+    "shifted rows": {"PATCH_MIN_TAPS": 10 ** 9, "PATCH_FORWARD_MIN_TAPS": 10 ** 9},
+    "patches": {"PATCH_MIN_TAPS": 1, "PATCH_FORWARD_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1, "PATCH_TILE": 5},
+    "small tiles": {"WORKSPACE_BYTES": 1, "TAP_BLOCK": 4, "PATCH_TILE": 1, "PATCH_MIN_TAPS": 1,
+                    "PATCH_FORWARD_MIN_TAPS": 1},
 }
 
 

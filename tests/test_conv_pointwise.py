@@ -112,7 +112,7 @@ def test_pointwise_gradients_match_finite_differences(registry, shape, monkeypat
 
 @pytest.mark.parametrize("kernel, stride, padding, route", [
     ((3, 3), (1, 1), (1, 1), {}),  # shifted rows
-    ((3, 3), (1, 1), (1, 1), {"PATCH_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1}),  # channels-last patches
+    ((3, 3), (2, 2), (1, 1), {"PATCH_FORWARD_MIN_TAPS": 1, "PATCH_MIN_ROWS": 1}),  # channels-last patches
     ((3, 3), (2, 2), (1, 1), {}),  # im2col
     ((1, 1), (1, 1), (0, 0), {}),  # pointwise
 ])

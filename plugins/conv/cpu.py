@@ -26,11 +26,12 @@ gradients). They are computed by these kernels:
   ``(N, H, W, C)``, each output one dot product of a filter row with a pixel's C values (the
   forward, and the transpose with the transposed filter); the weight gradient
   ``dw = sum_n g_n @ x_n^T`` multiplies the output gradient's rows into the channels-last pixels.
-- **channels-last patches** (many taps, >= 16 outputs per group, any stride): x moved to
-  zero-padded ``(N, Hp, Wp, C)``, where one output pixel's taps of a kernel row are one run of
-  ``kw*C`` values; the runs of a few dozen pixels are copied into rows and dotted with the filter
-  rows, 4 x 3 dot products at a time in registers. The weight gradient multiplies the output
-  gradient's rows into the same patches (accumulators along the taps, no sums across lanes).
+- **channels-last patches** (many taps, >= 16 outputs per group, any stride: the weight
+  gradient; very many at stride > 1: the forward): x moved to zero-padded ``(N, Hp, Wp, C)``,
+  where one output pixel's taps of a kernel row are one run of ``kw*C`` values; the runs of a few
+  dozen pixels are copied into rows. The weight gradient multiplies the output gradient's rows
+  into them (accumulators along the taps); the forward dots them with the filter rows, 4 x 3 dot
+  products at a time in registers.
 - **im2col** (any stride): the columns of a tile of output pixels are gathered into a per-thread
   buffer, a block of taps at a time, and multiplied like shifted rows; the transpose multiplies
   back into columns and adds them where they were read (col2im).
@@ -146,7 +147,7 @@ def _forward(ctx, x, w, bias, y, geom, path):
     elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
-    elif path != "im2col" and rules.many_taps(w, geom):
+    elif path == "strided" and rules.many_taps(w, geom, rules.PATCH_FORWARD_MIN_TAPS):
         _patches(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     elif path == "direct":
         _direct(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
@@ -175,8 +176,7 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         (kh, kw), (dh, dw), (ph, pw) = geom.kernel, geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=((kh - 1) * dh - ph, (kw - 1) * dw - pw))
         rotated = ctx.derived("conv.transpose.rotated", lambda: rotated_filter(w, geom.groups))
-        product = _patches if rules.many_taps(rotated, geom) else _direct
-        product(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
+        _direct(ctx, "conv.transpose", y, rotated, _base(bias, x), x, rotated_geom)
     elif path == "direct":
         _direct_transpose(ctx, y, w, _base(bias, x), x, geom)
     else:
@@ -200,7 +200,7 @@ def _weight(ctx, x, g, geom, grad_w, path):
             launch(depthwise_weight, _work(g.size, kh, kw), x, g, partial, *geom.stride, *geom.padding, *geom.dilation)
         np.sum(partial, axis=0, out=grad_w.reshape(out_channels, kh, kw))
         return
-    if path in ("strided", "direct") and rules.many_taps(grad_w, geom):
+    if path in ("strided", "direct") and rules.many_taps(grad_w, geom, rules.PATCH_MIN_TAPS):
         _patch_weight(ctx, x, g, geom, grad_w)
         return
     groups = geom.groups

@@ -13,13 +13,22 @@ ALGORITHMS = ("im2col", "direct")
 
 PATCH_MIN_TAPS = 256
 """Convs with at least this many taps per output (C/G*kh*kw) and a kernel larger than 1x1 take
-channels-last patches for their forward (and, at stride 1, transpose) product and their weight
-gradient; others take shifted rows (stride 1) or im2col. The weight gradient by patches against
-im2col's or shifted rows' dot products (1 thread, Emerald Rapids, 2026-12-02): 32->64 3x3 stride
-2 on 16x16, batch 128, 9.5-10.6 -> 3.9-4.4 ms; (g) 64->64 3x3 stride 2 on 56x56, batch 32, 33-37
--> 24-26; 64->64 3x3 dilation 2 on 28x28, batch 16, 13.7 -> 9.2-10.2; 32->32 5x5 on 16x16, batch
-32, 6.3-8.3 -> 4.6-5.8; even at 144 taps (16->32 3x3 stride 2), 2.4x slower for a 1x1 stride-2
-conv of 16 channels."""
+channels-last patches for their weight gradient (:func:`.direct.patch_weight`); others im2col's or
+shifted rows' dot products. Measured (1 thread, Emerald Rapids, 2026-12-02): 32->64 3x3 stride 2
+on 16x16, batch 128, 9.5-10.6 -> 3.9-4.4 ms; (g) 64->64 3x3 stride 2 on 56x56, batch 32, 33-37 ->
+24-26; 64->64 3x3 dilation 2 on 28x28, batch 16, 13.7 -> 9.2-10.2; 32->32 5x5 on 16x16, batch 32,
+6.3-8.3 -> 4.6-5.8; even at 144 taps (16->32 3x3 stride 2), 2.4x slower for a 1x1 stride-2 conv
+of 16 channels."""
+
+PATCH_FORWARD_MIN_TAPS = 2048
+"""Strided convs with at least this many taps take channels-last patches for their forward product
+too, the others im2col; stride-1 convs shifted rows. Since im2col's rows of taps are vectors
+(forward, 1 thread, Emerald Rapids, 2026-12-02), patches against im2col at stride 2: 256->256 on
+14x14 (2304 taps), batch 16, 19.1 against 21.6 ms; 128->128 on 28x28 (1152) even; (g) (576) 36.3
+against 28.4; 32->64 on 64x64 (288), batch 16, 13.5 against 8.6; against shifted rows at stride 1:
+512->512 3x3 on 7x7, batch 8, 43.9 against 30.5; 32->32 5x5 on 16x16 8.6 against 6.4 (the
+patches' dot products sum across lanes for every 4 x 3 block; shifted rows and im2col run along
+the pixels in registers)."""
 
 PATCH_MIN_ROWS = 16
 """... and at least this many output channels per group share each copied patch. A stride-1
@@ -68,13 +77,13 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
     """The path of a conv with this weight ``(O, C/G, kh, kw)`` (see :mod:`.cpu`'s docstring):
 
     - "depthwise" (one input channel per group, several groups), whatever ``algorithm`` says;
-    - "direct": no im2col buffer; the forward and the weight gradient by shifted rows or, with many
-      taps, channels-last patches, the transpose the same with the rotated filter (or, with few
-      input channels, as the adjoint of shifted rows). Stride 1 only; 1x1 stride-1 convs always
-      take it (a plain matrix product there: pointwise on small maps);
+    - "direct": no im2col buffer; the forward by shifted rows, the transpose the same with the
+      rotated filter (or, with few input channels, as the adjoint of shifted rows), the weight
+      gradient by shifted rows or, with many taps, channels-last patches. Stride 1 only; 1x1
+      stride-1 convs always take it (a plain matrix product there: pointwise on small maps);
     - "im2col": im2col columns for all three products;
-    - "strided" (``None`` at stride > 1): the forward and the weight gradient by channels-last
-      patches when it has many taps, everything else as "im2col".
+    - "strided" (``None`` at stride > 1): the weight gradient by channels-last patches when it has
+      many taps, the forward when it has very many, everything else as "im2col".
     """
     if algorithm is not None and algorithm not in ALGORITHMS:
         raise CnnrunError(f"unknown conv algorithm {algorithm!r}; expected one of: {', '.join(ALGORITHMS)}")
@@ -91,10 +100,11 @@ def choose_path(weight_shape, geom: Geometry, algorithm=None) -> str:
     return "direct" if stride_one else "strided"
 
 
-def many_taps(w, geom) -> bool:
-    """Whether channels-last patches beat shifted rows: a kernel larger than 1x1 with at least
-    PATCH_MIN_TAPS taps per output and PATCH_MIN_ROWS outputs per group to share each patch."""
-    return (w.shape[1] * geom.kernel[0] * geom.kernel[1] >= PATCH_MIN_TAPS and w.shape[0] // geom.groups >= PATCH_MIN_ROWS
+def many_taps(w, geom, least) -> bool:
+    """Whether channels-last patches pay (PATCH_MIN_TAPS for the weight gradient,
+    PATCH_FORWARD_MIN_TAPS for a strided forward): a kernel larger than 1x1 with at least ``least``
+    taps per output and PATCH_MIN_ROWS outputs per group to share each patch."""
+    return (w.shape[1] * geom.kernel[0] * geom.kernel[1] >= least and w.shape[0] // geom.groups >= PATCH_MIN_ROWS
             and tuple(geom.kernel) != (1, 1))
 
 
