@@ -20,6 +20,11 @@ CASES = {
     # ResNet-20's first stage (Winograd since its transforms are vectors), MobileNet-v1's 8x8 pointwise
     "resnet20-stage1": ("32x16x32x32", {"out_channels": 16, "kernel_size": 3, "padding": 1}),
     "mobilenet-pw-8x8": ("16x256x8x8", {"out_channels": 256, "kernel_size": 1}),
+    # ResNet-20's stride-2 transitions (im2col's rows of taps in vectors; the second's weight gradient
+    # by channels-last patches) and its 64-channel 8x8 Winograd conv (V's planes off one L1 set)
+    "resnet20-down-16": ("32x16x32x32", {"out_channels": 32, "kernel_size": 3, "stride": 2, "padding": 1}),
+    "resnet20-down-32": ("32x32x16x16", {"out_channels": 64, "kernel_size": 3, "stride": 2, "padding": 1}),
+    "resnet20-stage3": ("32x64x8x8", {"out_channels": 64, "kernel_size": 3, "padding": 1}),
 }
 
 
@@ -27,8 +32,8 @@ class Conv2d:
     """conv2d, cases (a) to (g): (a)/(b) LeNet-5's two convolutions, (c)/(d) 3x3 ResNet
     convolutions, (e) a 1x1 (pointwise) one, (f) depthwise (groups = channels), (g) stride 2; then
     ResNet-20's 32-channel 16x16 conv (Winograd, blocks of 1024 tiles), two of MobileNet-v1's
-    depthwise 3x3 convs (stride 2; 4x4 maps), ResNet-20's 16-channel 32x32 conv and MobileNet-v1's
-    256-channel 8x8 pointwise conv."""
+    depthwise 3x3 convs (stride 2; 4x4 maps), ResNet-20's 16-channel 32x32 conv, MobileNet-v1's
+    256-channel 8x8 pointwise conv, ResNet-20's two stride-2 3x3 convs and its 64-channel 8x8 conv."""
 
     params = [list(CASES)]
     param_names = ["case"]
