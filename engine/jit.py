@@ -46,6 +46,15 @@ def chunk_items(items, chunks, chunk):
     return chunk * items // chunks, (chunk + 1) * items // chunks
 
 
+@numba.njit(cache=True, inline="always")
+def tile_of(item, tiles, tile, length):
+    """(sample, first pixel, pixels) of work item ``item`` = sample * ``tiles`` + its tile, the tiles
+    of ``tile`` pixels each (the last shorter) over a sample's ``length``."""
+    n = item // tiles
+    q0 = (item - n * tiles) * tile
+    return n, q0, min(tile, length - q0)
+
+
 PARALLEL_MIN_WORK = 1_000_000
 """Kernels whose work is estimated below this (about a nanosecond a unit on one core: callers
 count a vectorized multiply-add as 1/8, an element read or written as 1) run on one thread."""

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
+from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel, tile_of
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 from .vectors import transposed_block, vector_lanes
@@ -40,9 +40,7 @@ def shifted_product(src, packed, offsets, base, y, width, tile, acc):
     tiles = (length + tile - 1) // tile
     in_place = width == out_w and per_group % 4 == 0
     for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, length - q0)
+        n, q0, m = tile_of(item, tiles, tile, length)
         for g in range(groups):
             if in_place:
                 out = y[n].reshape(channels, length)[g * per_group:(g + 1) * per_group, q0:q0 + m]
@@ -85,9 +83,7 @@ def direct_weight(spread, src, offsets, partial, plane, length, tile):
         part = partial[chunk]
         first, last = chunk_items(samples * tiles, chunks, chunk)
         for item in range(first, last):
-            n = item // tiles
-            q0 = (item - n * tiles) * tile
-            m = min(tile, length - q0)
+            n, q0, m = tile_of(item, tiles, tile, length)
             for g in range(groups):
                 row_dots(spread[n], g * per_group * plane + q0, plane, per_group, src[n], offsets[g], q0, m,
                          part[g, :, 0:part.shape[2]])
@@ -153,9 +149,7 @@ def patch_product(image, packed, offsets, base, y, kh, kw, sh, sw, dh, dw, patch
     tile = patches.shape[1]
     tiles = (pixels + tile - 1) // tile
     for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
+        n, q0, m = tile_of(item, tiles, tile, pixels)
         thread = numba.get_thread_id()
         patch, out = patches[thread], acc[thread, :, :m]
         flat = patch.reshape(patch.size)
@@ -188,9 +182,7 @@ def patch_weight(image, spread, offsets, partial, kh, kw, sh, sw, dh, dw, out_w,
         flat = patch.reshape(patch.size)
         first, last = chunk_items(samples * tiles, chunks, chunk)
         for item in range(first, last):
-            n = item // tiles
-            q0 = (item - n * tiles) * tile
-            m = min(tile, pixels - q0)
+            n, q0, m = tile_of(item, tiles, tile, pixels)
             for g in range(groups):
                 _fill_patches(image, n, g, groups, q0, m, out_w, kh, kw, sh, sw, dh, dw, patch)
                 rows_product(spread[n, g * rows:(g + 1) * rows, q0:q0 + m], flat, offsets, np.int64(0), taps, part[g])
@@ -234,9 +226,7 @@ def pointwise_product(image, w, offsets, base, y, acc):
     tiles = (pixels + tile - 1) // tile
     rows = w.reshape(w.size)
     for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
+        n, q0, m = tile_of(item, tiles, tile, pixels)
         out = acc[numba.get_thread_id(), :, :m]
         out[:, :] = 0
         row_dots(rows, np.int64(0), in_channels, channels, image[n].reshape(pixels * in_channels), offsets,

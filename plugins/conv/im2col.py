@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel
+from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel, tile_of
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 from .vectors import add_strided_row, strided_row
@@ -29,9 +29,7 @@ def im2col_forward(x, packed, rows, base, y, kh, kw, sh, sw, ph, pw, dh, dw, til
     pixels = out_h * out_w
     tiles = (pixels + tile - 1) // tile
     for item in prange(samples * tiles):
-        n = item // tiles
-        q0 = (item - n * tiles) * tile
-        m = min(tile, pixels - q0)
+        n, q0, m = tile_of(item, tiles, tile, pixels)
         thread = numba.get_thread_id()
         col, out = cols[thread], acc[thread]
         planes = y[n].reshape(out_channels, pixels)
@@ -89,9 +87,7 @@ def im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, col
         col, part = cols[numba.get_thread_id()], partial[chunk]
         first, last = chunk_items(samples * tiles, chunks, chunk)
         for item in range(first, last):
-            n = item // tiles
-            q0 = (item - n * tiles) * tile
-            m = min(tile, pixels - q0)
+            n, q0, m = tile_of(item, tiles, tile, pixels)
             flat = g[n].reshape(g.shape[1] * pixels)
             for grp in range(groups):
                 for k0 in range(0, taps, block):
