@@ -37,7 +37,7 @@ rotated filter's rows, padded to 4, and its wider padded planes would waste more
 
 POINTWISE_MAX_PIXELS = 49
 """1x1 stride-1 convs (no padding, one group) with at most this many output pixels per sample take
-channels-last dot products (:func:`_pointwise`), all three products; larger maps take shifted rows.
+channels-last dot products (:func:`.cpu._pointwise`), all three products; larger maps take shifted rows.
 Measured (float32, 1 thread): the forward 2-4.5x faster at 2x2 to 7x7 from 128 channels (512->512
 at 2x2: 6.8x, 256->256 at 4x4: 2.8x, at 6x6: 2.2x, 512->512 at 7x7: 2.6x; batch 16, 256->256 at
 4x4: 3x), the same below 64 channels (overhead); slower from 8x8 with 128 channels (batch 16:
@@ -50,7 +50,7 @@ at 6x6-7x7 the forward alone is faster by shifted rows (512->512, batch 8: 1.6-2
 ms), the backward by dot products (8.8-10.1 against 6.0-7.7)."""
 
 POINTWISE_WEIGHT_MAX_PIXELS = 64
-"""The weight gradient alone takes :func:`_pointwise`'s channels-last products up to this many
+"""The weight gradient alone takes :func:`.cpu._pointwise`'s channels-last products up to this many
 pixels (its forward and input gradient stay at POINTWISE_MAX_PIXELS): batch 16, Emerald Rapids,
 1 thread: 256->256 at 8x8 1.8-2.7 ms against 3.5-4.8 by shifted rows' dot products (summed across
 lanes every 64 pixels), 128->128 0.74-0.81 against 1.14-1.26; about even at 10x10-16x16 (the

@@ -170,7 +170,8 @@ def _buffers(ctx, x, out_channels, groups, tiles, weight_pass=False):
     and the products M (R = O/G), R rounded up to a multiple of 4 and the padding rows zero,
     carved from one workspace: ``(threads, 16, plane)``, the rows of tile position k one after
     the other, ``(G, R, count)``, each row and each plane an odd number of cache lines long
-    (:func:`_odd_lines`).
+    (:func:`_odd_lines`); the weight gradient's pass fills V's planes tile-major instead, ``(tiles,
+    G*R)`` (:func:`_filter_gradient_sums`).
 
     A block holds about BLOCK_BYTES of tiles, at least MIN_TILES (WEIGHT_MIN_TILES in the
     ``weight_pass``); there are at least REDUCTION_CHUNKS
