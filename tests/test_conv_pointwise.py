@@ -1,6 +1,12 @@
 """The CPU conv paths added for speed: 1x1 convs on small maps by channels-last products
-(plugins/conv/cpu.py ``_pointwise``, and its weight gradient) and packed filters kept in frozen contexts, against
-the float64 references of tests/reference_conv.py and finite differences."""
+(plugins/conv/cpu.py ``_pointwise``, and its weight gradient), packed filters kept in frozen contexts,
+the channels-last copy, and the vector kernels compiled for AVX2, against the float64 references of
+tests/reference_conv.py, NumPy and finite differences."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +17,7 @@ from cnnrun.engine.gradcheck import check_layer_gradients
 from cnnrun.engine.plugins import get_backend
 from cnnrun.plugins.common import Geometry
 from cnnrun.plugins.conv import cpu, rules
+from cnnrun.plugins.conv.direct import channels_last
 
 ONE_BY_ONE = Geometry((1, 1), (1, 1), (0, 0), (1, 1), 1, (0, 0))
 
@@ -145,7 +152,6 @@ def test_frozen_context_packs_the_filter_once_and_gives_the_same_result(kernel, 
 def test_channels_last_copy_moves_each_value_and_zeros_the_rest(dtype, channels, height, width, top, left, rows,
                                                                  cols):
     """direct.channels_last (blocks transposed in registers) against NumPy's padding and transpose."""
-    from cnnrun.plugins.conv.direct import channels_last
     x = np.random.default_rng(4).standard_normal((2, channels, height, width)).astype(dtype)
     out = np.full((2, rows, cols, channels), np.nan, dtype)
     channels_last(x, out, top, left)
@@ -153,3 +159,50 @@ def test_channels_last_copy_moves_each_value_and_zeros_the_rest(dtype, channels,
     padded[:, :, height + top:2 * height + top, width + left:2 * width + left] = x
     expected = padded[:, :, height:height + rows, width:width + cols].transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(out, expected)
+
+
+AVX2_CONV_CHECK = """
+import sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+import reference_conv as reference
+from cnnrun.engine import Network
+from cnnrun.plugins.conv.direct import channels_last
+from cnnrun.plugins.products import blocks
+assert blocks.VECTOR_BYTES == 32
+rng = np.random.default_rng(6)
+for dtype, tolerance in (("float32", 1e-4), ("float64", 1e-10)):  # 8 and 4 lanes
+    x = rng.standard_normal((2, 11, 3, 19)).astype(dtype)
+    out = np.empty((2, 5, 22, 11), dtype)
+    channels_last(x, out, 1, 2)
+    expected = np.zeros((2, 11, 5, 22), dtype)
+    expected[:, :, 1:4, 2:21] = x
+    assert np.array_equal(out, expected.transpose(0, 2, 3, 1))
+    for layer, shape in (({{"stride": 2}}, (3, 5, 37)),                      # im2col's strided rows
+                         ({{"algorithm": "winograd"}}, (10, 5, 7))):        # the tile-major weight pass
+        config = {{"name": "t", "input": {{"shape": list(shape)}},
+                  "layers": [{{"type": "conv2d", "name": "conv", "out_channels": 6, "kernel_size": 3, "padding": 1,
+                              **layer}}]}}
+        net = Network.from_config(config, dtype=dtype)
+        x = rng.standard_normal((2, *shape))
+        y = net.forward(x.astype(dtype), training=True)
+        grad = np.cos(y).astype(np.float64)
+        dx = net.backward(grad.astype(dtype))
+        w, b = (net.params["conv"][k].astype(np.float64) for k in ("weight", "bias"))
+        options = {{"stride": (layer.get("stride", 1),) * 2, "padding": ((1, 1), (1, 1)), "dilation": (1, 1),
+                   "groups": 1}}
+        want = (reference.conv2d(x, w, b, **options), *reference.conv2d_backward(x, w, grad, **options)[:2])
+        for got, ref in zip((y, dx, net.grads["conv"]["weight"]), want):
+            np.testing.assert_allclose(got, ref, rtol=0, atol=tolerance * np.abs(ref).max())
+print("ok")
+"""
+
+
+def test_avx2_hosts_compute_the_same_vector_rows_and_tiles(tmp_path):
+    """Compiled for a Haswell (AVX2, 8 float32 lanes) in a fresh process: the register transposes of
+    the channels-last copy, im2col's strided rows and Winograd's channels-last tiles."""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.2",
+               NUMBA_CACHE_DIR=str(tmp_path))
+    script = AVX2_CONV_CHECK.format(tests=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
