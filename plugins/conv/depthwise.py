@@ -6,12 +6,20 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel
-
-from .im2col import span
+from cnnrun.engine.jit import cpu_kernel, serial_kernel
 
 # Inner-loop indices are cast to ``np.uintp``: Numba then drops its negative-index wraparound and
 # the loops vectorize (about 4x faster). Only values known to be >= 0 are cast.
+
+
+@serial_kernel
+def span(offset, stride, size, count):
+    """The range [lo, hi) of i < count with 0 <= i*stride + offset < size."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = (size - 1 - offset) // stride + 1
+    lo = min(lo, count)
+    hi = max(min(hi, count), lo)
+    return lo, hi
 
 
 @cpu_kernel

@@ -25,7 +25,7 @@ from numba import prange
 
 from cnnrun.engine.jit import cpu_kernel, serial_kernel
 
-from .im2col import span
+from .depthwise import span
 from .vectors import depthwise_row
 
 

@@ -99,16 +99,6 @@ def im2col_weight(x, g, partial, rows, kh, kw, sh, sw, ph, pw, dh, dw, tile, col
 
 
 @serial_kernel
-def span(offset, stride, size, count):
-    """The range [lo, hi) of i < count with 0 <= i*stride + offset < size."""
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    hi = (size - 1 - offset) // stride + 1
-    lo = min(lo, count)
-    hi = max(min(hi, count), lo)
-    return lo, hi
-
-
-@serial_kernel
 def _fill_columns(xn, first, channels, col, k0, count, q0, m, kh, kw, sh, sw, ph, pw, dh, dw, out_w):
     """col[r, t] = xn[first + c, i*sh - ph + ki*dh, j*sw - pw + kj*dw] (0 outside) for the taps
     k0 + r = (c*kh + ki)*kw + kj, r < count (0 past the last tap), and the pixels q0 + t = i*OW + j,
