@@ -39,6 +39,8 @@ class Context:
     - ``workspace(key, shape, dtype)``: a scratch array on the device, kept between calls (not zeroed).
     - ``frozen``: True when ``params`` never change (an inference plan's copies, :mod:`.plan`);
       ``derived(key, make)`` then keeps what a kernel derives from them (a transformed filter).
+    - ``per_shape(key, signature, make)``: ``make()`` kept while ``signature`` (the shapes and
+      settings it was made from) is the last call's: a kernel's per-shape set-up, made once.
     - ``comm``: the ranks of a data-parallel run (:class:`cnnrun.engine.distributed.MpiComm`; its
       ``sum(array)`` sums a float64 array over them), or None in one process.
     """
@@ -57,6 +59,7 @@ class Context:
         self._workspaces: dict[str, np.ndarray] = {}
         self.frozen = False
         self._derived: dict[str, Any] = {}
+        self._per_shape: dict[str, tuple] = {}
         self.comm = None
 
     @property
@@ -70,6 +73,7 @@ class Context:
         self.kernels = backend.kernels
         self._workspaces.clear()
         self._derived.clear()
+        self._per_shape.clear()
 
     @property
     def device(self) -> str:
@@ -93,6 +97,14 @@ class Context:
         if value is None:
             value = self._derived[key] = make()
         return value
+
+    def per_shape(self, key: str, signature, make):
+        """``make()``, kept while ``signature`` equals the last call's (only the last is kept, so what
+        ``make`` lays out in a workspace stays valid: every other layout of it replaces this one)."""
+        last = self._per_shape.get(key)
+        if last is None or last[0] != signature:
+            last = self._per_shape[key] = (signature, make())
+        return last[1]
 
 
 class Layer(Configurable):

@@ -49,3 +49,17 @@ def test_weight_gradient_does_not_depend_on_the_threads(rng, monkeypatch, case):
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert np.abs(results[0][0]).max() > 0
+
+
+def test_num_threads_follows_set_num_threads():
+    """:func:`jit.num_threads` (Numba's count without its lock) is the calling thread's count, as
+    ``numba.get_num_threads()``, after every ``set_num_threads`` (a kernel sizing its per-thread
+    buffers by a stale count would index past them)."""
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, THREADS, 1):
+            numba.set_num_threads(threads)
+            assert jit.num_threads() == numba.get_num_threads() == threads
+    finally:
+        numba.set_num_threads(before)
+    assert jit.num_threads() == before

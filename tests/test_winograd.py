@@ -354,3 +354,32 @@ def test_tile_rows_and_planes_are_an_odd_number_of_cache_lines(registry, dtype, 
         assert rest == 0 and plane_lines % 2 == 1 and buffer.shape[2] >= groups * rows * buffers.count
         matrices = winograd._rows_of(buffer, groups, rows, buffers.count)
         assert not matrices[..., channels // groups:, :].any()  # the padding rows are zero
+
+
+def test_buffers_are_made_once_per_shape_and_remade_for_another(registry):
+    """:func:`winograd._buffers` keeps its views and zeroed padding rows while the shapes stay
+    (:meth:`Context.per_shape`: the last shapes only), and lays the workspace out anew, padding
+    rows zeroed again, for any other: a forward after another layout left NaN everywhere, then
+    the backward's two passes (other layouts of the same workspace) alternating with forwards of
+    two batch sizes in one context, all equal the reference (6 channels: two padding rows)."""
+    layer = {"out_channels": 6, "kernel_size": 3, "padding": 1, "algorithm": "winograd"}
+    net = _net(registry, layer, (6, 8, 8))
+    ctx, params, grads = net.contexts["conv"], net.params["conv"], net.grads["conv"]
+    options = {"stride": (1, 1), "padding": ((1, 1), (1, 1)), "dilation": (1, 1), "groups": 1}
+    rng = np.random.default_rng(8)
+    x2 = rng.standard_normal((2, 6, 8, 8))
+    first = winograd._buffers(ctx, x2, 6, 1, (4, 4))
+    assert winograd._buffers(ctx, x2, 6, 1, (4, 4)) is first
+    winograd._buffers(ctx, x2[:1], 6, 1, (4, 4)).v.fill(np.nan)
+    ctx._workspaces["winograd.tiles"].fill(np.nan)
+    assert winograd._buffers(ctx, x2, 6, 1, (4, 4)) is not first
+    for batch in (2, 3, 2, 2):
+        x = rng.standard_normal((batch, 6, 8, 8))
+        y = net.forward(x, training=True)
+        np.testing.assert_allclose(y, reference.conv2d(x, params["weight"], params.get("bias"), **options),
+                                   rtol=1e-10, atol=1e-12)
+        grad = rng.standard_normal(y.shape)
+        dx = net.backward(grad)
+        ref_dx, ref_dw, _ = reference.conv2d_backward(x, params["weight"], grad, **options)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grads["weight"], ref_dw, rtol=1e-10, atol=1e-12)

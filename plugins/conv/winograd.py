@@ -38,7 +38,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch, reduction_chunks, serial_kernel
+from cnnrun.engine.jit import (REDUCTION_CHUNKS, chunk_items, cpu_kernel, launch, num_threads, reduction_chunks,
+                               serial_kernel)
 
 from cnnrun.plugins.common import Geometry, bias_grad, round_up
 from cnnrun.plugins.products.cpu import matrix_product, rows_product
@@ -178,12 +179,20 @@ def _buffers(ctx, x, out_channels, groups, tiles, weight_pass=False):
     blocks where the tiles allow it (else a small pass, e.g. 64 channels on 8x8 maps at batch 32,
     is one block: one thread); the blocks are evened out and, from REDUCTION_CHUNKS blocks up, made
     a multiple of it, so that the threads get even work and the blocks depend on the shapes alone
-    (the weight gradient's sums over them are reproducible).
+    (the weight gradient's sums over them are reproducible). Made once per shape
+    (:meth:`~cnnrun.engine.layer.Context.per_shape`).
     """
+    signature = (x.shape, x.dtype, out_channels, groups, tiles, weight_pass, num_threads(), BLOCK_BYTES,
+                 MIN_TILES, WEIGHT_MIN_TILES)
+    return ctx.per_shape("winograd.tiles", signature, lambda: _carved(ctx, x, out_channels, groups, tiles, weight_pass))
+
+
+def _carved(ctx, x, out_channels, groups, tiles, weight_pass):
+    """:func:`_buffers`' work, once per shape: the block size, the views, the padding rows zeroed."""
     in_channels, dtype = x.shape[1], x.dtype
     v_rows, m_rows = round_up(in_channels // groups), round_up(out_channels // groups)
     per_row = 16 * groups * (v_rows + m_rows) * tiles[1]  # values per tile row
-    total, threads, budget = x.shape[0] * tiles[0], numba.get_num_threads(), BLOCK_BYTES // dtype.itemsize
+    total, threads, budget = x.shape[0] * tiles[0], num_threads(), BLOCK_BYTES // dtype.itemsize
     least = -(-(WEIGHT_MIN_TILES if weight_pass else MIN_TILES) // tiles[1])  # tile rows
     rows = max(budget // per_row, least)
     blocks = max(-(-total // rows), min(REDUCTION_CHUNKS, total // least))  # enough for the threads

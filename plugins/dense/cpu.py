@@ -9,7 +9,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, launch
+from cnnrun.engine.jit import cpu_kernel, launch, num_threads
 from cnnrun.plugins.common import round_up
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
@@ -23,7 +23,7 @@ def linear_forward(ctx, x, weight, bias):
     out_features = weight.shape[0]
     y = np.empty((x.shape[0], out_features), x.dtype)
     base = bias if bias is not None else np.zeros(out_features, x.dtype)
-    blocks = ctx.workspace("linear.blocks", (numba.get_num_threads(), 4, out_features), x.dtype)
+    blocks = ctx.workspace("linear.blocks", (num_threads(), 4, out_features), x.dtype)
     launch(_linear_forward, y.size * x.shape[1] // 8, x, weight.reshape(-1), _row_starts(*weight.shape), base, y,
            blocks)
     return y
@@ -38,7 +38,7 @@ def linear_backward(ctx, x, grad, weight, grad_weight, grad_bias):
         np.sum(grad, axis=0, out=grad_bias)
     (n, features), out_features = x.shape, weight.shape[0]
     tile = min(FEATURE_TILE, features)
-    blocks = ctx.workspace("linear.tiles", (numba.get_num_threads(), 4, tile), x.dtype)
+    blocks = ctx.workspace("linear.tiles", (num_threads(), 4, tile), x.dtype)
     padded = ctx.workspace("linear.grad", (round_up(n), round_up(out_features)), x.dtype)
     padded.fill(0)
     padded[:n, :out_features] = grad  # dx = grad @ W: rows of grad against the rows of W
