@@ -63,17 +63,23 @@ count a vectorized multiply-add as 1/8, an element read or written as 1) run on 
 def num_threads() -> int:
     """``numba.get_num_threads()`` (the calling thread's count), without the lock Numba takes on every
     call to check that its thread pool is up (1.9 against 0.15 us a call, Numba 0.68: a batch-1
-    ResNet-20 pass asks 68 times); Numba's own call where its internals differ."""
-    global _count_of_thread
-    if _count_of_thread is None:
+    ResNet-20 pass asks 68 times); Numba's own calls where its internals differ."""
+    return _thread_count()[0]()
+
+
+def _thread_count():
+    """Numba's (get, set) of the calling thread's count once its pool is up, cached."""
+    global _COUNT
+    if _COUNT is None:
         numba.get_num_threads()  # starts the pool
         from numba.np.ufunc import parallel
 
-        _count_of_thread = getattr(parallel, "_get_num_threads", numba.get_num_threads)
-    return _count_of_thread()
+        get, put = getattr(parallel, "_get_num_threads", None), getattr(parallel, "_set_num_threads", None)
+        _COUNT = (get, put) if get is not None and put is not None else (numba.get_num_threads, numba.set_num_threads)
+    return _COUNT
 
 
-_count_of_thread = None
+_COUNT = None
 
 
 def launch(kernel, work, *args):
@@ -81,11 +87,12 @@ def launch(kernel, work, *args):
     :data:`PARALLEL_MIN_WORK`) is too small to be worth waking the others."""
     if work >= PARALLEL_MIN_WORK:
         return kernel(*args)
-    threads = num_threads()
+    get, put = _thread_count()
+    threads = get()
     if threads == 1:
         return kernel(*args)
-    numba.set_num_threads(1)
+    put(1)  # counts Numba has checked: 1 and the current one (without the lock: 2.5 us a launch less)
     try:
         return kernel(*args)
     finally:
-        numba.set_num_threads(threads)
+        put(threads)

@@ -51,14 +51,23 @@ def test_weight_gradient_does_not_depend_on_the_threads(rng, monkeypatch, case):
     assert np.abs(results[0][0]).max() > 0
 
 
-def test_num_threads_follows_set_num_threads():
+@numba.njit
+def _threads_inside():
+    return numba.get_num_threads()
+
+
+def test_num_threads_follows_set_num_threads_and_launch_restores_it():
     """:func:`jit.num_threads` (Numba's count without its lock) is the calling thread's count, as
     ``numba.get_num_threads()``, after every ``set_num_threads`` (a kernel sizing its per-thread
-    buffers by a stale count would index past them)."""
+    buffers by a stale count would index past them); :func:`jit.launch` runs a small kernel on one
+    thread and gives the count back, a large one on all."""
     before = numba.get_num_threads()
     try:
-        for threads in (1, THREADS, 1):
+        for threads in (1, THREADS, 1, THREADS):
             numba.set_num_threads(threads)
+            assert jit.num_threads() == numba.get_num_threads() == threads
+            assert jit.launch(_threads_inside, 0) == 1
+            assert jit.launch(_threads_inside, jit.PARALLEL_MIN_WORK) == threads
             assert jit.num_threads() == numba.get_num_threads() == threads
     finally:
         numba.set_num_threads(before)
