@@ -194,13 +194,22 @@ for dtype, tolerance in (("float32", 1e-4), ("float64", 1e-10)):  # 8 and 4 lane
         want = (reference.conv2d(x, w, b, **options), *reference.conv2d_backward(x, w, grad, **options)[:2])
         for got, ref in zip((y, dx, net.grads["conv"]["weight"]), want):
             np.testing.assert_allclose(got, ref, rtol=0, atol=tolerance * np.abs(ref).max())
+    config = {{"name": "t", "input": {{"shape": [11, 6, 7]}},  # the depthwise taps along the channels
+              "layers": [{{"type": "conv2d", "name": "dw", "out_channels": 11, "kernel_size": 3, "padding": 1,
+                          "groups": 11}}]}}
+    net = Network.from_config(config, dtype=dtype)
+    x = rng.standard_normal((4, 11, 6, 7))
+    w, b = (net.params["dw"][k].astype(np.float64) for k in ("weight", "bias"))
+    want = reference.conv2d(x, w, b, stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=11)
+    np.testing.assert_allclose(net.forward(x.astype(dtype)), want, rtol=0, atol=tolerance * np.abs(want).max())
 print("ok")
 """
 
 
 def test_avx2_hosts_compute_the_same_vector_rows_and_tiles(tmp_path):
     """Compiled for a Haswell (AVX2, 8 float32 lanes) in a fresh process: the register transposes of
-    the channels-last copy, im2col's strided rows and Winograd's channels-last tiles."""
+    the channels-last copy, im2col's strided rows, Winograd's channels-last tiles and the depthwise
+    taps along the channels (an inference pass of 4 samples takes them)."""
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="+avx,+avx2,+fma,+f16c,+popcnt,+sse4.2",
                NUMBA_CACHE_DIR=str(tmp_path))
     script = AVX2_CONV_CHECK.format(tests=str(Path(__file__).parent))

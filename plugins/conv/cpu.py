@@ -14,7 +14,9 @@ gradients). They are computed by these kernels:
 
 - **depthwise** (one input channel per group, several groups): per-plane loops; 3x3 kernels copy
   each zero-padded plane into a per-thread workspace, columns split by stride phase, and sum the
-  nine products of an output at once (the forward, the weight gradient, the stride-1 transpose).
+  nine products of an output at once (the forward, the weight gradient, the stride-1 transpose);
+  on narrow maps the 3x3 forward runs in vectors along the rows, or, with one output channel per
+  input channel and several samples, along the channels of each sample's channels-last copy.
 - **shifted rows** (stride 1, few taps or a 1x1 kernel): x is laid out as zero-padded planes of
   width ``Wp = OW + (kw-1)*dw``, flattened, so output pixel ``q = i*Wp + j`` reads tap
   ``(c, ki, kj)`` at ``q + shift``, ``shift = c*plane + ki*dh*Wp + kj*dw``: every tap is the same
@@ -58,7 +60,8 @@ from cnnrun.plugins.common import Geometry, bias_grad, grouped, round_up
 
 from . import rules, winograd
 from .depthwise import depthwise_forward, depthwise_transpose, depthwise_weight
-from .depthwise_3x3 import depthwise_forward_3x3, depthwise_rows_3x3, depthwise_weight_3x3
+from .depthwise_3x3 import (depthwise_channels_last_3x3, depthwise_forward_3x3, depthwise_rows_3x3,
+                             depthwise_weight_3x3)
 from .direct import (channels_last, direct_weight, patch_product, patch_weight, pointwise_product, pointwise_weight,
                      shifted_product, shifted_transpose)
 from .filters import channels_last_filter, padded_to_4, rotated_filter, transposed_to_4
@@ -144,7 +147,7 @@ def conv_transpose2d_backward(ctx, x, grad, weight, geom: Geometry, grad_weight,
 def _forward(ctx, x, w, bias, y, geom, path):
     """y = conv(x, w) + bias."""
     if path == "depthwise" and tuple(geom.kernel) == (3, 3):
-        _depthwise_forward_3x3(ctx, x, w, _base(bias, y), y, geom)
+        _depthwise_forward_3x3(ctx, "conv.forward", x, w, _base(bias, y), y, geom)
     elif path == "depthwise":
         launch(depthwise_forward, _work(y.size, *geom.kernel), x, w, _base(bias, y), y, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -168,7 +171,7 @@ def _transpose(ctx, y, w, bias, x, geom, path):
         # one output channel per input channel: the conv of y padded by 2*d - p with the rotated filter
         (dh, dw), (ph, pw) = geom.dilation, geom.padding
         rotated_geom = geom._replace(padding=(2 * dh - ph, 2 * dw - pw))
-        _depthwise_forward_3x3(ctx, y, rotated_filter(w, geom.groups), _base(bias, x), x, rotated_geom)
+        _depthwise_forward_3x3(ctx, "conv.transpose", y, rotated_filter(w, geom.groups), _base(bias, x), x, rotated_geom)
     elif path == "depthwise":
         launch(depthwise_transpose, _work(y.size, *geom.kernel), y, w, _base(bias, x), x, *geom.stride,
                *geom.padding, *geom.dilation)
@@ -262,11 +265,21 @@ def _direct_transpose(ctx, g, w, base, x, geom):
     np.add(planes[:, :, top:top + rows, left:left + cols], base.reshape(-1, 1, 1), out=x[:, :, :rows, :cols])
 
 
-def _depthwise_forward_3x3(ctx, x, w, base, y, geom):
-    """y = base + the depthwise 3x3 conv of x: in vectors along the output rows
-    (:func:`.depthwise_3x3.depthwise_rows_3x3`) where :data:`.rules.DEPTHWISE_ROWS_MAX_WIDTH` says, else over
-    padded planes."""
-    if geom.stride[1] == 2 or (geom.stride[1] == 1 and y.shape[3] <= rules.DEPTHWISE_ROWS_MAX_WIDTH):
+def _depthwise_forward_3x3(ctx, key, x, w, base, y, geom):
+    """y = base + the depthwise 3x3 conv of x: from a channels-last copy along the channels
+    (:func:`.depthwise_3x3.depthwise_channels_last_3x3`), in vectors along the output rows
+    (:func:`.depthwise_3x3.depthwise_rows_3x3`) or over padded planes, as :func:`.rules.depthwise_layout` says."""
+    layout = rules.depthwise_layout(x.shape[1], w.shape[0], y, geom)
+    if layout == "channels_last":
+        (sh, sw), (dh, dw) = geom.stride, geom.dilation
+        channels = x.shape[1]
+        height, width = (y.shape[2] - 1) * sh + 2 * dh + 1, (y.shape[3] - 1) * sw + 2 * dw + 1
+        images = ctx.workspace("conv.depthwise.nhwc", (_threads(), height, width, channels), x.dtype)
+        taps = ctx.derived(key + ".taps", lambda: np.ascontiguousarray(w.reshape(channels, 9).T))
+        rows = ctx.workspace("conv.depthwise.rows", (_threads(), y.shape[3], channels), x.dtype)
+        launch(depthwise_channels_last_3x3, _work(y.size, 9), np.ascontiguousarray(x), taps, base, y, sh, sw,
+               *geom.padding, dh, dw, images, rows)
+    elif layout == "rows":
         launch(depthwise_rows_3x3, _work(y.size, 9), np.ascontiguousarray(x), np.ascontiguousarray(w), base, y,
                *geom.stride, *geom.padding, *geom.dilation)
     else:

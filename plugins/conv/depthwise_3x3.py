@@ -13,6 +13,11 @@ a contiguous run whatever the stride, so the loops along a row vectorize:
 - weight gradient ``dw[n, o, ki, kj] = sum_{i, j} g[n, o, i, j] * xp[...]``: nine sums along each row,
   per sample (the caller adds the samples in order).
 
+On narrow maps (:func:`.rules.depthwise_layout`) the forward runs instead in vectors along the
+output rows straight from x (:func:`depthwise_rows_3x3`) or, one output channel per input
+channel, along the channels of a sample's channels-last copy (:func:`depthwise_channels_last_3x3`:
+a map of 8x8 or less gives a row a vector or less of outputs, its channels many).
+
 Elements are indexed, never sliced: a view per row costs a reference count update (measured in
 Winograd's transforms on small maps, :mod:`.winograd`). PyTorch: ``F.conv2d(x, w, groups=C)`` with a 3x3 kernel.
 """
@@ -26,7 +31,8 @@ from numba import prange
 from cnnrun.engine.jit import cpu_kernel, serial_kernel
 
 from .depthwise import span
-from .vectors import depthwise_row
+from .direct import channels_last_row
+from .vectors import channel_taps_3x3, depthwise_row, transposed_block, vector_lanes
 
 
 @serial_kernel
@@ -136,3 +142,33 @@ def depthwise_weight_3x3(x, y, partial, sh, sw, ph, pw, dh, dw, planes):
         partial[n, o, 0, 0], partial[n, o, 0, 1], partial[n, o, 0, 2] = s00, s01, s02
         partial[n, o, 1, 0], partial[n, o, 1, 1], partial[n, o, 1, 2] = s10, s11, s12
         partial[n, o, 2, 0], partial[n, o, 2, 1], partial[n, o, 2, 2] = s20, s21, s22
+
+
+@cpu_kernel
+def depthwise_channels_last_3x3(x, taps, base, y, sh, sw, ph, pw, dh, dw, images, rows):
+    """The forward of :func:`depthwise_forward_3x3` (one output channel per input channel) along
+    the channels: per sample, x moved into the thread's zero-padded channels-last ``images[t]``
+    ``(Hp, Wp, C)`` (:func:`.direct.channels_last_row`: it stays in L2), then a row of outputs at a
+    time ``out[j, c] = base[c] + sum_{ki, kj} taps[3*ki + kj, c] * image[i*sh + ki*dh, j*sw + kj*dw, c]``,
+    four outputs at once (:func:`.vectors.channel_taps_3x3`), into ``rows[t]`` ``(OW, C)``, then
+    transposed into y's planes (:func:`.vectors.transposed_block`). ``taps`` is ``(9, C)``; parallel
+    over the samples."""
+    samples, channels, oh_n, ow_n = y.shape
+    width = images.shape[2]
+    taps_flat, y_flat = taps.reshape(taps.size), y.reshape(y.size)
+    lanes = vector_lanes(y)
+    for n in prange(samples):
+        t = numba.get_thread_id()
+        image = images[t]
+        for r in range(image.shape[0]):
+            channels_last_row(x, n, r, image, ph, pw)
+        flat, out = image.reshape(image.size), rows[t].reshape(ow_n * channels)
+        for i in range(oh_n):
+            corner = i * sh * width * channels
+            for j in range(0, ow_n, 4):
+                channel_taps_3x3(flat, corner + j * sw * channels, dh * width * channels, dw * channels,
+                                 sw * channels, min(4, ow_n - j), taps_flat, base, out, j * channels, channels)
+            for j in range(0, ow_n, lanes):
+                for c in range(0, channels, lanes):
+                    transposed_block(out, j * channels + c, channels, min(lanes, ow_n - j), y_flat,
+                                     ((n * channels + c) * oh_n + i) * ow_n + j, oh_n * ow_n, min(lanes, channels - c))

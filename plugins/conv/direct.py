@@ -116,25 +116,31 @@ def channels_last(x, out, top, left):
     blocks of a vector of channels by a vector of columns transposed in registers
     (:func:`.vectors.transposed_block`; one value at a time this was about 0.9 ns a value). x and
     out C-contiguous."""
-    samples, channels, height, width = x.shape
-    rows, cols = out.shape[1], out.shape[2]
-    lanes, plane = vector_lanes(x), height * width
+    samples, rows = x.shape[0], out.shape[1]
     for nr in prange(samples * rows):
         n = nr // rows
-        r = nr - n * rows
-        line = out[n, r]
-        h = r - top
-        if h < 0 or h >= height:
-            line[:, :] = 0
-            continue
-        s0 = min(max(left, 0), cols)  # the columns [s0, s1) of out hold x's
-        s1 = max(min(left + width, cols), s0)
-        line[:s0] = 0
-        line[s1:] = 0
-        for s in range(s0, s1, lanes):
-            for c in range(0, channels, lanes):
-                transposed_block(x, ((n * channels + c) * height + h) * width + s - left, plane, min(lanes, channels - c),
-                                 out, ((n * rows + r) * cols + s) * channels + c, channels, min(lanes, s1 - s))
+        channels_last_row(x, n, nr - n * rows, out[n], top, left)
+
+
+@serial_kernel
+def channels_last_row(x, n, r, image, top, left):
+    """Row r of :func:`channels_last`'s sample n, into ``image`` ``(rows, cols, C)``."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    cols = image.shape[1]
+    lanes, plane = vector_lanes(x), height * width
+    line = image[r]
+    h = r - top
+    if h < 0 or h >= height:
+        line[:, :] = 0
+        return
+    s0 = min(max(left, 0), cols)  # the columns [s0, s1) of out hold x's
+    s1 = max(min(left + width, cols), s0)
+    line[:s0] = 0
+    line[s1:] = 0
+    for s in range(s0, s1, lanes):
+        for c in range(0, channels, lanes):
+            transposed_block(x, ((n * channels + c) * height + h) * width + s - left, plane, min(lanes, channels - c),
+                             image, (r * cols + s) * channels + c, channels, min(lanes, s1 - s))
 
 
 @cpu_kernel

@@ -65,6 +65,30 @@ stride 1 512 channels at 4x4 1.9x, 256 at 8x8 1.4x, 128 at 16x16 1.5x, 64 at 32x
 64x64 0.76x (long rows vectorize in Numba too, without masks); stride 2 1.6-2.1x."""
 
 
+DEPTHWISE_CHANNELS_LAST_MAX_WIDTH = 8
+DEPTHWISE_CHANNELS_LAST_MIN_BATCH = 4
+"""Depthwise 3x3 convs with one output channel per input channel, outputs at most
+DEPTHWISE_CHANNELS_LAST_MAX_WIDTH wide and at least DEPTHWISE_CHANNELS_LAST_MIN_BATCH samples take
+:func:`.depthwise_3x3.depthwise_channels_last_3x3` (vectors along the channels of each sample's
+channels-last copy; parallel over the samples). Measured inside MobileNet-v1's inference (Ice
+Lake, 1 thread, CPU time, medians, channels-last / rows): batch 16, 256 channels on 8x8 0.69-0.78,
+8x8 stride 2 0.51, 512 on 4x4 0.43, 128 on 16x16 stride 2 0.79; 128 on 16x16 stride 1 (16 wide)
+1.00, 32x32 and 64x64 0.93-1.06; batch 4 0.90-1.01 on 8x8, 0.64 at stride 2 and on 4x4; batch 1
+0.87-1.39 (a single sample, one thread's work). Alone, hot in cache: 0.33-0.65 at batch 16."""
+
+
+def depthwise_layout(channels: int, out_channels: int, y, geom: Geometry) -> str:
+    """How a depthwise 3x3 forward runs: "channels_last" (one output channel per input channel, see
+    DEPTHWISE_CHANNELS_LAST_MAX_WIDTH), "rows" (column stride 1 and outputs at most
+    DEPTHWISE_ROWS_MAX_WIDTH wide, or column stride 2) or "planes"."""
+    if (channels == out_channels and y.shape[3] <= DEPTHWISE_CHANNELS_LAST_MAX_WIDTH
+            and y.shape[0] >= DEPTHWISE_CHANNELS_LAST_MIN_BATCH):
+        return "channels_last"
+    if geom.stride[1] == 2 or (geom.stride[1] == 1 and y.shape[3] <= DEPTHWISE_ROWS_MAX_WIDTH):
+        return "rows"
+    return "planes"
+
+
 def resolve_algorithm(algorithm, channels: int, out_channels: int, geom: Geometry, out_hw) -> str | None:
     """conv2d's ``algorithm`` option for this input: "auto" (or ``None``) becomes "winograd" where
     :func:`.winograd.choose_algorithm` picks it, else ``None`` (:func:`choose_path` chooses)."""

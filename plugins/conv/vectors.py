@@ -16,7 +16,8 @@ shuffles, and the results stored with masks:
 - :func:`output_tiles`: ``y = bias + A^T M A`` into the two output rows of a tile row;
 - :func:`gradient_tiles`: ``dM = A dY A^T`` of the 2x2 tiles of two rows of an output gradient;
 - :func:`depthwise_row`: one row of a depthwise 3x3 conv at stride 1 or 2, any dilation, straight
-  from three input rows (no padded copy);
+  from three input rows (no padded copy); :func:`channel_taps_3x3` four outputs of one along the
+  channels of a channels-last image;
 - :func:`strided_row` and :func:`add_strided_row`: im2col's copy of a row of taps out of an input
   row and col2im's sum back into it (:mod:`.im2col`), every ``stride``-th column;
 - :func:`transposed_block`: a block of up to one vector of rows by one vector of columns,
@@ -170,6 +171,43 @@ def channel_tiles(typingctx, image, corner, row_stride, column_stride, channels,
         return context.get_dummy_value()
 
     return types.none(image, corner, row_stride, column_stride, channels, v, first, k_stride), codegen
+
+
+@intrinsic
+def channel_taps_3x3(typingctx, image, corner, row_stride, column_stride, step, pixels, taps, base, out, out_first,
+                     channels):
+    """``out[out_first + p*channels + c] = base[c] + sum_{ki, kj} taps[(3*ki + kj)*channels + c] *
+    image[corner + p*step + ki*row_stride + kj*column_stride + c]`` for p < pixels (at most 4), c <
+    channels: a depthwise 3x3 conv along the channels of a channels-last image, a vector of channels
+    at a time, the nine taps' vectors loaded once for the four pixels, whose sums run as four
+    independent chains of fused multiply-adds."""
+    def codegen(context, builder, signature, args):
+        s = _Vectors(context, builder, signature.args[0])
+        image_data, taps_data = _data(context, builder, signature, args, 0), _data(context, builder, signature, args, 6)
+        base_data, out_data = _data(context, builder, signature, args, 7), _data(context, builder, signature, args, 8)
+        corner, row_stride, column_stride, step, pixels, out_first, channels = _ints(
+            context, builder, signature, args, (1, 2, 3, 4, 5, 9, 10))
+        fma = fma_intrinsic(builder.module, s.vector, s.itemsize)
+        with s.chunks(channels) as (c0, _):
+            mask = s.below(builder.sub(channels, c0))
+            weights = [s.load(taps_data, builder.add(builder.mul(_int(k), channels), c0), mask) for k in range(9)]
+            first = s.load(base_data, c0, mask)
+            masks = [builder.and_(mask, splat(builder, builder.icmp_signed("<", _int(p), pixels), s.lanes))
+                     for p in range(4)]
+            starts = [builder.add(builder.add(corner, builder.mul(_int(p), step)), c0) for p in range(4)]
+            sums = [first] * 4
+            for k in range(9):
+                shift = builder.add(builder.mul(_int(k // 3), row_stride), builder.mul(_int(k % 3), column_stride))
+                for p in range(4):
+                    value = s.load(image_data, builder.add(starts[p], shift), masks[p])
+                    sums[p] = builder.call(fma, [weights[k], value, sums[p]])
+            for p in range(4):
+                s.store(sums[p], out_data, builder.add(builder.add(out_first, builder.mul(_int(p), channels)), c0),
+                        masks[p])
+        return context.get_dummy_value()
+
+    return (types.none(image, corner, row_stride, column_stride, step, pixels, taps, base, out, out_first, channels),
+            codegen)
 
 
 @intrinsic
