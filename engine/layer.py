@@ -8,7 +8,7 @@ Shapes handed to the shape methods leave out the batch: ``(C, H, W)``, ``(C, L)`
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,14 @@ from .options import Configurable, show
 
 Shape = tuple[int, ...]
 RESERVED_KEYS = ("type", "name", "inputs", "trainable")
+
+
+class Post(NamedTuple):
+    """An inference plan's epilogue of one layer call (:mod:`.plan`): ``y = relu(y + residual)``,
+    ``residual`` None for no sum, ``relu`` False for no relu."""
+
+    residual: Any
+    relu: bool
 
 
 class Context:
@@ -41,6 +49,9 @@ class Context:
       ``derived(key, make)`` then keeps what a kernel derives from them (a transformed filter).
     - ``per_shape(key, signature, make)``: ``make()`` kept while ``signature`` (the shapes and
       settings it was made from) is the last call's: a kernel's per-shape set-up, made once.
+    - ``post``: an inference plan's epilogue for this call (:class:`Post`: a residual to add, a
+      relu), or None; a kernel that applies it to the outputs it writes sets ``post_applied``
+      (the plan then makes no pass of its own; kernels that do not know it leave it alone).
     - ``comm``: the ranks of a data-parallel run (:class:`cnnrun.engine.distributed.MpiComm`; its
       ``sum(array)`` sums a float64 array over them), or None in one process.
     """
@@ -60,6 +71,8 @@ class Context:
         self.frozen = False
         self._derived: dict[str, Any] = {}
         self._per_shape: dict[str, tuple] = {}
+        self.post: Post | None = None
+        self.post_applied = False
         self.comm = None
 
     @property

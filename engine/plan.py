@@ -13,7 +13,9 @@ checkpoint restored, :meth:`~Network.params_changed`), ``forward(x, training=Fal
   only reader is an ``add`` of two inputs of one shape (the residual sum) and/or a ``relu``, gets them
   in place, in one pass (the device's ``epilogue`` kernel): ``y = relu(conv(x) + b + residual)``.
   The add is fused into the producer of one of its inputs that nothing else reads; that step runs
-  at the add's place in the order, so the other input (the residual) is ready.
+  at the add's place in the order, so the other input (the residual) is ready. The step's context
+  carries the epilogue (``ctx.post``): a kernel that applies it to each block of outputs it has
+  just written (the CPU's shifted-rows convs into their own planes) saves the pass over memory.
 
 The result equals the unfused pass up to float32 rounding (folding reorders two multiplications).
 Each layer's output contract (:mod:`.contract`) is checked on the first pass of each batch size
@@ -28,7 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from .contract import MAX_BATCH_SIZES
-from .layer import Context
+from .layer import Context, Post
 
 INPUT = "input"
 
@@ -78,11 +80,16 @@ class InferencePlan:
         values = {INPUT: x}
         for step in self.steps:
             with timer(step.node.name, "forward") if timer else nullcontext():
+                fused = step.residual is not None or step.relu
+                residual = values[step.residual] if step.residual is not None else None
+                if fused:
+                    step.ctx.post = Post(residual, step.relu)
                 y = step.node.layer.forward(step.ctx, *(values[i] for i in step.inputs))
+                applied, step.ctx.post, step.ctx.post_applied = step.ctx.post_applied, None, False
                 if contract is not None:
                     contract.check_output(step.node, y)
-                if step.residual is not None or step.relu:
-                    y = self._finish(step, y, values[step.residual] if step.residual is not None else None)
+                if fused and not applied:
+                    y = self._finish(step, y, residual)
             values[step.output] = y
         if contract is not None:
             if len(self._checked) >= MAX_BATCH_SIZES:

@@ -186,3 +186,37 @@ def test_a_plan_on_a_device_without_an_epilogue_kernel_uses_the_layers_kernels(c
     assert "epilogue" not in gpu.backend.kernels
     assert gpu.inference().describe() == ["c1 + b1 + r1", "c2 + b2 + add + r2", "global_avgpool_1", "flatten_1"]
     np.testing.assert_allclose(gpu.backend.to_host(gpu.forward(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shifted_rows_apply_the_epilogue_in_their_output_loop(dtype):
+    """1x1 convs on 81 pixels (shifted rows into y's own planes) + batchnorm + residual add + relu
+    and + relu: their kernel adds and clips each tile of outputs as it writes it (``ctx.post_applied``:
+    the plan's own pass is not run for them; the Winograd conv and the 1x1 conv on 6 channels, not
+    a multiple of 4, still get it), NaN and all, equal to the unfused network's output."""
+    layers = [{"name": "s", "type": "conv2d", "out_channels": 8, "kernel_size": 1},
+              {"name": "sb", "type": "batchnorm"},
+              {"name": "a", "type": "add", "inputs": ["sb", "input"]},
+              {"name": "r", "type": "relu"},
+              {"name": "p", "type": "conv2d", "out_channels": 8, "kernel_size": 1},
+              {"name": "pr", "type": "relu"},
+              {"name": "w", "type": "conv2d", "out_channels": 8, "kernel_size": 3, "padding": 1,
+               "algorithm": "winograd"},
+              {"name": "wr", "type": "relu"},
+              {"name": "q", "type": "conv2d", "out_channels": 6, "kernel_size": 1},
+              {"name": "qr", "type": "relu"}]
+    net = with_statistics(Network.from_config(config_of((8, 9, 9), layers), dtype=dtype), 3)
+    x = np.random.default_rng(4).standard_normal((3, 8, 9, 9)).astype(dtype)
+    x[1, 2, 4, 4] = np.nan  # reaches every output of sample 1 near that pixel
+    expected = net.forward(x).copy()
+    plan = net.inference()
+    passes = []
+    own = plan._epilogue
+    plan._epilogue = lambda y, residual, relu: passes.append(y.shape) or own(y, residual, relu)
+    got = net.forward(x)
+    assert plan.describe() == ["s + sb + a + r", "p + pr", "w + wr", "q + qr"]
+    assert passes == [(3, 8, 9, 9), (3, 6, 9, 9)]  # Winograd's, and the 6-channel conv's (through rows)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got).any() and (got[~np.isnan(got)] >= 0).all()
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected[~np.isnan(expected)]).max())

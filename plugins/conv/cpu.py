@@ -352,8 +352,9 @@ def _direct(ctx, key, x, w, base, y, geom):
     packed = ctx.derived(key + ".packed", lambda: padded_to_4(grouped(w, geom.groups)))
     tile = _tile(packed.shape[1], x.dtype, (y.shape[2] - 1) * width + y.shape[3])
     acc = ctx.workspace(key + ".acc", (_threads(), packed.shape[1], tile), x.dtype)
-    launch(shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
-           src, packed, offsets, base, y, width, tile, acc)
+    residual, add, relu = _post_arguments(ctx.post, y)
+    ctx.post_applied = launch(shifted_product, _work(y.shape[0], src.shape[1] // x.shape[1], *packed.shape) // 8,
+                              src, packed, offsets, base, y, width, tile, acc, residual, add, relu, y.dtype.type(0))
 
 
 def _pointwise(ctx, key, x, w, base, y):
@@ -412,6 +413,17 @@ def _work(*factors) -> int:
     over 8 (one vector), and a product whose inputs are copied first (im2col columns, patches) as
     ``(copied values) * (rows + 8) // 8``."""
     return int(math.prod(factors))  # not np.prod: 7 us a call, 27 calls a MobileNet pass
+
+
+def _post_arguments(post, y):
+    """``(residual, add, relu)`` for a kernel applying an inference plan's epilogue ``post``
+    (:class:`cnnrun.engine.layer.Post`, or None) to ``y``: the residual contiguous in y's dtype (y
+    itself, unread, when there is none)."""
+    if post is None:
+        return y, False, False
+    if post.residual is None:
+        return y, False, post.relu
+    return np.ascontiguousarray(post.residual, y.dtype), True, post.relu
 
 
 def _threads() -> int:

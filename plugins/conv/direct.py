@@ -19,19 +19,23 @@ import numpy as np
 from numba import prange
 
 from cnnrun.engine.jit import chunk_items, cpu_kernel, serial_kernel, tile_of
+from cnnrun.plugins.merge.cpu import epilogue_run
 from cnnrun.plugins.products.cpu import row_dots, rows_product
 
 from .vectors import transposed_block, vector_lanes
 
 
 @cpu_kernel
-def shifted_product(src, packed, offsets, base, y, width, tile, acc):
+def shifted_product(src, packed, offsets, base, y, width, tile, acc, residual, add, relu, zero):
     """y[n, g*R + o, i, j] = base + sum_k packed[g, o, k] * src[n, offsets[g, k] + i*width + j]
     (R = y's channels per group), over tiles of the flattened pixels q = i*width + j.
 
     When the padded width is the output's (a 1x1 kernel without padding) and R is a multiple of 4,
     the run of a tile is a run of y's own planes: the products add straight into y, which starts
-    at ``base``; else into the thread's ``acc`` rows, then moved into the planes.
+    at ``base``, and each tile then gets an inference plan's epilogue while in cache
+    (:func:`cnnrun.plugins.merge.cpu.epilogue_run`: ``+ residual`` when ``add``, relu when
+    ``relu``); returns whether it did (else the products go into the thread's ``acc`` rows, then
+    into the planes, and the caller's epilogue runs on its own).
     """
     samples, channels, out_h, out_w = y.shape
     groups = packed.shape[0]
@@ -39,6 +43,7 @@ def shifted_product(src, packed, offsets, base, y, width, tile, acc):
     length = (out_h - 1) * width + out_w
     tiles = (length + tile - 1) // tile
     in_place = width == out_w and per_group % 4 == 0
+    y_flat, residual_flat = y.reshape(y.size), residual.reshape(residual.size)
     for item in prange(samples * tiles):
         n, q0, m = tile_of(item, tiles, tile, length)
         for g in range(groups):
@@ -52,6 +57,11 @@ def shifted_product(src, packed, offsets, base, y, width, tile, acc):
             rows_product(packed[g], src[n], offsets[g], q0, m, out)
             if not in_place:
                 _rows_to_planes(out, per_group, y[n], g * per_group, base, q0, m, width)
+            elif add or relu:
+                for o in range(per_group):
+                    first = (n * channels + g * per_group + o) * length + q0
+                    epilogue_run(y_flat, residual_flat, first, first + m, add, relu, zero)
+    return in_place and (add or relu)
 
 
 @serial_kernel

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from cnnrun.engine.jit import cpu_kernel, launch
+from cnnrun.engine.jit import cpu_kernel, launch, serial_kernel
 
 EPILOGUE_CHUNK = 1 << 14
 """The epilogue's threads take runs of this many values."""
@@ -70,25 +70,33 @@ def epilogue(y, residual, relu: bool):
 
 @cpu_kernel
 def _epilogue(y, residual, add, relu, zero):
-    """y[i] = max(y[i] + residual[i], 0), the sum when ``add``, the max when ``relu`` (NaN stays NaN).
-    The flags are tested outside the loops, ``zero`` has y's dtype and the indices are unsigned, so
-    each loop vectorizes (one loop with the tests inside, an integer 0 and signed indices ran one
-    value at a time: add and relu of 2 MB took 0.45 ms, now 0.17, NumPy's add alone 0.16)."""
+    """y[i] = max(y[i] + residual[i], 0), the sum when ``add``, the max when ``relu`` (NaN stays NaN),
+    in runs of EPILOGUE_CHUNK values (:func:`epilogue_run`)."""
     size = y.size
     for chunk in prange((size + EPILOGUE_CHUNK - 1) // EPILOGUE_CHUNK):
-        first, last = chunk * EPILOGUE_CHUNK, min(size, (chunk + 1) * EPILOGUE_CHUNK)
-        if add and relu:
-            for i in range(first, last):
-                j = np.uintp(i)
-                value = y[j] + residual[j]
-                y[j] = zero if value < zero else value
-        elif add:
-            for i in range(first, last):
-                y[np.uintp(i)] += residual[np.uintp(i)]
-        elif relu:
-            for i in range(first, last):
-                value = y[np.uintp(i)]
-                y[np.uintp(i)] = zero if value < zero else value
+        epilogue_run(y, residual, chunk * EPILOGUE_CHUNK, min(size, (chunk + 1) * EPILOGUE_CHUNK), add, relu, zero)
+
+
+@serial_kernel
+def epilogue_run(y, residual, first, last, add, relu, zero):
+    """y[i] = max(y[i] + residual[i], 0) for first <= i < last of the flat arrays, the sum when
+    ``add``, the max when ``relu`` (NaN stays NaN): also the conv kernels' epilogue, on the outputs
+    they have just written (still in cache). The flags are tested outside the loops, ``zero`` has
+    y's dtype and the indices are unsigned, so each loop vectorizes (one loop with the tests inside,
+    an integer 0 and signed indices ran one value at a time: add and relu of 2 MB took 0.45 ms, now
+    0.17, NumPy's add alone 0.16)."""
+    if add and relu:
+        for i in range(first, last):
+            j = np.uintp(i)
+            value = y[j] + residual[j]
+            y[j] = zero if value < zero else value
+    elif add:
+        for i in range(first, last):
+            y[np.uintp(i)] += residual[np.uintp(i)]
+    elif relu:
+        for i in range(first, last):
+            value = y[np.uintp(i)]
+            y[np.uintp(i)] = zero if value < zero else value
 
 
 KERNELS = {"epilogue": epilogue, "add_forward": add_forward, "elementwise": elementwise, "sum_to_shape": sum_to_shape,
