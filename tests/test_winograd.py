@@ -171,11 +171,16 @@ def test_float64_forward_and_backward_match_reference(registry, case):
     layer, shape, batch = case
     rng = np.random.default_rng(3)
     net = _net(registry, layer, shape)
-    params, grads = net.params["conv"], net.grads["conv"]
     options = {"stride": (1, 1), "padding": _pads(layer.get("padding", 0), shape[1:]), "dilation": (1, 1),
                "groups": layer.get("groups", 1)}
-    x = rng.standard_normal((batch, *shape))
-    y = net.forward(x)
+    _pass_matches_reference(net, rng.standard_normal((batch, *shape)), rng, options)
+
+
+def _pass_matches_reference(net, x, rng, options, **forward_options):
+    """One forward and backward of ``net``'s layer "conv" on x (a random output gradient) against the
+    float64 reference: y, dx and the weight (and bias) gradients to 1e-10."""
+    params, grads = net.params["conv"], net.grads["conv"]
+    y = net.forward(x, **forward_options)
     np.testing.assert_allclose(y, reference.conv2d(x, params["weight"], params.get("bias"), **options),
                                rtol=1e-10, atol=1e-12)
     grad = rng.standard_normal(y.shape)
@@ -183,7 +188,7 @@ def test_float64_forward_and_backward_match_reference(registry, case):
     ref_dx, ref_dw, ref_db = reference.conv2d_backward(x, params["weight"], grad, **options)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grads["weight"], ref_dw, rtol=1e-10, atol=1e-12)
-    if layer.get("bias", True):
+    if "bias" in params:
         np.testing.assert_allclose(grads["bias"], ref_db, rtol=1e-10, atol=1e-12)
 
 
@@ -364,7 +369,7 @@ def test_buffers_are_made_once_per_shape_and_remade_for_another(registry):
     two batch sizes in one context, all equal the reference (6 channels: two padding rows)."""
     layer = {"out_channels": 6, "kernel_size": 3, "padding": 1, "algorithm": "winograd"}
     net = _net(registry, layer, (6, 8, 8))
-    ctx, params, grads = net.contexts["conv"], net.params["conv"], net.grads["conv"]
+    ctx = net.contexts["conv"]
     options = {"stride": (1, 1), "padding": ((1, 1), (1, 1)), "dilation": (1, 1), "groups": 1}
     rng = np.random.default_rng(8)
     x2 = rng.standard_normal((2, 6, 8, 8))
@@ -374,12 +379,4 @@ def test_buffers_are_made_once_per_shape_and_remade_for_another(registry):
     ctx._workspaces["winograd.tiles"].fill(np.nan)
     assert winograd._buffers(ctx, x2, 6, 1, (4, 4)) is not first
     for batch in (2, 3, 2, 2):
-        x = rng.standard_normal((batch, 6, 8, 8))
-        y = net.forward(x, training=True)
-        np.testing.assert_allclose(y, reference.conv2d(x, params["weight"], params.get("bias"), **options),
-                                   rtol=1e-10, atol=1e-12)
-        grad = rng.standard_normal(y.shape)
-        dx = net.backward(grad)
-        ref_dx, ref_dw, _ = reference.conv2d_backward(x, params["weight"], grad, **options)
-        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(grads["weight"], ref_dw, rtol=1e-10, atol=1e-12)
+        _pass_matches_reference(net, rng.standard_normal((batch, 6, 8, 8)), rng, options, training=True)

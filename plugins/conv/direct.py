@@ -143,7 +143,7 @@ def channels_last_row(x, n, r, image, top, left):
     if h < 0 or h >= height:
         line[:, :] = 0
         return
-    s0 = min(max(left, 0), cols)  # the columns [s0, s1) of out hold x's
+    s0 = min(max(left, 0), cols)  # the columns [s0, s1) of the row hold x's
     s1 = max(min(left + width, cols), s0)
     line[:s0] = 0
     line[s1:] = 0
